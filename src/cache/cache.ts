@@ -1,0 +1,277 @@
+// The cache core: what a narinfo or NAR request means, independent of HTTP and of where things are
+// stored. Routes call getNarInfo and getNar; the seams (Database, Storage, Locker, UpstreamPool)
+// are passed in, so a cluster swaps implementations without touching this file.
+
+import type { Readable } from 'node:stream';
+import type { Database, NarFileRecord } from '../db/database';
+import type { Locker } from '../lock/locker';
+import { withLock } from '../lock/locker';
+import {
+  decodeNix32,
+  formatNarInfo,
+  isNix32,
+  narFileExtension,
+  narInfoFingerprint,
+  signNarInfo,
+  storePathHash,
+  verifySignature,
+  type NarInfo,
+  type PublicKey,
+  type SecretKey,
+} from '../nix';
+import type { Storage } from '../storage/storage';
+import type { Logger } from '../telemetry/logger';
+import type { UpstreamPool } from '../upstream/pool';
+import { NarDownload, NotFoundUpstream, type ExpectedFile } from './download';
+import { NAR_FILE_NAME } from './names';
+
+export interface CacheOptions {
+  db: Database;
+  storage: Storage;
+  locker: Locker;
+  upstreams: UpstreamPool;
+  logger: Logger;
+  /** Keys trusted to sign upstream narinfos. */
+  trustedKeys: readonly PublicKey[];
+  /** Our key; undefined when narinfos are served without our signature. */
+  signingKey: SecretKey | undefined;
+  downloadLockTtlMs: number;
+}
+
+export type CacheSource = 'hit' | 'miss';
+
+export interface NarInfoResult {
+  text: string;
+  source: CacheSource;
+}
+
+export interface NarResult {
+  source: CacheSource;
+  /** Total size, when known. */
+  size: number | undefined;
+  /** Absent for HEAD requests. */
+  stream?: Readable;
+}
+
+/** How often accumulated "was served" marks are written, rather than one write per request. */
+const TOUCH_FLUSH_MS = 5_000;
+
+export class Cache {
+  private readonly options: CacheOptions;
+  private readonly narInfoFetches = new Map<string, Promise<NarInfo | undefined>>();
+  private readonly downloads = new Map<string, NarDownload>();
+  private readonly touched = new Set<string>();
+  private readonly touchTimer: NodeJS.Timeout;
+
+  constructor(options: CacheOptions) {
+    this.options = options;
+    this.touchTimer = setInterval(() => void this.flushTouches(), TOUCH_FLUSH_MS);
+    this.touchTimer.unref();
+  }
+
+  /** The narinfo for a store path hash (already validated by the caller), or undefined. */
+  async getNarInfo(hash: string): Promise<NarInfoResult | undefined> {
+    const stored = await this.options.db.getNarInfo(hash);
+    if (stored) {
+      this.touched.add(hash);
+      return { text: formatNarInfo(stored), source: 'hit' };
+    }
+    let fetch = this.narInfoFetches.get(hash);
+    if (!fetch) {
+      fetch = this.fetchNarInfo(hash).finally(() => this.narInfoFetches.delete(hash));
+      this.narInfoFetches.set(hash, fetch);
+    }
+    const narInfo = await fetch;
+    return narInfo ? { text: formatNarInfo(narInfo), source: 'miss' } : undefined;
+  }
+
+  private async fetchNarInfo(hash: string): Promise<NarInfo | undefined> {
+    const { db, locker, upstreams, logger } = this.options;
+    const narInfo = await withLock(locker, `narinfo:${hash}`, this.options.downloadLockTtlMs, async () => {
+      const already = await db.getNarInfo(hash); // another node may have fetched it meanwhile
+      if (already) return already;
+      const found = await upstreams.fetchNarInfo(hash, (candidate, upstream) => this.acceptUpstreamNarInfo(hash, candidate, upstream.baseUrl.href));
+      if (!found) return undefined;
+      const { narInfo: served, narFile } = this.prepareForServing(found.narInfo, found.narUrl);
+      await db.putNarInfo(hash, served, narFile);
+      logger.debug({ hash, upstream: found.upstream.baseUrl.href }, 'narinfo fetched from upstream');
+      return served;
+    });
+    if (narInfo) this.prefetchNar(narInfo);
+    return narInfo;
+  }
+
+  /** An upstream answer counts only if it is for the path asked and carries a trusted signature. */
+  private acceptUpstreamNarInfo(hash: string, narInfo: NarInfo, upstream: string): boolean {
+    const { logger, trustedKeys } = this.options;
+    let pathHash: string;
+    try {
+      pathHash = storePathHash(narInfo.storePath);
+    } catch {
+      pathHash = '';
+    }
+    if (pathHash !== hash) {
+      logger.warn({ hash, upstream, storePath: narInfo.storePath }, 'upstream narinfo is for another store path; ignored');
+      return false;
+    }
+    const fingerprint = narInfoFingerprint(narInfo);
+    if (!narInfo.sigs.some((sig) => verifySignature(sig, fingerprint, trustedKeys))) {
+      logger.warn({ hash, upstream }, 'upstream narinfo has no signature from a trusted key; ignored');
+      return false;
+    }
+    return true;
+  }
+
+  /**
+   * Our copy of an upstream narinfo: the NAR URL normalised to `nar/<hash>.nar<ext>` (so our route
+   * can serve it whatever the upstream's URL scheme) and our signature added.
+   */
+  private prepareForServing(upstream: NarInfo, narUrl: URL): { narInfo: NarInfo; narFile: NarFileRecord } {
+    const name = servedNarName(upstream);
+    let narInfo: NarInfo = { ...upstream, url: `nar/${name}` };
+    if (this.options.signingKey) narInfo = signNarInfo(narInfo, this.options.signingKey);
+    const narFile: NarFileRecord = {
+      name,
+      compression: narInfo.compression,
+      narHash: narInfo.narHash.toNix32(),
+      narSize: narInfo.narSize,
+      upstreamUrl: narUrl.href,
+      ...(narInfo.fileHash ? { fileHash: narInfo.fileHash.toNix32() } : {}),
+      ...(narInfo.fileSize !== undefined ? { fileSize: narInfo.fileSize } : {}),
+    };
+    return { narInfo, narFile };
+  }
+
+  private prefetchNar(narInfo: NarInfo): void {
+    const name = narInfo.url.slice('nar/'.length);
+    void (async () => {
+      if (this.downloads.has(name) || (await this.options.storage.statNar(name)) !== undefined) return;
+      const record = await this.options.db.getNarFile(name);
+      if (!record) return;
+      const download = this.startDownload(record);
+      await download.done;
+    })().catch((error: Error) => {
+      this.options.logger.warn({ nar: name, err: error.message }, 'NAR prefetch failed');
+    });
+  }
+
+  /**
+   * A NAR by file name (already validated by the caller). Served from storage when there, else
+   * from the one shared upstream download. `head` asks for the size only and never downloads.
+   */
+  async getNar(name: string, options: { head: boolean }): Promise<NarResult | undefined> {
+    const { storage, db } = this.options;
+    if (options.head) {
+      const size = await storage.statNar(name);
+      if (size !== undefined) return { source: 'hit', size };
+      const inFlight = this.downloads.get(name);
+      if (inFlight) return { source: 'miss', size: inFlight.expectedSize };
+      const record = await db.getNarFile(name);
+      return record?.upstreamUrl ? { source: 'miss', size: record.fileSize } : undefined;
+    }
+
+    const stored = await storage.getNar(name);
+    if (stored) return { source: 'hit', size: stored.size, stream: stored.stream };
+
+    let download = this.downloads.get(name);
+    if (!download) {
+      const record = await db.getNarFile(name);
+      if (!record?.upstreamUrl) return undefined;
+      // Re-check after the await: a concurrent request may have started it meanwhile.
+      download = this.downloads.get(name) ?? this.startDownload(record);
+    }
+    try {
+      await download.ready;
+    } catch (error) {
+      if (error instanceof NotFoundUpstream) return undefined;
+      // Upstream trouble: let a retry of the storage succeed if the file landed meanwhile.
+      const landed = await storage.getNar(name);
+      if (landed) return { source: 'hit', size: landed.size, stream: landed.stream };
+      this.options.logger.warn({ nar: name, err: (error as Error).message }, 'NAR download failed');
+      return undefined;
+    }
+    try {
+      return { source: 'miss', size: download.expectedSize, stream: download.createReader() };
+    } catch {
+      // It finished between our checks: the file is in storage now (or the download failed).
+      const landed = await storage.getNar(name);
+      return landed ? { source: 'hit', size: landed.size, stream: landed.stream } : undefined;
+    }
+  }
+
+  private startDownload(record: NarFileRecord): NarDownload {
+    const { storage, db, upstreams, locker, logger } = this.options;
+    const upstreamUrl = new URL(record.upstreamUrl!);
+    let releaseLock: (() => Promise<void>) | undefined;
+    const download = new NarDownload({
+      name: record.name,
+      tempDir: storage.tempDir,
+      expected: expectedFile(record),
+      open: async () => {
+        const lock = await locker.acquire(`download:${record.name}`, this.options.downloadLockTtlMs);
+        releaseLock = () => lock.release();
+        return upstreams.fetchFile(upstreamUrl);
+      },
+      commit: async (tempFile, size) => {
+        await storage.putNarFromFile(record.name, tempFile);
+        await db.markNarFileStored(record.name, size);
+      },
+    });
+    this.downloads.set(record.name, download);
+    const started = Date.now();
+    download.done.then(
+      () => logger.info({ nar: record.name, bytes: download.bytesWritten, ms: Date.now() - started }, 'NAR downloaded and stored'),
+      (error: Error) => {
+        if (!(error instanceof NotFoundUpstream)) logger.warn({ nar: record.name, err: error.message }, 'NAR download failed; nothing stored');
+      },
+    ).finally(() => {
+      this.downloads.delete(record.name);
+      void releaseLock?.();
+    });
+    return download;
+  }
+
+  /** Waits for downloads in flight (bounded), then stops background work. */
+  async close(timeoutMs: number): Promise<void> {
+    clearInterval(this.touchTimer);
+    const pending = [...this.downloads.values()].map((d) => d.done.catch(() => undefined));
+    if (pending.length > 0) {
+      await Promise.race([Promise.all(pending), new Promise((resolve) => setTimeout(resolve, timeoutMs).unref())]);
+    }
+    await this.flushTouches();
+  }
+
+  private async flushTouches(): Promise<void> {
+    if (this.touched.size === 0) return;
+    const hashes = [...this.touched];
+    this.touched.clear();
+    await this.options.db.touchNarInfos(hashes, Date.now()).catch((error: Error) => {
+      this.options.logger.warn({ err: error.message }, 'could not record narinfo access times');
+    });
+  }
+}
+
+/** What the downloaded bytes must match: FileHash/FileSize, or NarHash/NarSize when uncompressed. */
+function expectedFile(record: NarFileRecord): ExpectedFile {
+  const expected: ExpectedFile = {};
+  const size = record.fileSize ?? (record.compression === 'none' ? record.narSize : undefined);
+  if (size !== undefined) expected.size = size;
+  const hash = record.fileHash ?? (record.compression === 'none' ? record.narHash : undefined);
+  if (hash?.startsWith('sha256:')) expected.sha256 = decodeNix32(hash.slice('sha256:'.length));
+  return expected;
+}
+
+/**
+ * The NAR file name we serve: the upstream's own when it already is `nar/<nix32>.nar<ext>`,
+ * otherwise one derived from the file hash (or NAR hash) so odd upstream URLs still fit our route.
+ */
+export function servedNarName(narInfo: NarInfo): string {
+  const ext = narFileExtension(narInfo.compression);
+  const own = /^nar\/([^/?#]+)$/.exec(narInfo.url)?.[1];
+  if (own && NAR_FILE_NAME.test(own) && own.endsWith(`.nar${ext}`)) {
+    const base = own.slice(0, own.length - `.nar${ext}`.length);
+    if (isNix32(base, 52)) return own;
+  }
+  const hash = narInfo.fileHash ?? narInfo.narHash;
+  return `${hash.nix32Digest()}.nar${ext}`;
+}

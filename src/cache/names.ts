@@ -1,0 +1,25 @@
+// The file names ncps serves, as strict patterns: anything else is rejected before it reaches the
+// cache core, which is also what keeps path traversal out of storage.
+
+import { compressionFromExtension, type Compression } from '../nix';
+
+const NIX32 = '[0-9a-df-np-sv-z]';
+
+/** `<32 nix32>.narinfo` */
+export const NARINFO_FILE_NAME = new RegExp(`^(${NIX32}{32})\\.narinfo$`);
+
+/**
+ * `<52 nix32>.nar[.ext]` (nix copy, ncps) or `<32 nix32>-<52 nix32>.nar[.ext]` (nix-serve).
+ * The extension is captured loosely so that an unknown one can be reported as such.
+ */
+export const NAR_FILE_NAME = new RegExp(`^(?:${NIX32}{52}|${NIX32}{32}-${NIX32}{52})\\.nar(\\.[A-Za-z0-9]+)?$`);
+
+export type NarNameCheck = { ok: true; compression: Compression } | { ok: false; reason: string };
+
+export function checkNarFileName(name: string): NarNameCheck {
+  const match = NAR_FILE_NAME.exec(name);
+  if (!match) return { ok: false, reason: 'invalid NAR file name' };
+  const compression = compressionFromExtension(match[1] ?? '');
+  if (!compression) return { ok: false, reason: `unknown NAR extension ${match[1]}` };
+  return { ok: true, compression };
+}

@@ -1,0 +1,50 @@
+// Where our signing key comes from: an explicit file, else the database (so every instance sharing
+// it signs with the same key), else the legacy file an older ncps kept in storage, else a new key
+// generated once. The first writer wins, so instances starting together agree on one key.
+
+import { readFile } from 'node:fs/promises';
+import type { Database } from '../db/database';
+import { generateSecretKey, parseSecretKey, type SecretKey } from '../nix';
+import type { Storage } from '../storage/storage';
+import type { Logger } from '../telemetry/logger';
+
+const SETTING = 'secret_key';
+
+export async function loadSigningKey(options: {
+  secretKeyPath: string;
+  hostname: string;
+  db: Database;
+  storage: Storage;
+  logger: Logger;
+}): Promise<SecretKey> {
+  const { secretKeyPath, hostname, db, storage, logger } = options;
+  if (secretKeyPath) {
+    let text: string;
+    try {
+      text = await readFile(secretKeyPath, 'utf8');
+    } catch (error) {
+      throw new Error(`cannot read --cache-secret-key-path ${secretKeyPath}: ${(error as Error).message}`);
+    }
+    try {
+      return parseSecretKey(text);
+    } catch (error) {
+      throw new Error(`--cache-secret-key-path ${secretKeyPath} is not a Nix secret key: ${(error as Error).message}`);
+    }
+  }
+  const stored = await db.getSetting(SETTING);
+  if (stored) return parseSecretKey(stored);
+
+  const legacy = await storage.getLegacySecretKey();
+  let candidate: SecretKey;
+  if (legacy) {
+    candidate = parseSecretKey(legacy);
+    logger.info({ keyName: candidate.name }, 'adopting the signing key from config/cache.key');
+  } else {
+    candidate = generateSecretKey(hostname);
+  }
+  const winner = parseSecretKey(await db.putSettingIfAbsent(SETTING, candidate.text));
+  if (winner.text === candidate.text && !legacy) {
+    logger.info({ publicKey: winner.publicKey.text }, 'generated a new signing key and stored it in the database');
+  }
+  return winner;
+}

@@ -1,0 +1,69 @@
+// The ncps command line: `ncps <command> [flags]`. Exit status 2 for usage and configuration
+// mistakes, 1 for failures at run time.
+
+import { ConfigError } from '../config/load';
+import { serveCommand } from './serve';
+
+declare const NCPS_VERSION: string | undefined;
+export const VERSION = typeof NCPS_VERSION === 'string' ? NCPS_VERSION : 'dev';
+
+interface Command {
+  summary: string;
+  run(argv: string[]): Promise<number>;
+}
+
+const COMMANDS: Record<string, Command> = {
+  serve: serveCommand,
+};
+
+function usage(): string {
+  const lines = ['Usage: ncps <command> [flags]', '', 'Nix binary cache proxy server.', '', 'Commands:'];
+  for (const [name, command] of Object.entries(COMMANDS)) lines.push(`  ${name.padEnd(18)}${command.summary}`);
+  lines.push('', 'Run `ncps <command> --help` for the flags of a command.', '');
+  return lines.join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  // Global flags may come before the command name, as with urfave/cli.
+  const index = argv.findIndex((arg) => !arg.startsWith('-'));
+  const name = index === -1 ? undefined : argv[index];
+  const rest = index === -1 ? argv : [...argv.slice(0, index), ...argv.slice(index + 1)];
+
+  if (name === undefined) {
+    if (argv.includes('--version') || argv.includes('-v')) {
+      process.stdout.write(`ncps ${VERSION}\n`);
+      return 0;
+    }
+    const help = argv.includes('--help') || argv.includes('-h');
+    (help ? process.stdout : process.stderr).write(usage());
+    return help ? 0 : 2;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`ncps: unknown command "${name}"\n\n${usage()}`);
+    return 2;
+  }
+  try {
+    return await command.run(rest);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`ncps ${name}: ${error.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`ncps ${name}: ${(error as Error).stack ?? String(error)}\n`);
+    return 1;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      // serve keeps running and exits on a signal; every other command ends here.
+      if (code !== -1) process.exitCode = code;
+    },
+    (error: unknown) => {
+      process.stderr.write(`ncps: ${String(error)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

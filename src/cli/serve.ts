@@ -1,0 +1,207 @@
+// `ncps serve`: assemble the seams from configuration, migrate the database, listen, and shut
+// down cleanly on SIGTERM/SIGINT.
+
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Cache } from '../cache/cache';
+import { loadSigningKey } from '../cache/signing-key';
+import { ConfigError, helpText, loadConfig, type LoadedConfig } from '../config/load';
+import type { Database } from '../db/database';
+import { SqliteDatabase, sqlitePathFromUrl } from '../db/sqlite';
+import { LocalLocker } from '../lock/local';
+import { parsePublicKey, type PublicKey } from '../nix';
+import { buildApp } from '../server/app';
+import { LocalStorage } from '../storage/local';
+import { createLogger, type Logger } from '../telemetry/logger';
+import { parseNetrc, type Netrc } from '../upstream/netrc';
+import { parseUpstreamUrl, UpstreamPool } from '../upstream/pool';
+
+const SUMMARY = 'Serve the Nix binary cache proxy.';
+/** How long shutdown waits for responses and downloads in flight. */
+const DRAIN_TIMEOUT_MS = 30_000;
+
+export const serveCommand = {
+  summary: SUMMARY,
+  run: serve,
+};
+
+export function parseListenAddress(addr: string): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(addr.trim());
+  const port = Number(match?.[3]);
+  if (!match || port > 65535) throw new ConfigError(`invalid --server-addr "${addr}": expected host:port, e.g. :8501 or 127.0.0.1:8501`);
+  return { host: match[1] ?? match[2] ?? '', port };
+}
+
+function defaultDataDir(): string {
+  const base = process.env.XDG_DATA_HOME || path.join(os.homedir(), '.local', 'share');
+  return path.join(base, 'ncps');
+}
+
+/** Everything in the configuration that can be checked before touching disk or network. */
+function checkedSettings(config: LoadedConfig) {
+  const storageDir = config.get<string>('cache.storage.local') || defaultDataDir();
+  if (config.get<string>('cache.storage.s3.bucket')) {
+    throw new ConfigError('S3 storage is not implemented yet; use --cache-storage-local');
+  }
+  const databaseUrl = config.get<string>('cache.database-url') || `sqlite:${path.join(storageDir, 'db', 'db.sqlite')}`;
+  if (/^postgres(ql)?:/.test(databaseUrl)) {
+    throw new ConfigError('PostgreSQL is not implemented yet; use a sqlite: --cache-database-url');
+  }
+  if (/^mysql:/.test(databaseUrl)) throw new ConfigError('MySQL is not supported; use sqlite: (or PostgreSQL once available)');
+  if (!/^sqlite3?:/.test(databaseUrl)) throw new ConfigError(`unsupported --cache-database-url "${databaseUrl}"; expected sqlite:/path/to/db.sqlite`);
+  if (config.get<string>('cache.lock.backend') === 'redis') {
+    throw new ConfigError('--cache-lock-backend=redis is not implemented yet; use local');
+  }
+
+  const upstreamUrls = config.get<string[]>('cache.upstream.urls');
+  if (upstreamUrls.length === 0) throw new ConfigError('at least one --cache-upstream-url is required');
+  for (const url of upstreamUrls) {
+    try {
+      parseUpstreamUrl(url);
+    } catch (error) {
+      throw new ConfigError(`--cache-upstream-url: ${(error as Error).message}`);
+    }
+  }
+  const publicKeyTexts = config.get<string[]>('cache.upstream.public-keys');
+  if (publicKeyTexts.length === 0) {
+    throw new ConfigError('at least one --cache-upstream-public-key is required: ncps only serves narinfos signed by a trusted key');
+  }
+  const trustedKeys: PublicKey[] = publicKeyTexts.map((text) => {
+    try {
+      return parsePublicKey(text);
+    } catch (error) {
+      throw new ConfigError(`--cache-upstream-public-key "${text}": ${(error as Error).message}`);
+    }
+  });
+
+  let netrc: Netrc | undefined;
+  const netrcFile = config.get<string>('cache.netrc-file');
+  if (netrcFile) {
+    try {
+      netrc = parseNetrc(readFileSync(netrcFile, 'utf8'));
+    } catch (error) {
+      throw new ConfigError(`cannot read --netrc-file ${netrcFile}: ${(error as Error).message}`);
+    }
+  }
+
+  return {
+    listen: parseListenAddress(config.get<string>('server.addr')),
+    hostname: config.get<string>('cache.hostname') || os.hostname(),
+    storageDir,
+    tempDir: config.get<string>('cache.temp-path'),
+    databaseUrl,
+    upstreamUrls,
+    trustedKeys,
+    netrc,
+    signNarInfo: config.get<boolean>('cache.sign-narinfo'),
+    secretKeyPath: config.get<string>('cache.secret-key-path'),
+    dialerTimeoutMs: config.get<number>('cache.upstream.dialer-timeout'),
+    responseHeaderTimeoutMs: config.get<number>('cache.upstream.response-header-timeout'),
+    downloadLockTtlMs: config.get<number>('cache.lock.download-lock-ttl'),
+  };
+}
+
+function openDatabase(url: string): Database {
+  return new SqliteDatabase(sqlitePathFromUrl(url));
+}
+
+async function serve(argv: string[]): Promise<number> {
+  const { config, args } = loadConfig('serve', argv, process.env);
+  if (args.help) {
+    process.stdout.write(helpText('serve', SUMMARY));
+    return 0;
+  }
+  if (args.positionals.length > 0) throw new ConfigError(`unexpected argument "${args.positionals[0]}"`);
+  const settings = checkedSettings(config);
+  const logger = createLogger(config.get<string>('log.level'));
+  for (const warning of config.warnings) logger.warn(warning);
+
+  const storage = new LocalStorage(settings.storageDir, settings.tempDir);
+  const removed = await storage.cleanTempDir(60 * 60 * 1000);
+  if (removed > 0) logger.info({ removed }, 'removed stale partial downloads');
+
+  const db = openDatabase(settings.databaseUrl);
+  const applied = await db.migrate();
+  if (applied.length > 0) logger.info({ versions: applied }, 'database migrated');
+
+  const signingKey = await loadSigningKey({
+    secretKeyPath: settings.secretKeyPath,
+    hostname: settings.hostname,
+    db,
+    storage,
+    logger,
+  });
+
+  const upstreams = new UpstreamPool({
+    urls: settings.upstreamUrls,
+    dialerTimeoutMs: settings.dialerTimeoutMs,
+    responseHeaderTimeoutMs: settings.responseHeaderTimeoutMs,
+    logger,
+    ...(settings.netrc ? { netrc: settings.netrc } : {}),
+  });
+  // Health is checked in the background: an upstream that is down at start must not delay serving.
+  void upstreams.start();
+
+  const locker = new LocalLocker();
+  const cache = new Cache({
+    db,
+    storage,
+    locker,
+    upstreams,
+    logger,
+    trustedKeys: settings.trustedKeys,
+    signingKey: settings.signNarInfo ? signingKey : undefined,
+    downloadLockTtlMs: settings.downloadLockTtlMs,
+  });
+  const app = buildApp({ cache, logger, hostname: settings.hostname, publicKey: signingKey.publicKey.text });
+
+  const { host, port } = settings.listen;
+  await app.listen({ host: host === '' ? '::' : host, port, ipv6Only: false });
+  logger.info(
+    {
+      addr: `${host}:${port}`,
+      storage: storage.root,
+      database: settings.databaseUrl.replace(/\/\/[^@/]*@/, '//***@'),
+      upstreams: upstreams.upstreams.map((u) => u.baseUrl.href),
+      publicKey: signingKey.publicKey.text,
+    },
+    'ncps is serving',
+  );
+
+  await waitForSignal();
+  logger.info('shutting down: draining requests and downloads in flight');
+  await shutdown(logger, [
+    () => app.close(),
+    () => cache.close(DRAIN_TIMEOUT_MS),
+    () => upstreams.close(),
+    () => locker.close(),
+    () => db.close(),
+  ]);
+  logger.info('stopped');
+  return 0;
+}
+
+function waitForSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      resolve(signal);
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}
+
+async function shutdown(logger: Logger, steps: Array<() => Promise<unknown>>): Promise<void> {
+  const deadline = setTimeout(() => {
+    logger.error('shutdown took too long; exiting');
+    process.exit(1);
+  }, DRAIN_TIMEOUT_MS + 10_000);
+  deadline.unref();
+  for (const step of steps) {
+    await step().catch((error: Error) => logger.warn({ err: error.message }, 'error during shutdown'));
+  }
+  clearTimeout(deadline);
+}

@@ -1,0 +1,496 @@
+// Every setting of ncps in one table: its config-file key, command-line flag, environment variable,
+// format, default and documentation. The convict schema, the flag parser, `--help` and the
+// configuration reference are all generated from this table, so they cannot drift apart.
+
+export type OptionFormat =
+  | 'string'
+  | 'bool'
+  | 'go-duration'
+  | 'size'
+  | 'string-list'
+  | 'non-negative-int'
+  | readonly string[];
+
+export interface OptionSpec {
+  /** Dotted config-file key, as ncps spells it (`cache.upstream.urls`). */
+  key: string;
+  /** Flag name without dashes. */
+  flag: string;
+  env?: string;
+  format: OptionFormat;
+  default: unknown;
+  doc: string;
+  /** Which commands accept it; global options are accepted everywhere. */
+  scope: 'global' | 'serve' | 'storage' | 'database' | 'redis';
+  sensitive?: boolean;
+  /** Older flag names that still work, with a warning. */
+  aliases?: readonly string[];
+  /** Set while a flag is accepted for compatibility but its feature is not built yet. */
+  notImplemented?: string;
+}
+
+const LATER_OPERATIONS = 'arrives with upload/delete/auth/LRU support';
+const LATER_SCALE_OUT = 'arrives with the PostgreSQL/S3/Redis support';
+const LATER_TELEMETRY = 'arrives with the metrics/OpenTelemetry support';
+
+export const OPTIONS: readonly OptionSpec[] = [
+  // Global
+  {
+    key: 'config',
+    flag: 'config',
+    env: 'NCPS_CONFIG_FILE',
+    format: 'string',
+    default: '',
+    doc: 'Path to a configuration file (YAML or JSON; keys are the dotted option names).',
+    scope: 'global',
+  },
+  {
+    key: 'log.level',
+    flag: 'log-level',
+    env: 'LOG_LEVEL',
+    format: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'panic'],
+    default: 'info',
+    doc: 'Log level.',
+    scope: 'global',
+  },
+  {
+    key: 'opentelemetry.enabled',
+    flag: 'otel-enabled',
+    env: 'OTEL_ENABLED',
+    format: 'bool',
+    default: false,
+    doc: 'Export traces and metrics over OTLP.',
+    scope: 'global',
+    notImplemented: LATER_TELEMETRY,
+  },
+  {
+    key: 'opentelemetry.grpc-url',
+    flag: 'otel-grpc-url',
+    env: 'OTEL_GRPC_URL',
+    format: 'string',
+    default: '',
+    doc: 'OTLP gRPC endpoint.',
+    scope: 'global',
+    notImplemented: LATER_TELEMETRY,
+  },
+  {
+    key: 'prometheus.enabled',
+    flag: 'prometheus-enabled',
+    env: 'PROMETHEUS_ENABLED',
+    format: 'bool',
+    default: false,
+    doc: 'Serve Prometheus metrics on /metrics.',
+    scope: 'global',
+    notImplemented: LATER_TELEMETRY,
+  },
+
+  // Server
+  {
+    key: 'server.addr',
+    flag: 'server-addr',
+    env: 'SERVER_ADDR',
+    format: 'string',
+    default: ':8501',
+    doc: 'Address to listen on, host:port (an empty host listens on every interface).',
+    scope: 'serve',
+  },
+
+  // Cache identity and signing
+  {
+    key: 'cache.hostname',
+    flag: 'cache-hostname',
+    env: 'CACHE_HOSTNAME',
+    format: 'string',
+    default: '',
+    doc: "Host name of this cache; also the name of its signing key. Defaults to the machine's host name.",
+    scope: 'serve',
+  },
+  {
+    key: 'cache.secret-key-path',
+    flag: 'cache-secret-key-path',
+    env: 'CACHE_SECRET_KEY_PATH',
+    format: 'string',
+    default: '',
+    doc: 'Nix secret key file (name:base64) to sign narinfos with. Without it a key is generated once and kept in the database.',
+    scope: 'serve',
+    sensitive: true,
+  },
+  {
+    key: 'cache.sign-narinfo',
+    flag: 'cache-sign-narinfo',
+    env: 'CACHE_SIGN_NARINFO',
+    format: 'bool',
+    default: true,
+    doc: "Add this cache's signature to every narinfo it serves.",
+    scope: 'serve',
+  },
+  {
+    key: 'cache.temp-path',
+    flag: 'cache-temp-path',
+    env: 'CACHE_TEMP_PATH',
+    format: 'string',
+    default: '',
+    doc: 'Directory for downloads in progress. Defaults to store/tmp inside the local storage (or the system temp directory with S3).',
+    scope: 'serve',
+  },
+
+  // Database
+  {
+    key: 'cache.database-url',
+    flag: 'cache-database-url',
+    env: 'CACHE_DATABASE_URL',
+    format: 'string',
+    default: '',
+    doc: 'Database URL: sqlite:/path/db.sqlite. Defaults to sqlite:<local storage>/db/db.sqlite.',
+    scope: 'database',
+    sensitive: true,
+  },
+  {
+    key: 'cache.database.pool.max-open-conns',
+    flag: 'cache-database-pool-max-open-conns',
+    env: 'CACHE_DATABASE_POOL_MAX_OPEN_CONNS',
+    format: 'non-negative-int',
+    default: 0,
+    doc: 'Maximum open database connections (0: the driver default).',
+    scope: 'database',
+    notImplemented: LATER_SCALE_OUT,
+  },
+  {
+    key: 'cache.database.pool.max-idle-conns',
+    flag: 'cache-database-pool-max-idle-conns',
+    env: 'CACHE_DATABASE_POOL_MAX_IDLE_CONNS',
+    format: 'non-negative-int',
+    default: 0,
+    doc: 'Maximum idle database connections (0: the driver default).',
+    scope: 'database',
+    notImplemented: LATER_SCALE_OUT,
+  },
+
+  // Storage
+  {
+    key: 'cache.storage.local',
+    flag: 'cache-storage-local',
+    env: 'CACHE_STORAGE_LOCAL',
+    format: 'string',
+    default: '',
+    doc: 'Directory for local storage. Defaults to $XDG_DATA_HOME/ncps (~/.local/share/ncps).',
+    scope: 'storage',
+    aliases: ['cache-data-path'],
+  },
+  ...(['bucket', 'endpoint', 'region', 'access-key-id', 'secret-access-key'] as const).map(
+    (name): OptionSpec => ({
+      key: `cache.storage.s3.${name}`,
+      flag: `cache-storage-s3-${name}`,
+      env: `CACHE_STORAGE_S3_${name.toUpperCase().replace(/-/g, '_')}`,
+      format: 'string',
+      default: '',
+      doc: `S3 ${name.replace(/-/g, ' ')}.`,
+      scope: 'storage',
+      sensitive: name === 'secret-access-key' || name === 'access-key-id',
+      notImplemented: LATER_SCALE_OUT,
+    }),
+  ),
+  {
+    key: 'cache.storage.s3.force-path-style',
+    flag: 'cache-storage-s3-force-path-style',
+    env: 'CACHE_STORAGE_S3_FORCE_PATH_STYLE',
+    format: 'bool',
+    default: false,
+    doc: 'Address the S3 bucket in the path rather than the host name (MinIO and most self-hosted servers).',
+    scope: 'storage',
+    notImplemented: LATER_SCALE_OUT,
+  },
+
+  // Upstreams
+  {
+    key: 'cache.upstream.urls',
+    flag: 'cache-upstream-url',
+    env: 'CACHE_UPSTREAM_URLS',
+    format: 'string-list',
+    default: ['https://cache.nixos.org'],
+    doc: 'Upstream binary cache URL; repeatable. Append ?priority=N to rank it (lower is preferred).',
+    scope: 'serve',
+    aliases: ['upstream-cache'],
+  },
+  {
+    key: 'cache.upstream.public-keys',
+    flag: 'cache-upstream-public-key',
+    env: 'CACHE_UPSTREAM_PUBLIC_KEYS',
+    format: 'string-list',
+    default: ['cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY='],
+    doc: 'Public key (name:base64) trusted to sign upstream narinfos; repeatable. A narinfo is accepted when any of its signatures verifies against any of these keys.',
+    scope: 'serve',
+    aliases: ['upstream-public-key'],
+  },
+  {
+    key: 'cache.upstream.dialer-timeout',
+    flag: 'cache-upstream-dialer-timeout',
+    env: 'CACHE_UPSTREAM_DIALER_TIMEOUT',
+    format: 'go-duration',
+    default: '3s',
+    doc: 'Timeout for connecting to an upstream.',
+    scope: 'serve',
+  },
+  {
+    key: 'cache.upstream.response-header-timeout',
+    flag: 'cache-upstream-response-header-timeout',
+    env: 'CACHE_UPSTREAM_RESPONSE_HEADER_TIMEOUT',
+    format: 'go-duration',
+    default: '3s',
+    doc: 'Timeout for an upstream to start answering; a slower upstream counts as not having the path.',
+    scope: 'serve',
+  },
+  {
+    key: 'cache.netrc-file',
+    flag: 'netrc-file',
+    env: 'NETRC_FILE',
+    format: 'string',
+    default: '',
+    doc: 'netrc file with credentials for upstreams (sent as HTTP Basic auth).',
+    scope: 'serve',
+    sensitive: true,
+  },
+
+  // Write access, authentication, size limits (issue: operations)
+  {
+    key: 'cache.allow-put-verb',
+    flag: 'cache-allow-put-verb',
+    env: 'CACHE_ALLOW_PUT_VERB',
+    format: 'bool',
+    default: false,
+    doc: 'Accept uploads (PUT under /upload).',
+    scope: 'serve',
+    notImplemented: LATER_OPERATIONS,
+  },
+  {
+    key: 'cache.allow-delete-verb',
+    flag: 'cache-allow-delete-verb',
+    env: 'CACHE_ALLOW_DELETE_VERB',
+    format: 'bool',
+    default: false,
+    doc: 'Accept DELETE of narinfos and NARs.',
+    scope: 'serve',
+    notImplemented: LATER_OPERATIONS,
+  },
+  {
+    key: 'cache.require-trusted-signature',
+    flag: 'cache-require-trusted-signature',
+    env: 'CACHE_REQUIRE_TRUSTED_SIGNATURE',
+    format: 'bool',
+    default: false,
+    doc: 'Refuse uploaded narinfos that no trusted upload key signed.',
+    scope: 'serve',
+    notImplemented: LATER_OPERATIONS,
+  },
+  {
+    key: 'cache.trusted-upload-keys',
+    flag: 'cache-trusted-upload-key',
+    env: 'CACHE_TRUSTED_UPLOAD_KEYS',
+    format: 'string-list',
+    default: [],
+    doc: 'Public key trusted to sign uploads; repeatable.',
+    scope: 'serve',
+    notImplemented: LATER_OPERATIONS,
+  },
+  {
+    key: 'cache.get-token',
+    flag: 'cache-get-token',
+    env: 'CACHE_GET_TOKEN',
+    format: 'string',
+    default: '',
+    doc: 'Bearer token required for reads.',
+    scope: 'serve',
+    sensitive: true,
+    notImplemented: LATER_OPERATIONS,
+  },
+  {
+    key: 'cache.max-size',
+    flag: 'cache-max-size',
+    env: 'CACHE_MAX_SIZE',
+    format: 'size',
+    default: '0',
+    doc: 'Maximum size of the store (units B, K, M, G, T); 0 means unlimited.',
+    scope: 'serve',
+    notImplemented: LATER_OPERATIONS,
+  },
+  {
+    key: 'cache.lru.schedule',
+    flag: 'cache-lru-schedule',
+    env: 'CACHE_LRU_SCHEDULE',
+    format: 'string',
+    default: '',
+    doc: 'Cron schedule of the LRU clean-up.',
+    scope: 'serve',
+    notImplemented: LATER_OPERATIONS,
+  },
+  {
+    key: 'cache.lru.timezone',
+    flag: 'cache-lru-schedule-timezone',
+    env: 'CACHE_LRU_SCHEDULE_TZ',
+    format: 'string',
+    default: 'Local',
+    doc: 'Time zone of the LRU schedule.',
+    scope: 'serve',
+    notImplemented: LATER_OPERATIONS,
+  },
+
+  // Redis and locks (issue: scale-out)
+  {
+    key: 'cache.redis.addrs',
+    flag: 'cache-redis-addrs',
+    env: 'CACHE_REDIS_ADDRS',
+    format: 'string-list',
+    default: [],
+    doc: 'Redis addresses (host:port); repeatable or comma separated.',
+    scope: 'redis',
+    notImplemented: LATER_SCALE_OUT,
+  },
+  {
+    key: 'cache.redis.username',
+    flag: 'cache-redis-username',
+    env: 'CACHE_REDIS_USERNAME',
+    format: 'string',
+    default: '',
+    doc: 'Redis user name.',
+    scope: 'redis',
+    notImplemented: LATER_SCALE_OUT,
+  },
+  {
+    key: 'cache.redis.password',
+    flag: 'cache-redis-password',
+    env: 'CACHE_REDIS_PASSWORD',
+    format: 'string',
+    default: '',
+    doc: 'Redis password.',
+    scope: 'redis',
+    sensitive: true,
+    notImplemented: LATER_SCALE_OUT,
+  },
+  {
+    key: 'cache.redis.db',
+    flag: 'cache-redis-db',
+    env: 'CACHE_REDIS_DB',
+    format: 'non-negative-int',
+    default: 0,
+    doc: 'Redis database number.',
+    scope: 'redis',
+    notImplemented: LATER_SCALE_OUT,
+  },
+  {
+    key: 'cache.redis.use-tls',
+    flag: 'cache-redis-use-tls',
+    env: 'CACHE_REDIS_USE_TLS',
+    format: 'bool',
+    default: false,
+    doc: 'Connect to Redis over TLS.',
+    scope: 'redis',
+    notImplemented: LATER_SCALE_OUT,
+  },
+  {
+    key: 'cache.redis.pool-size',
+    flag: 'cache-redis-pool-size',
+    env: 'CACHE_REDIS_POOL_SIZE',
+    format: 'non-negative-int',
+    default: 0,
+    doc: 'Redis connection pool size.',
+    scope: 'redis',
+    notImplemented: LATER_SCALE_OUT,
+  },
+  {
+    key: 'cache.lock.backend',
+    flag: 'cache-lock-backend',
+    env: 'CACHE_LOCK_BACKEND',
+    format: ['local', 'redis'],
+    default: 'local',
+    doc: 'Lock backend: local (one instance) or redis (several instances).',
+    scope: 'redis',
+  },
+  {
+    key: 'cache.lock.redis.key-prefix',
+    flag: 'cache-lock-redis-key-prefix',
+    env: 'CACHE_LOCK_REDIS_KEY_PREFIX',
+    format: 'string',
+    default: 'ncps:lock:',
+    doc: 'Prefix of the lock keys in Redis.',
+    scope: 'redis',
+    notImplemented: LATER_SCALE_OUT,
+  },
+  {
+    key: 'cache.lock.download-lock-ttl',
+    flag: 'cache-lock-download-ttl',
+    env: 'CACHE_LOCK_DOWNLOAD_TTL',
+    format: 'go-duration',
+    default: '5m',
+    doc: 'Time to live of a download lock.',
+    scope: 'redis',
+  },
+  {
+    key: 'cache.lock.lru-lock-ttl',
+    flag: 'cache-lock-lru-ttl',
+    env: 'CACHE_LOCK_LRU_TTL',
+    format: 'go-duration',
+    default: '30m',
+    doc: 'Time to live of the LRU lock.',
+    scope: 'redis',
+    notImplemented: LATER_SCALE_OUT,
+  },
+  {
+    key: 'cache.lock.retry.max-attempts',
+    flag: 'cache-lock-retry-max-attempts',
+    env: 'CACHE_LOCK_RETRY_MAX_ATTEMPTS',
+    format: 'non-negative-int',
+    default: 3,
+    doc: 'Attempts to take a lock before giving up.',
+    scope: 'redis',
+    notImplemented: LATER_SCALE_OUT,
+  },
+  {
+    key: 'cache.lock.retry.initial-delay',
+    flag: 'cache-lock-retry-initial-delay',
+    env: 'CACHE_LOCK_RETRY_INITIAL_DELAY',
+    format: 'go-duration',
+    default: '100ms',
+    doc: 'First delay between lock attempts.',
+    scope: 'redis',
+    notImplemented: LATER_SCALE_OUT,
+  },
+  {
+    key: 'cache.lock.retry.max-delay',
+    flag: 'cache-lock-retry-max-delay',
+    env: 'CACHE_LOCK_RETRY_MAX_DELAY',
+    format: 'go-duration',
+    default: '2s',
+    doc: 'Longest delay between lock attempts.',
+    scope: 'redis',
+    notImplemented: LATER_SCALE_OUT,
+  },
+  {
+    key: 'cache.lock.retry.jitter',
+    flag: 'cache-lock-retry-jitter',
+    env: 'CACHE_LOCK_RETRY_JITTER',
+    format: 'bool',
+    default: true,
+    doc: 'Randomise the delay between lock attempts.',
+    scope: 'redis',
+    notImplemented: LATER_SCALE_OUT,
+  },
+  {
+    key: 'cache.lock.allow-degraded-mode',
+    flag: 'cache-lock-allow-degraded-mode',
+    env: 'CACHE_LOCK_ALLOW_DEGRADED_MODE',
+    format: 'bool',
+    default: false,
+    doc: 'Fall back to local locks when Redis is unreachable.',
+    scope: 'redis',
+    notImplemented: LATER_SCALE_OUT,
+  },
+];
+
+export const COMMAND_SCOPES: Record<string, ReadonlyArray<OptionSpec['scope']>> = {
+  serve: ['global', 'serve', 'storage', 'database', 'redis'],
+};
+
+export function optionsFor(command: string): OptionSpec[] {
+  const scopes = COMMAND_SCOPES[command] ?? ['global'];
+  return OPTIONS.filter((o) => scopes.includes(o.scope));
+}

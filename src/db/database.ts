@@ -1,0 +1,39 @@
+// The Database seam: everything the cache core needs from metadata storage. SQLite implements it
+// for a single instance; PostgreSQL will implement it for several instances sharing one database.
+
+import type { NarInfo } from '../nix';
+
+/** A NAR file as the cache knows it: where it lives in storage and where it came from. */
+export interface NarFileRecord {
+  /** File name under nar/, e.g. `<filehash>.nar.xz`; also the storage key. */
+  name: string;
+  compression: string;
+  fileHash?: string;
+  fileSize?: number;
+  narHash: string;
+  narSize: number;
+  /** Absolute URL the bytes are fetched from on a miss, when known. */
+  upstreamUrl?: string;
+  /** Set once the bytes were verified and committed to storage. */
+  storedAt?: number;
+}
+
+export interface Database {
+  /** Brings the schema up to date; returns the versions applied. */
+  migrate(): Promise<number[]>;
+  /** The narinfo for a store path hash, exactly as it is served (signatures included). */
+  getNarInfo(hash: string): Promise<NarInfo | undefined>;
+  /** Inserts or replaces a narinfo together with the NAR file it points to, atomically. */
+  putNarInfo(hash: string, narInfo: NarInfo, narFile: NarFileRecord): Promise<void>;
+  getNarFile(name: string): Promise<NarFileRecord | undefined>;
+  /** Records that a NAR's bytes are in storage (size as written). */
+  markNarFileStored(name: string, size: number): Promise<void>;
+  /** Notes that these narinfos were served, for least-recently-used eviction. */
+  touchNarInfos(hashes: readonly string[], at: number): Promise<void>;
+  getSetting(key: string): Promise<string | undefined>;
+  /** Stores a setting unless one exists; returns whichever value is stored (first writer wins). */
+  putSettingIfAbsent(key: string, value: string): Promise<string>;
+  close(): Promise<void>;
+}
+
+export class UnsupportedDatabaseError extends Error {}

@@ -1,0 +1,78 @@
+// The schema, as an ordered list of forward-only migrations shared by every database engine.
+// Rule for every migration after a release: expand, never contract — add tables, columns and
+// indexes; never drop or rename what a previous release still reads, so a rollback keeps working.
+
+export interface Dialect {
+  name: 'sqlite' | 'postgres';
+  /** Column definition of an auto-incrementing integer primary key. */
+  idColumn: string;
+  /** 64-bit integer type (sizes and millisecond timestamps). */
+  bigint: string;
+}
+
+export interface Migration {
+  version: number;
+  name: string;
+  statements(d: Dialect): string[];
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'narinfo metadata, NAR files and settings',
+    statements: (d) => [
+      `CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+      )`,
+      `CREATE TABLE nar_files (
+        id ${d.idColumn},
+        name TEXT NOT NULL UNIQUE,
+        compression TEXT NOT NULL,
+        file_hash TEXT,
+        file_size ${d.bigint},
+        nar_hash TEXT NOT NULL,
+        nar_size ${d.bigint} NOT NULL,
+        upstream_url TEXT,
+        stored_at ${d.bigint},
+        created_at ${d.bigint} NOT NULL,
+        last_accessed_at ${d.bigint} NOT NULL
+      )`,
+      `CREATE TABLE narinfos (
+        id ${d.idColumn},
+        hash TEXT NOT NULL UNIQUE,
+        store_path TEXT NOT NULL,
+        url TEXT NOT NULL,
+        compression TEXT,
+        file_hash TEXT,
+        file_size ${d.bigint},
+        nar_hash TEXT NOT NULL,
+        nar_size ${d.bigint} NOT NULL,
+        deriver TEXT,
+        system TEXT,
+        ca TEXT,
+        extra_fields TEXT,
+        nar_file_id ${d.bigint} REFERENCES nar_files(id),
+        created_at ${d.bigint} NOT NULL,
+        last_accessed_at ${d.bigint} NOT NULL
+      )`,
+      `CREATE INDEX narinfos_nar_file_id ON narinfos (nar_file_id)`,
+      `CREATE INDEX narinfos_last_accessed_at ON narinfos (last_accessed_at)`,
+      `CREATE TABLE narinfo_references (
+        narinfo_id ${d.bigint} NOT NULL REFERENCES narinfos(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        reference TEXT NOT NULL,
+        PRIMARY KEY (narinfo_id, position)
+      )`,
+      `CREATE INDEX narinfo_references_reference ON narinfo_references (reference)`,
+      `CREATE TABLE narinfo_signatures (
+        narinfo_id ${d.bigint} NOT NULL REFERENCES narinfos(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        signature TEXT NOT NULL,
+        PRIMARY KEY (narinfo_id, position)
+      )`,
+    ],
+  },
+];
+
+export const LATEST_SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

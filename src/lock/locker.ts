@@ -1,0 +1,21 @@
+// The Locker seam: mutual exclusion around work that must happen once (one upstream download per
+// NAR, one narinfo fetch per hash). In-process locks serve one instance; Redis will serve a cluster.
+
+export interface Lock {
+  release(): Promise<void>;
+}
+
+export interface Locker {
+  /** Waits for the lock on `key`; `ttlMs` bounds how long a crashed holder can keep it. */
+  acquire(key: string, ttlMs: number): Promise<Lock>;
+  close(): Promise<void>;
+}
+
+export async function withLock<T>(locker: Locker, key: string, ttlMs: number, work: () => Promise<T>): Promise<T> {
+  const lock = await locker.acquire(key, ttlMs);
+  try {
+    return await work();
+  } finally {
+    await lock.release();
+  }
+}

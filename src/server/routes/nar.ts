@@ -1,0 +1,26 @@
+// GET|HEAD /nar/<file>: from storage, or streamed from the shared upstream download.
+
+import type { FastifyInstance } from 'fastify';
+import type { Cache } from '../../cache/cache';
+import { checkNarFileName } from '../../cache/names';
+import { badRequest } from '../errors';
+
+export function registerNarRoutes(app: FastifyInstance, cache: Cache): void {
+  app.route<{ Params: { file: string } }>({
+    method: ['GET', 'HEAD'],
+    url: '/nar/:file',
+    handler: async (request, reply) => {
+      const { file } = request.params;
+      const check = checkNarFileName(file);
+      if (!check.ok) throw badRequest(check.reason);
+      const head = request.method === 'HEAD';
+      const result = await cache.getNar(file, { head });
+      request.cacheSource = result?.source;
+      if (!result) return reply.callNotFound();
+      reply.type('application/x-nix-nar');
+      if (result.size !== undefined) reply.header('content-length', result.size);
+      if (head || !result.stream) return reply.send();
+      return reply.send(result.stream);
+    },
+  });
+}

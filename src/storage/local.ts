@@ -1,0 +1,113 @@
+// Local disk storage in ncps's layout, so existing ncps data directories stay readable.
+// Writes never appear partially: a verified temp file is renamed into place.
+
+import { createReadStream, mkdirSync } from 'node:fs';
+import { copyFile, mkdir, readFile, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import { fanOut, type ByteRange, type Storage, type StoredNar } from './storage';
+
+export class LocalStorage implements Storage {
+  readonly root: string;
+  readonly tempDir: string;
+
+  constructor(root: string, tempDir?: string) {
+    this.root = path.resolve(root);
+    this.tempDir = path.resolve(tempDir || path.join(this.root, 'store', 'tmp'));
+    mkdirSync(path.join(this.root, 'store', 'nar'), { recursive: true });
+    mkdirSync(this.tempDir, { recursive: true });
+  }
+
+  narPath(name: string): string {
+    return path.join(this.root, 'store', 'nar', ...fanOut(name));
+  }
+
+  async getNar(name: string, range?: ByteRange): Promise<StoredNar | undefined> {
+    const file = this.narPath(name);
+    // Open first, then stat the open descriptor: the file cannot vanish in between.
+    const stream = createReadStream(file, range ? { start: range.start, end: range.end } : {});
+    try {
+      await new Promise<void>((resolve, reject) => {
+        stream.once('open', () => resolve());
+        stream.once('error', reject);
+      });
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+    const { size } = await stat(file).catch(() => ({ size: -1 }));
+    if (size < 0) {
+      stream.destroy();
+      return undefined;
+    }
+    return { stream, size };
+  }
+
+  async statNar(name: string): Promise<number | undefined> {
+    try {
+      return (await stat(this.narPath(name))).size;
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
+  async putNarFromFile(name: string, tempFile: string): Promise<void> {
+    const target = this.narPath(name);
+    await mkdir(path.dirname(target), { recursive: true });
+    try {
+      await rename(tempFile, target);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EXDEV') throw error;
+      // The temp directory is on another file system: copy next to the target, then rename.
+      const staging = `${target}.tmp-${process.pid}-${Date.now()}`;
+      try {
+        await copyFile(tempFile, staging);
+        await rename(staging, target);
+      } finally {
+        await rm(staging, { force: true });
+        await unlink(tempFile).catch(() => undefined);
+      }
+    }
+  }
+
+  async deleteNar(name: string): Promise<void> {
+    await rm(this.narPath(name), { force: true });
+  }
+
+  async getLegacyNarInfo(hash: string): Promise<string | undefined> {
+    return readIfExists(path.join(this.root, 'store', 'narinfo', ...fanOut(`${hash}.narinfo`)));
+  }
+
+  async getLegacySecretKey(): Promise<string | undefined> {
+    return readIfExists(path.join(this.root, 'config', 'cache.key'));
+  }
+
+  /** Removes downloads left behind by a crash (older than maxAgeMs). */
+  async cleanTempDir(maxAgeMs: number): Promise<number> {
+    let removed = 0;
+    const now = Date.now();
+    for (const entry of await readdir(this.tempDir).catch(() => [] as string[])) {
+      const file = path.join(this.tempDir, entry);
+      const info = await stat(file).catch(() => undefined);
+      if (info?.isFile() && now - info.mtimeMs > maxAgeMs) {
+        await rm(file, { force: true });
+        removed++;
+      }
+    }
+    return removed;
+  }
+}
+
+function isNotFound(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+async function readIfExists(file: string): Promise<string | undefined> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (error) {
+    if (isNotFound(error)) return undefined;
+    throw error;
+  }
+}

@@ -1,0 +1,42 @@
+// The Storage seam: where NAR bytes live. Local disk implements it for one machine; S3 will
+// implement it for several. Keys are NAR file names (`<filehash>.nar.xz`); each implementation
+// maps them onto ncps's layout `store/nar/<h0>/<h0h1>/<name>`.
+
+import type { Readable } from 'node:stream';
+
+export interface ByteRange {
+  /** First byte, inclusive. */
+  start: number;
+  /** Last byte, inclusive. */
+  end: number;
+}
+
+export interface StoredNar {
+  stream: Readable;
+  /** Size of the whole file, whatever the range. */
+  size: number;
+}
+
+export interface Storage {
+  /** Opens a stored NAR, or returns undefined when it is not there. */
+  getNar(name: string, range?: ByteRange): Promise<StoredNar | undefined>;
+  /** Size of a stored NAR, or undefined when it is not there. */
+  statNar(name: string): Promise<number | undefined>;
+  /**
+   * Takes a complete, already verified file and makes it visible under `name` atomically:
+   * readers see either nothing or the whole file. The temporary file is consumed.
+   */
+  putNarFromFile(name: string, tempFile: string): Promise<void>;
+  deleteNar(name: string): Promise<void>;
+  /** A local directory for downloads in progress. */
+  readonly tempDir: string;
+  /** Legacy narinfo files (`store/narinfo/<h0>/<h0h1>/<hash>.narinfo`), read-only for now. */
+  getLegacyNarInfo(hash: string): Promise<string | undefined>;
+  /** The legacy signing key file (`config/cache.key`), if an older ncps left one. */
+  getLegacySecretKey(): Promise<string | undefined>;
+}
+
+/** `abcd….nar.xz` → [`a`, `ab`, name]: ncps's two-level fan-out. */
+export function fanOut(name: string): [string, string, string] {
+  return [name.slice(0, 1), name.slice(0, 2), name];
+}

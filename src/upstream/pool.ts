@@ -1,0 +1,220 @@
+// The upstream caches ncps pulls from. Every healthy upstream is asked in parallel; the answer of
+// the best-priority upstream that has the path wins, so a fast low-priority mirror never shadows a
+// preferred one, yet a slow preferred one that does not have the path costs only its own latency.
+// Anything that goes wrong upstream (timeouts, 5xx, bad narinfos) counts as "not there".
+
+import type { Readable } from 'node:stream';
+import { Agent, interceptors, request, type Dispatcher } from 'undici';
+import { parseNarInfo, type NarInfo } from '../nix';
+import type { Logger } from '../telemetry/logger';
+import { basicAuthFor, type Netrc } from './netrc';
+
+export interface Upstream {
+  /** Base URL with a trailing slash and without the priority parameter. */
+  baseUrl: URL;
+  /** Lower is preferred, as in nix-cache-info. */
+  priority: number;
+  /** Whether the priority came from the URL (then nix-cache-info does not override it). */
+  priorityFixed: boolean;
+  healthy: boolean;
+}
+
+export interface UpstreamNarInfo {
+  narInfo: NarInfo;
+  upstream: Upstream;
+  /** The narinfo's URL field resolved against the upstream, i.e. where its NAR is. */
+  narUrl: URL;
+}
+
+export interface UpstreamBody {
+  body: Readable;
+  contentLength?: number;
+}
+
+export interface UpstreamPoolOptions {
+  urls: readonly string[];
+  dialerTimeoutMs: number;
+  responseHeaderTimeoutMs: number;
+  netrc?: Netrc;
+  logger: Logger;
+  healthIntervalMs?: number;
+}
+
+const DEFAULT_PRIORITY = 50;
+const MAX_NARINFO_BYTES = 1 << 20;
+
+export function parseUpstreamUrl(text: string): Upstream {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new Error(`invalid upstream URL: ${text}`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new Error(`upstream URL must be http or https: ${text}`);
+  }
+  const priorityParam = url.searchParams.get('priority');
+  url.searchParams.delete('priority');
+  let priority = DEFAULT_PRIORITY;
+  if (priorityParam !== null) {
+    if (!/^\d+$/.test(priorityParam)) throw new Error(`invalid priority in upstream URL: ${text}`);
+    priority = Number(priorityParam);
+  }
+  if (!url.pathname.endsWith('/')) url.pathname += '/';
+  return { baseUrl: url, priority, priorityFixed: priorityParam !== null, healthy: true };
+}
+
+export class UpstreamPool {
+  readonly upstreams: Upstream[];
+  private readonly agent: Agent;
+  private readonly dispatcher: Dispatcher;
+  private readonly options: UpstreamPoolOptions;
+  private healthTimer?: NodeJS.Timeout;
+
+  constructor(options: UpstreamPoolOptions) {
+    this.options = options;
+    this.upstreams = options.urls.map(parseUpstreamUrl);
+    this.agent = new Agent({
+      connect: { timeout: options.dialerTimeoutMs },
+      headersTimeout: options.responseHeaderTimeoutMs,
+      // Between body chunks; a stalled upstream must not hold a download forever.
+      bodyTimeout: 60_000,
+      keepAliveTimeout: 30_000,
+    });
+    this.dispatcher = this.agent.compose(interceptors.redirect({ maxRedirections: 3 }));
+  }
+
+  /** Checks every upstream now, then periodically in the background. */
+  async start(): Promise<void> {
+    await this.checkHealth();
+    const interval = this.options.healthIntervalMs ?? 60_000;
+    this.healthTimer = setInterval(() => void this.checkHealth(), interval);
+    this.healthTimer.unref();
+  }
+
+  async checkHealth(): Promise<void> {
+    await Promise.all(
+      this.upstreams.map(async (upstream) => {
+        const url = new URL('nix-cache-info', upstream.baseUrl);
+        let healthy = false;
+        try {
+          const res = await this.get(url);
+          if (res.statusCode === 200) {
+            const text = await readLimited(res.body, MAX_NARINFO_BYTES);
+            healthy = true;
+            const priority = /^Priority:\s*(\d+)\s*$/m.exec(text);
+            if (priority && !upstream.priorityFixed) upstream.priority = Number(priority[1]);
+          } else {
+            res.body.resume();
+          }
+        } catch (error) {
+          this.options.logger.debug({ upstream: url.origin, err: (error as Error).message }, 'upstream health check failed');
+        }
+        if (healthy !== upstream.healthy) {
+          this.options.logger[healthy ? 'info' : 'warn']({ upstream: upstream.baseUrl.href }, healthy ? 'upstream is healthy' : 'upstream is unhealthy');
+        }
+        upstream.healthy = healthy;
+      }),
+    );
+  }
+
+  /** Healthy upstreams by priority; all of them when none is healthy (a stale verdict beats none). */
+  private candidates(): Upstream[] {
+    const healthy = this.upstreams.filter((u) => u.healthy);
+    return [...(healthy.length > 0 ? healthy : this.upstreams)].sort((a, b) => a.priority - b.priority);
+  }
+
+  /**
+   * Asks the upstreams for a narinfo. `accept` decides whether an upstream's answer counts (the
+   * cache core checks the store path and the signatures there); a rejected answer is "not there".
+   */
+  async fetchNarInfo(hash: string, accept: (narInfo: NarInfo, upstream: Upstream) => boolean): Promise<UpstreamNarInfo | undefined> {
+    const candidates = this.candidates();
+    const controller = new AbortController();
+    const attempts = candidates.map((upstream) =>
+      this.fetchNarInfoFrom(upstream, hash, controller.signal).then(
+        (narInfo) => (narInfo && accept(narInfo, upstream) ? narInfo : undefined),
+        (error: Error) => {
+          if (!controller.signal.aborted) {
+            this.options.logger.warn({ upstream: upstream.baseUrl.href, hash, err: error.message }, 'upstream narinfo fetch failed');
+          }
+          return undefined;
+        },
+      ),
+    );
+    try {
+      for (let i = 0; i < candidates.length; i++) {
+        const narInfo = await attempts[i];
+        if (narInfo) {
+          const upstream = candidates[i]!;
+          return { narInfo, upstream, narUrl: new URL(narInfo.url, upstream.baseUrl) };
+        }
+      }
+      return undefined;
+    } finally {
+      controller.abort();
+    }
+  }
+
+  private async fetchNarInfoFrom(upstream: Upstream, hash: string, signal: AbortSignal): Promise<NarInfo | undefined> {
+    const res = await this.get(new URL(`${hash}.narinfo`, upstream.baseUrl), signal);
+    if (res.statusCode !== 200) {
+      res.body.resume();
+      if (isAbsent(res.statusCode)) return undefined;
+      throw new Error(`HTTP ${res.statusCode}`);
+    }
+    const text = await readLimited(res.body, MAX_NARINFO_BYTES);
+    try {
+      return parseNarInfo(text);
+    } catch (error) {
+      this.options.logger.warn({ upstream: upstream.baseUrl.href, hash, err: (error as Error).message }, 'upstream sent an invalid narinfo');
+      return undefined;
+    }
+  }
+
+  /** Opens a NAR download; undefined when the upstream does not have it. */
+  async fetchFile(url: URL, signal?: AbortSignal): Promise<UpstreamBody | undefined> {
+    const res = await this.get(url, signal);
+    if (res.statusCode !== 200) {
+      res.body.resume();
+      if (isAbsent(res.statusCode)) return undefined;
+      throw new Error(`upstream answered HTTP ${res.statusCode} for ${url.href}`);
+    }
+    const length = Number(res.headers['content-length']);
+    return { body: res.body, ...(Number.isFinite(length) && length >= 0 ? { contentLength: length } : {}) };
+  }
+
+  private get(url: URL, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
+    const headers: Record<string, string> = {
+      // The bytes must be exactly the file whose hash the narinfo names.
+      'accept-encoding': 'identity',
+      'user-agent': 'ncps',
+    };
+    const auth = basicAuthFor(this.options.netrc, url.hostname);
+    if (auth) headers.authorization = auth;
+    return request(url, { method: 'GET', headers, dispatcher: this.dispatcher, signal: signal ?? null });
+  }
+
+  async close(): Promise<void> {
+    if (this.healthTimer) clearInterval(this.healthTimer);
+    await this.agent.close().catch(() => undefined);
+  }
+}
+
+function isAbsent(status: number): boolean {
+  return status === 404 || status === 403 || status === 410;
+}
+
+async function readLimited(body: Readable, limit: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of body) {
+    total += (chunk as Buffer).length;
+    if (total > limit) {
+      body.destroy();
+      throw new Error(`response larger than ${limit} bytes`);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
