@@ -15,6 +15,7 @@ import {
   signNarInfo,
   storePathHash,
   verifySignature,
+  type Compression,
   type NarInfo,
   type PublicKey,
   type SecretKey,
@@ -257,7 +258,15 @@ function expectedFile(record: NarFileRecord): ExpectedFile {
   const size = record.fileSize ?? (record.compression === 'none' ? record.narSize : undefined);
   if (size !== undefined) expected.size = size;
   const hash = record.fileHash ?? (record.compression === 'none' ? record.narHash : undefined);
-  if (hash?.startsWith('sha256:')) expected.sha256 = decodeNix32(hash.slice('sha256:'.length));
+  if (hash?.startsWith('sha256:')) {
+    expected.sha256 = decodeNix32(hash.slice('sha256:'.length));
+  } else if (record.narHash.startsWith('sha256:')) {
+    expected.contents = {
+      compression: record.compression as Compression,
+      sha256: decodeNix32(record.narHash.slice('sha256:'.length)),
+      size: record.narSize,
+    };
+  }
   return expected;
 }
 

@@ -13,7 +13,9 @@ import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
+import type { Compression } from '../nix';
 import type { UpstreamBody } from '../upstream/pool';
+import { hashDecompressed } from './nar-hash';
 
 const writeAsync = promisify(write);
 const readAsync = promisify(read);
@@ -24,6 +26,8 @@ export interface ExpectedFile {
   size?: number;
   /** sha256 digest of the file's bytes. */
   sha256?: Buffer;
+  /** When the file hash is unknown: what the decompressed NAR must be (NarHash, NarSize). */
+  contents?: { compression: Compression; sha256: Buffer; size: number };
 }
 
 export class NotFoundUpstream extends Error {}
@@ -91,6 +95,7 @@ export class NarDownload extends EventEmitter {
       const hash = createHash('sha256');
       await pipeline(upstream.body, this.sink(hash));
       this.verify(hash.digest());
+      await this.verifyContents();
       await fsyncAsync(this.fd);
       await this.options.commit(this.tempFile, this.bytesWritten);
       this.state = 'done';
@@ -140,6 +145,15 @@ export class NarDownload extends EventEmitter {
     }
     if (sha256 && !sha256.equals(digest)) {
       throw new VerificationError(`${this.name}: file hash does not match the narinfo`);
+    }
+  }
+
+  private async verifyContents(): Promise<void> {
+    const contents = this.options.expected.contents;
+    if (!contents) return;
+    const actual = await hashDecompressed(this.tempFile, contents.compression);
+    if (actual.size !== contents.size || !actual.sha256.equals(contents.sha256)) {
+      throw new VerificationError(`${this.name}: decompressed NAR does not match the narinfo's NarHash/NarSize`);
     }
   }
 

@@ -1,0 +1,237 @@
+// Real-Nix fixtures: build closures, make signed binary caches, substitute into chroot stores.
+// Written for (and checked against) Debian's nix-bin, Nix 2.8, running as root without a daemon.
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { makeTempDir, run, type RunResult } from './proc';
+
+export { run, makeTempDir, cleanupTempDirs, removeDir, sleep } from './proc';
+export type { RunOptions, RunResult } from './proc';
+
+let available: boolean | undefined;
+
+/** True when the Nix client tools (nix-store, nix-build, nix) can be run. */
+export function nixAvailable(): boolean {
+  if (available === undefined) {
+    available = ['nix-store', 'nix-build', 'nix'].every((cmd) => {
+      const r = spawnSync(cmd, ['--version'], { stdio: 'ignore', timeout: 20_000 });
+      return r.status === 0;
+    });
+  }
+  return available;
+}
+
+/** Options every local build/copy needs here: no network substituters, no sandbox, no build users. */
+const BUILD_OPTIONS = [
+  '--option', 'substituters', '',
+  '--option', 'sandbox', 'false',
+  '--option', 'build-users-group', '',
+];
+
+/** An environment for one nix invocation: a private XDG_CACHE_HOME (the client caches narinfo
+ * answers there) and no NIX_REMOTE (always talk to a local store directly, never a daemon). */
+async function nixEnv(): Promise<NodeJS.ProcessEnv> {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env.NIX_REMOTE;
+  delete env.NIX_CONFIG;
+  env.XDG_CACHE_HOME = await makeTempDir('xdg-cache');
+  return env;
+}
+
+function failure(what: string, r: RunResult): Error {
+  return new Error(`${what} failed (exit ${r.code}${r.signal ? `, ${r.signal}` : ''})\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`);
+}
+
+export interface KeyPair {
+  secretKeyFile: string;
+  publicKeyFile: string;
+  /** `name:base64(64 bytes)` */
+  secretKey: string;
+  /** `name:base64(32 bytes)` */
+  publicKey: string;
+}
+
+/** Generates an Ed25519 binary-cache key pair with `nix-store --generate-binary-cache-key`. */
+export async function generateKeyPair(name: string, dir: string): Promise<KeyPair> {
+  const base = name.replace(/[^A-Za-z0-9._-]/g, '_');
+  const secretKeyFile = path.join(dir, `${base}.sec`);
+  const publicKeyFile = path.join(dir, `${base}.pub`);
+  const r = await run('nix-store', ['--generate-binary-cache-key', name, secretKeyFile, publicKeyFile], {
+    env: await nixEnv(),
+    timeoutMs: 30_000,
+  });
+  if (r.code !== 0) throw failure('nix-store --generate-binary-cache-key', r);
+  const secretKey = (await readFile(secretKeyFile, 'utf8')).trim();
+  const publicKey = (await readFile(publicKeyFile, 'utf8')).trim();
+  return { secretKeyFile, publicKeyFile, secretKey, publicKey };
+}
+
+// Three derivations: leaf (random data), mid (refers to leaf), top (refers to mid and leaf, and
+// carries an executable, symlinks and nested/empty files so NAR serialisation gets exercised).
+// Every derivation gets the nonce, so each buildClosure() call yields brand-new store paths.
+const CLOSURE_EXPR = `{ label, nonce, leafBytes }:
+let
+  mk = name: script: extra: derivation ({
+    name = "\${label}-\${name}";
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" script ];
+    PATH = "/usr/bin:/bin";
+    inherit nonce;
+  } // extra);
+  leaf = mk "leaf" ''
+    set -e
+    mkdir -p $out
+    printf '%s\\n' "$nonce" > $out/nonce
+    head -c \${toString leafBytes} /dev/urandom > $out/data
+  '' { };
+  mid = mk "mid" ''
+    set -e
+    mkdir -p $out/share
+    printf '%s\\n' "$leaf" > $out/share/leaf-path
+    printf 'middle %s\\n' "$nonce" > $out/share/readme
+  '' { inherit leaf; };
+  top = mk "top" ''
+    set -e
+    mkdir -p $out/bin $out/nested/deeper
+    printf '#!/bin/sh\\necho %s %s\\n' "$mid" "$leaf" > $out/bin/hello
+    chmod +x $out/bin/hello
+    ln -s $leaf/data $out/leaf-data
+    ln -s ../../bin/hello $out/nested/deeper/hello-link
+    : > $out/nested/deeper/empty
+  '' { inherit leaf mid; };
+in top
+`;
+
+export interface Closure {
+  /** The top store path (refers to mid and leaf). */
+  top: string;
+  mid: string;
+  leaf: string;
+  /** The full closure of `top` (`nix-store -qR`), dependencies first. */
+  paths: string[];
+}
+
+const builtPaths = new Set<string>();
+
+/** Builds a fresh three-path closure in the real /nix/store. The leaf holds `leafBytes`
+ * (default 64 KiB) of random, incompressible data. */
+export async function buildClosure(opts: { label: string; leafBytes?: number }): Promise<Closure> {
+  const leafBytes = opts.leafBytes ?? 64 * 1024;
+  if (!Number.isSafeInteger(leafBytes) || leafBytes < 0) throw new Error(`bad leafBytes ${leafBytes}`);
+  const label = opts.label.replace(/[^A-Za-z0-9+._?=-]/g, '-').replace(/^\.+/, '') || 'closure';
+  const nonce = randomBytes(12).toString('hex');
+  const dir = await makeTempDir(`closure-${label}`);
+  const exprFile = path.join(dir, 'closure.nix');
+  await writeFile(exprFile, CLOSURE_EXPR);
+
+  const env = await nixEnv();
+  const build = await run(
+    'nix-build',
+    [
+      exprFile, '--no-out-link',
+      '--argstr', 'label', label,
+      '--argstr', 'nonce', nonce,
+      '--arg', 'leafBytes', String(leafBytes),
+      ...BUILD_OPTIONS,
+    ],
+    { env, timeoutMs: 300_000 },
+  );
+  if (build.code !== 0) throw failure('nix-build', build);
+  const top = build.stdout.trim().split('\n').pop() ?? '';
+  if (!top.startsWith('/nix/store/')) throw failure(`nix-build (unexpected output ${JSON.stringify(top)})`, build);
+
+  const q = await run('nix-store', ['-qR', top], { env, timeoutMs: 60_000 });
+  if (q.code !== 0) throw failure('nix-store -qR', q);
+  const paths = q.stdout.split('\n').map((l) => l.trim()).filter(Boolean);
+  const leaf = paths.find((p) => p.endsWith(`-${label}-leaf`));
+  const mid = paths.find((p) => p.endsWith(`-${label}-mid`));
+  if (!leaf || !mid || paths.length < 3) throw new Error(`unexpected closure of ${top}: ${paths.join(' ')}`);
+  for (const p of paths) builtPaths.add(p);
+  const d = await run('nix-store', ['-q', '--deriver', ...paths], { env, timeoutMs: 60_000 });
+  if (d.code === 0) {
+    for (const drv of d.stdout.split('\n').map((l) => l.trim())) if (drv.endsWith('.drv')) builtPaths.add(drv);
+  }
+  return { top, mid, leaf, paths };
+}
+
+/** Best-effort removal of everything buildClosure() put into the real store (outputs and their
+ * .drv files; none of them are GC roots). */
+export async function deleteBuiltPaths(): Promise<void> {
+  const paths = [...builtPaths];
+  builtPaths.clear();
+  if (paths.length === 0) return;
+  await run('nix-store', ['--delete', ...paths], { env: await nixEnv(), timeoutMs: 120_000 }).catch(() => undefined);
+}
+
+export type Compression = 'xz' | 'zstd' | 'none';
+
+/** Writes a signed binary cache of `paths` into `dir` with `nix copy --to file://…`. */
+export async function makeBinaryCache(
+  dir: string,
+  paths: readonly string[],
+  opts: { secretKeyFile: string; compression: Compression },
+): Promise<void> {
+  const to = `file://${dir}?secret-key=${opts.secretKeyFile}&compression=${opts.compression}`;
+  const r = await run(
+    'nix',
+    ['--extra-experimental-features', 'nix-command', 'copy', '--to', to, ...BUILD_OPTIONS, ...paths],
+    { env: await nixEnv(), timeoutMs: 300_000 },
+  );
+  if (r.code !== 0) throw failure('nix copy', r);
+}
+
+export interface SubstituteResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  /** Root of the chroot store the path was realised into (`--store ROOT`). */
+  storeRoot: string;
+}
+
+/** Realises `storePath` (and its closure) into a chroot store with the real Nix client, using
+ * `substituter` as the only substituter and trusting only `trustedPublicKey`. */
+export async function substitute(
+  storePath: string,
+  opts: {
+    substituter: string;
+    trustedPublicKey: string;
+    storeRoot?: string;
+    /** Extra `--option NAME VALUE` pairs. */
+    options?: Record<string, string>;
+    timeoutMs?: number;
+  },
+): Promise<SubstituteResult> {
+  const storeRoot = opts.storeRoot ?? (await makeTempDir('chroot-store'));
+  const options: Record<string, string> = {
+    substituters: opts.substituter,
+    'trusted-public-keys': opts.trustedPublicKey,
+    'require-sigs': 'true',
+    // No narinfo-cache TTL options: the private XDG_CACHE_HOME already starts empty, and a
+    // positive TTL of 0 makes Nix 2.8 re-GET every narinfo four or five times.
+    // Fail instead of waiting five minutes on a stuck download.
+    'connect-timeout': '10',
+    'stalled-download-timeout': '60',
+    ...opts.options,
+  };
+  const args = ['--store', storeRoot, '-r', storePath];
+  for (const [k, v] of Object.entries(options)) args.push('--option', k, v);
+  const r = await run('nix-store', args, { env: await nixEnv(), timeoutMs: opts.timeoutMs ?? 110_000 });
+  return { code: r.code, stdout: r.stdout, stderr: r.stderr, storeRoot };
+}
+
+/** True when `storePath` is registered as valid in the chroot store at `storeRoot` and its
+ * contents still match the recorded NAR hash (`nix-store --verify-path`). */
+export async function verifyStorePath(storeRoot: string, storePath: string): Promise<boolean> {
+  const r = await run('nix-store', ['--store', storeRoot, '--verify-path', storePath], {
+    env: await nixEnv(),
+    timeoutMs: 60_000,
+  });
+  return r.code === 0;
+}
+
+/** The 32-character hash part of a store path (`/nix/store/<hash>-name`). */
+export function hashPart(storePath: string): string {
+  return path.basename(storePath).slice(0, 32);
+}
