@@ -30,10 +30,43 @@ export interface Database {
   markNarFileStored(name: string, size: number): Promise<void>;
   /** Notes that these narinfos were served, for least-recently-used eviction. */
   touchNarInfos(hashes: readonly string[], at: number): Promise<void>;
+  /** Notes that these NAR files were served (their narinfos count as used). */
+  touchNarFiles(names: readonly string[], at: number): Promise<void>;
+  /**
+   * Deletes a narinfo. NAR files no longer referenced by any narinfo are deleted from the
+   * database too and returned, for the caller to remove from storage afterwards.
+   */
+  deleteNarInfo(hash: string): Promise<{ deleted: boolean; orphanedNarFiles: RemovedNarFile[] }>;
+  /** Deletes a NAR file's record and every narinfo pointing at it; returns those narinfo hashes. */
+  deleteNarFile(name: string): Promise<string[]>;
+  /** Narinfos by least recent use, leaving out pinned closures. */
+  leastRecentlyUsed(limit: number): Promise<string[]>;
+  storeStats(): Promise<StoreStats>;
+  addPin(hash: string, at: number): Promise<void>;
+  removePin(hash: string): Promise<boolean>;
+  listPins(): Promise<PinRecord[]>;
   getSetting(key: string): Promise<string | undefined>;
   /** Stores a setting unless one exists; returns whichever value is stored (first writer wins). */
   putSettingIfAbsent(key: string, value: string): Promise<string>;
   close(): Promise<void>;
+}
+
+export interface RemovedNarFile {
+  name: string;
+  size: number;
+}
+
+export interface StoreStats {
+  narInfoCount: number;
+  narFileCount: number;
+  /** Sum of the sizes of NAR files in storage. */
+  storedBytes: number;
+}
+
+export interface PinRecord {
+  hash: string;
+  storePath: string | undefined;
+  createdAt: number;
 }
 
 export class UnsupportedDatabaseError extends Error {}

@@ -6,8 +6,8 @@ import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { NixHash, parseCompression, type NarInfo, type Compression } from '../nix';
 import type { Dialect, Migration } from './migrations';
-import { runMigrations, type MigrationTarget } from '../migrate/schema';
-import type { Database, NarFileRecord } from './database';
+import { runMigrations, type AppliedMigration, type MigrationTarget } from '../migrate/schema';
+import type { Database, NarFileRecord, PinRecord, RemovedNarFile, StoreStats } from './database';
 
 const SQLITE_DIALECT: Dialect = {
   name: 'sqlite',
@@ -117,6 +117,34 @@ export class SqliteDatabase implements Database {
       touchNarInfo: db.prepare(
         `UPDATE narinfos SET last_accessed_at = @at WHERE hash = @hash AND last_accessed_at < @at`,
       ),
+      touchNarFile: db.prepare(`
+        UPDATE narinfos SET last_accessed_at = @at
+        WHERE nar_file_id = (SELECT id FROM nar_files WHERE name = @name) AND last_accessed_at < @at`),
+      narFileIdOf: db.prepare<[string], { nar_file_id: number | null }>(`SELECT nar_file_id FROM narinfos WHERE hash = ?`),
+      deleteNarFileIfUnused: db.prepare<[number], { name: string; size: number | null; stored_at: number | null }>(`
+        DELETE FROM nar_files WHERE id = ? AND NOT EXISTS (SELECT 1 FROM narinfos WHERE nar_file_id = nar_files.id)
+        RETURNING name, file_size AS size, stored_at`),
+      narInfosOfFile: db.prepare<[string], { hash: string }>(`
+        SELECT hash FROM narinfos WHERE nar_file_id = (SELECT id FROM nar_files WHERE name = ?)`),
+      deleteNarFileByName: db.prepare<[string]>(`DELETE FROM nar_files WHERE name = ?`),
+      leastRecentlyUsed: db.prepare<[number], { hash: string }>(`
+        WITH RECURSIVE pinned(hash) AS (
+          SELECT hash FROM pins
+          UNION
+          SELECT substr(r.reference, 1, 32)
+          FROM pinned p JOIN narinfos n ON n.hash = p.hash JOIN narinfo_references r ON r.narinfo_id = n.id
+        )
+        SELECT hash FROM narinfos WHERE hash NOT IN (SELECT hash FROM pinned)
+        ORDER BY last_accessed_at ASC, id ASC LIMIT ?`),
+      storeStats: db.prepare<[], { narinfos: number; files: number; bytes: number | null }>(`
+        SELECT (SELECT count(*) FROM narinfos) AS narinfos,
+               (SELECT count(*) FROM nar_files WHERE stored_at IS NOT NULL) AS files,
+               (SELECT sum(file_size) FROM nar_files WHERE stored_at IS NOT NULL) AS bytes`),
+      addPin: db.prepare(`INSERT INTO pins (hash, created_at) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`),
+      removePin: db.prepare<[string]>(`DELETE FROM pins WHERE hash = ?`),
+      listPins: db.prepare<[], { hash: string; store_path: string | null; created_at: number }>(`
+        SELECT p.hash, n.store_path, p.created_at FROM pins p LEFT JOIN narinfos n ON n.hash = p.hash
+        ORDER BY p.created_at, p.hash`),
       getSetting: db.prepare<[string], { value: string }>(`SELECT value FROM settings WHERE key = ?`),
       insertSetting: db.prepare(`INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`),
     };
@@ -126,16 +154,16 @@ export class SqliteDatabase implements Database {
     const db = this.db;
     const target: MigrationTarget = {
       dialect: SQLITE_DIALECT,
-      appliedVersions: async () => {
+      appliedMigrations: async () => {
         db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
           version INTEGER PRIMARY KEY,
           name TEXT NOT NULL,
+          compat_floor INTEGER NOT NULL DEFAULT 1,
           applied_at INTEGER NOT NULL
         )`);
         return db
-          .prepare<[], { version: number }>('SELECT version FROM schema_migrations ORDER BY version')
-          .all()
-          .map((r) => r.version);
+          .prepare<[], AppliedMigration>('SELECT version, compat_floor AS compatFloor FROM schema_migrations ORDER BY version')
+          .all();
       },
       apply: async (migration: Migration, statements: string[]) => {
         // IMMEDIATE takes the write lock up front, so two processes cannot both apply it.
@@ -145,9 +173,10 @@ export class SqliteDatabase implements Database {
             .get(migration.version);
           if (already) return;
           for (const statement of statements) db.exec(statement);
-          db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(
+          db.prepare('INSERT INTO schema_migrations (version, name, compat_floor, applied_at) VALUES (?, ?, ?, ?)').run(
             migration.version,
             migration.name,
+            migration.compatFloor,
             Date.now(),
           );
         }).immediate();
@@ -221,6 +250,59 @@ export class SqliteDatabase implements Database {
     this.db.transaction(() => {
       for (const hash of hashes) touch.run({ hash, at });
     })();
+  }
+
+  async touchNarFiles(names: readonly string[], at: number): Promise<void> {
+    const touch = this.sql.touchNarFile;
+    this.db.transaction(() => {
+      for (const name of names) touch.run({ name, at });
+    })();
+  }
+
+  async deleteNarInfo(hash: string): Promise<{ deleted: boolean; orphanedNarFiles: RemovedNarFile[] }> {
+    const sql = this.sql;
+    return this.db.transaction(() => {
+      const row = sql.narFileIdOf.get(hash);
+      if (!row) return { deleted: false, orphanedNarFiles: [] };
+      sql.deleteNarInfo.run(hash);
+      const orphanedNarFiles: RemovedNarFile[] = [];
+      if (row.nar_file_id !== null) {
+        const removed = sql.deleteNarFileIfUnused.get(row.nar_file_id);
+        if (removed) orphanedNarFiles.push({ name: removed.name, size: removed.stored_at === null ? 0 : (removed.size ?? 0) });
+      }
+      return { deleted: true, orphanedNarFiles };
+    }).immediate();
+  }
+
+  async deleteNarFile(name: string): Promise<string[]> {
+    const sql = this.sql;
+    return this.db.transaction(() => {
+      const hashes = sql.narInfosOfFile.all(name).map((r) => r.hash);
+      for (const hash of hashes) sql.deleteNarInfo.run(hash);
+      sql.deleteNarFileByName.run(name);
+      return hashes;
+    }).immediate();
+  }
+
+  async leastRecentlyUsed(limit: number): Promise<string[]> {
+    return this.sql.leastRecentlyUsed.all(limit).map((r) => r.hash);
+  }
+
+  async storeStats(): Promise<StoreStats> {
+    const row = this.sql.storeStats.get()!;
+    return { narInfoCount: row.narinfos, narFileCount: row.files, storedBytes: row.bytes ?? 0 };
+  }
+
+  async addPin(hash: string, at: number): Promise<void> {
+    this.sql.addPin.run(hash, at);
+  }
+
+  async removePin(hash: string): Promise<boolean> {
+    return this.sql.removePin.run(hash).changes > 0;
+  }
+
+  async listPins(): Promise<PinRecord[]> {
+    return this.sql.listPins.all().map((r) => ({ hash: r.hash, storePath: r.store_path ?? undefined, createdAt: r.created_at }));
   }
 
   async getSetting(key: string): Promise<string | undefined> {

@@ -3,28 +3,46 @@
 
 import { MIGRATIONS, type Dialect, type Migration } from '../db/migrations';
 
+export interface AppliedMigration {
+  version: number;
+  compatFloor: number;
+}
+
+/** The database was migrated by a newer ncps that no longer supports this one. */
+export class IncompatibleSchemaError extends Error {}
+
 export interface MigrationTarget {
   dialect: Dialect;
-  /** Creates the bookkeeping table when missing and lists the versions applied. */
-  appliedVersions(): Promise<number[]>;
+  /** Creates the bookkeeping table when missing and lists the migrations applied. */
+  appliedMigrations(): Promise<AppliedMigration[]>;
   /** Runs the statements and records the version in one transaction. */
   apply(migration: Migration, statements: string[]): Promise<void>;
 }
 
-export function pendingMigrations(applied: readonly number[]): Migration[] {
-  const done = new Set(applied);
+export function pendingMigrations(applied: readonly AppliedMigration[]): Migration[] {
+  const done = new Set(applied.map((m) => m.version));
   return MIGRATIONS.filter((m) => !done.has(m.version));
 }
 
-export async function runMigrations(target: MigrationTarget): Promise<number[]> {
-  const applied = await target.appliedVersions();
-  const newest = Math.max(0, ...applied);
-  const known = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;
-  if (newest > known) {
-    // A newer ncps migrated this database. Expand-only migrations keep older releases able to
-    // read it, so carry on; the newer release owns the schema from here.
-    return [];
+/**
+ * Refuses a database that a newer ncps migrated past what this release can work with. A newer
+ * schema whose floor is at or below ours is fine: expand-only migrations keep old code working.
+ */
+export function checkCompatibility(applied: readonly AppliedMigration[], known: number): void {
+  const newest = Math.max(0, ...applied.map((m) => m.version));
+  const floor = Math.max(0, ...applied.map((m) => m.compatFloor));
+  if (newest > known && floor > known) {
+    throw new IncompatibleSchemaError(
+      `the database schema is at version ${newest}, migrated by a newer ncps that needs at least schema ${floor}; ` +
+        `this ncps knows schema ${known}. Upgrade ncps, or restore the database backup taken before the upgrade.`,
+    );
   }
+}
+
+export async function runMigrations(target: MigrationTarget): Promise<number[]> {
+  const applied = await target.appliedMigrations();
+  const known = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;
+  checkCompatibility(applied, known);
   const ran: number[] = [];
   for (const migration of pendingMigrations(applied)) {
     await target.apply(migration, migration.statements(target.dialect));

@@ -13,6 +13,12 @@ export interface Dialect {
 export interface Migration {
   version: number;
   name: string;
+  /**
+   * The oldest schema version whose code still works once this migration ran. Expand-only
+   * migrations keep it at 1; a contracting one raises it, and older releases then refuse to start
+   * instead of misbehaving.
+   */
+  compatFloor: number;
   statements(d: Dialect): string[];
 }
 
@@ -20,6 +26,7 @@ export const MIGRATIONS: readonly Migration[] = [
   {
     version: 1,
     name: 'narinfo metadata, NAR files and settings',
+    compatFloor: 1,
     statements: (d) => [
       `CREATE TABLE settings (
         key TEXT PRIMARY KEY,
@@ -71,6 +78,18 @@ export const MIGRATIONS: readonly Migration[] = [
         signature TEXT NOT NULL,
         PRIMARY KEY (narinfo_id, position)
       )`,
+    ],
+  },
+  {
+    version: 2,
+    name: 'pins',
+    compatFloor: 1,
+    statements: (d) => [
+      `CREATE TABLE pins (
+        hash TEXT PRIMARY KEY,
+        created_at ${d.bigint} NOT NULL
+      )`,
+      `CREATE INDEX nar_files_stored_at ON nar_files (stored_at)`,
     ],
   },
 ];
