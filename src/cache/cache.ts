@@ -22,7 +22,9 @@ import {
 } from '../nix';
 import type { Storage } from '../storage/storage';
 import type { Logger } from '../telemetry/logger';
+import type { Metrics } from '../telemetry/metrics';
 import type { UpstreamPool } from '../upstream/pool';
+import { NegativeCache } from './negative-cache';
 import { NarDownload, NotFoundUpstream, type ExpectedFile } from './download';
 import { NAR_FILE_NAME } from './names';
 
@@ -37,6 +39,9 @@ export interface CacheOptions {
   /** Our key; undefined when narinfos are served without our signature. */
   signingKey: SecretKey | undefined;
   downloadLockTtlMs: number;
+  /** How long "no upstream has this path" is remembered (0 disables). */
+  negativeTtlMs: number;
+  metrics: Metrics;
 }
 
 export type CacheSource = 'hit' | 'miss';
@@ -57,26 +62,35 @@ export interface NarResult {
 /** How often accumulated "was served" marks are written, rather than one write per request. */
 const TOUCH_FLUSH_MS = 5_000;
 
+export interface ReadOptions {
+  /** False for the /upload routes: answer from what is stored, never from upstream. */
+  upstream: boolean;
+}
+
 export class Cache {
   private readonly options: CacheOptions;
   private readonly narInfoFetches = new Map<string, Promise<NarInfo | undefined>>();
   private readonly downloads = new Map<string, NarDownload>();
   private readonly touched = new Set<string>();
+  private readonly touchedNars = new Set<string>();
   private readonly touchTimer: NodeJS.Timeout;
+  private readonly absent: NegativeCache;
 
   constructor(options: CacheOptions) {
     this.options = options;
+    this.absent = new NegativeCache(options.negativeTtlMs);
     this.touchTimer = setInterval(() => void this.flushTouches(), TOUCH_FLUSH_MS);
     this.touchTimer.unref();
   }
 
   /** The narinfo for a store path hash (already validated by the caller), or undefined. */
-  async getNarInfo(hash: string): Promise<NarInfoResult | undefined> {
+  async getNarInfo(hash: string, read: ReadOptions = { upstream: true }): Promise<NarInfoResult | undefined> {
     const stored = await this.options.db.getNarInfo(hash);
     if (stored) {
       this.touched.add(hash);
       return { text: formatNarInfo(stored), source: 'hit' };
     }
+    if (!read.upstream || this.absent.has(hash)) return undefined;
     let fetch = this.narInfoFetches.get(hash);
     if (!fetch) {
       fetch = this.fetchNarInfo(hash).finally(() => this.narInfoFetches.delete(hash));
@@ -91,8 +105,13 @@ export class Cache {
     const narInfo = await withLock(locker, `narinfo:${hash}`, this.options.downloadLockTtlMs, async () => {
       const already = await db.getNarInfo(hash); // another node may have fetched it meanwhile
       if (already) return already;
+      const timer = this.options.metrics.upstreamNarInfoDuration.startTimer();
       const found = await upstreams.fetchNarInfo(hash, (candidate, upstream) => this.acceptUpstreamNarInfo(hash, candidate, upstream.baseUrl.href));
-      if (!found) return undefined;
+      timer({ result: found ? 'found' : 'absent' });
+      if (!found) {
+        this.absent.add(hash);
+        return undefined;
+      }
       const { narInfo: served, narFile } = this.prepareForServing(found.narInfo, found.narUrl);
       await db.putNarInfo(hash, served, narFile);
       logger.debug({ hash, upstream: found.upstream.baseUrl.href }, 'narinfo fetched from upstream');
@@ -160,11 +179,12 @@ export class Cache {
    * A NAR by file name (already validated by the caller). Served from storage when there, else
    * from the one shared upstream download. `head` asks for the size only and never downloads.
    */
-  async getNar(name: string, options: { head: boolean }): Promise<NarResult | undefined> {
+  async getNar(name: string, options: { head: boolean } & ReadOptions): Promise<NarResult | undefined> {
     const { storage, db } = this.options;
     if (options.head) {
       const size = await storage.statNar(name);
       if (size !== undefined) return { source: 'hit', size };
+      if (!options.upstream) return undefined;
       const inFlight = this.downloads.get(name);
       if (inFlight) return { source: 'miss', size: inFlight.expectedSize };
       const record = await db.getNarFile(name);
@@ -172,7 +192,11 @@ export class Cache {
     }
 
     const stored = await storage.getNar(name);
-    if (stored) return { source: 'hit', size: stored.size, stream: stored.stream };
+    if (stored) {
+      this.touchedNars.add(name);
+      return { source: 'hit', size: stored.size, stream: stored.stream };
+    }
+    if (!options.upstream) return undefined;
 
     let download = this.downloads.get(name);
     if (!download) {
@@ -204,6 +228,7 @@ export class Cache {
     const { storage, db, upstreams, locker, logger } = this.options;
     const upstreamUrl = new URL(record.upstreamUrl!);
     let releaseLock: (() => Promise<void>) | undefined;
+    const timer = this.options.metrics.upstreamNarDuration.startTimer();
     const download = new NarDownload({
       name: record.name,
       tempDir: storage.tempDir,
@@ -221,8 +246,13 @@ export class Cache {
     this.downloads.set(record.name, download);
     const started = Date.now();
     download.done.then(
-      () => logger.info({ nar: record.name, bytes: download.bytesWritten, ms: Date.now() - started }, 'NAR downloaded and stored'),
+      () => {
+        timer({ result: 'success' });
+        this.options.metrics.upstreamBytes.inc(download.bytesWritten);
+        logger.info({ nar: record.name, bytes: download.bytesWritten, ms: Date.now() - started }, 'NAR downloaded and stored');
+      },
       (error: Error) => {
+        timer({ result: 'failure' });
         if (!(error instanceof NotFoundUpstream)) logger.warn({ nar: record.name, err: error.message }, 'NAR download failed; nothing stored');
       },
     ).finally(() => {
@@ -243,12 +273,22 @@ export class Cache {
   }
 
   private async flushTouches(): Promise<void> {
-    if (this.touched.size === 0) return;
     const hashes = [...this.touched];
+    const nars = [...this.touchedNars];
     this.touched.clear();
-    await this.options.db.touchNarInfos(hashes, Date.now()).catch((error: Error) => {
-      this.options.logger.warn({ err: error.message }, 'could not record narinfo access times');
-    });
+    this.touchedNars.clear();
+    const now = Date.now();
+    try {
+      if (hashes.length > 0) await this.options.db.touchNarInfos(hashes, now);
+      if (nars.length > 0) await this.options.db.touchNarFiles(nars, now);
+    } catch (error) {
+      this.options.logger.warn({ err: (error as Error).message }, 'could not record access times');
+    }
+  }
+
+  /** Forgets that a path was absent upstream (it was just uploaded, say). */
+  forgetAbsent(hash: string): void {
+    this.absent.delete(hash);
   }
 }
 

@@ -4,7 +4,10 @@
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Cron } from 'croner';
 import { Cache } from '../cache/cache';
+import { DEFAULT_LRU_SCHEDULE, LruCleaner } from '../cache/lru';
+import { CacheWrites } from '../cache/writes';
 import { loadSigningKey } from '../cache/signing-key';
 import { ConfigError, helpText, loadConfig, type LoadedConfig } from '../config/load';
 import type { Database } from '../db/database';
@@ -14,6 +17,8 @@ import { parsePublicKey, type PublicKey } from '../nix';
 import { buildApp } from '../server/app';
 import { LocalStorage } from '../storage/local';
 import { createLogger, type Logger } from '../telemetry/logger';
+import { Metrics } from '../telemetry/metrics';
+import { SystemdNotifier } from '../telemetry/systemd';
 import { parseNetrc, type Netrc } from '../upstream/netrc';
 import { parseUpstreamUrl, UpstreamPool } from '../upstream/pool';
 
@@ -75,6 +80,22 @@ function checkedSettings(config: LoadedConfig) {
     }
   });
 
+  const uploadKeys: PublicKey[] = config.get<string[]>('cache.trusted-upload-keys').map((text) => {
+    try {
+      return parsePublicKey(text);
+    } catch (error) {
+      throw new ConfigError(`--cache-trusted-upload-key "${text}": ${(error as Error).message}`);
+    }
+  });
+  const lruSchedule = config.get<string>('cache.lru.schedule');
+  if (lruSchedule) {
+    try {
+      new Cron(lruSchedule, { paused: true }).stop();
+    } catch (error) {
+      throw new ConfigError(`invalid --cache-lru-schedule "${lruSchedule}": ${(error as Error).message}`);
+    }
+  }
+
   let netrc: Netrc | undefined;
   const netrcFile = config.get<string>('cache.netrc-file');
   if (netrcFile) {
@@ -99,6 +120,17 @@ function checkedSettings(config: LoadedConfig) {
     dialerTimeoutMs: config.get<number>('cache.upstream.dialer-timeout'),
     responseHeaderTimeoutMs: config.get<number>('cache.upstream.response-header-timeout'),
     downloadLockTtlMs: config.get<number>('cache.lock.download-lock-ttl'),
+    lruLockTtlMs: config.get<number>('cache.lock.lru-lock-ttl'),
+    negativeTtlMs: config.get<number>('cache.negative-ttl'),
+    getToken: config.get<string>('cache.get-token'),
+    putToken: config.get<string>('cache.put-token'),
+    allowPut: config.get<boolean>('cache.allow-put-verb'),
+    allowDelete: config.get<boolean>('cache.allow-delete-verb'),
+    requiredUploadKeys: config.get<boolean>('cache.require-trusted-signature') ? uploadKeys : undefined,
+    maxSizeBytes: config.get<number>('cache.max-size'),
+    lruSchedule: config.get<string>('cache.lru.schedule'),
+    lruTimezone: config.get<string>('cache.lru.timezone'),
+    prometheus: config.get<boolean>('prometheus.enabled'),
   };
 }
 
@@ -144,17 +176,52 @@ async function serve(argv: string[]): Promise<number> {
   void upstreams.start();
 
   const locker = new LocalLocker();
+  const metrics = new Metrics({ maxSizeBytes: settings.maxSizeBytes, defaultMetrics: settings.prometheus });
   const cache = new Cache({
     db,
     storage,
     locker,
     upstreams,
     logger,
+    metrics,
     trustedKeys: settings.trustedKeys,
     signingKey: settings.signNarInfo ? signingKey : undefined,
     downloadLockTtlMs: settings.downloadLockTtlMs,
+    negativeTtlMs: settings.negativeTtlMs,
   });
-  const app = buildApp({ cache, logger, hostname: settings.hostname, publicKey: signingKey.publicKey.text });
+  const writes = new CacheWrites({
+    db,
+    storage,
+    cache,
+    logger,
+    signingKey: settings.signNarInfo ? signingKey : undefined,
+    requiredUploadKeys: settings.requiredUploadKeys,
+  });
+  if (settings.requiredUploadKeys?.length === 0) {
+    logger.warn('--cache-require-trusted-signature is set without any --cache-trusted-upload-key: every upload will be refused');
+  }
+  const app = buildApp({
+    cache,
+    writes,
+    logger,
+    metrics,
+    hostname: settings.hostname,
+    publicKey: signingKey.publicKey.text,
+    getToken: settings.getToken,
+    putToken: settings.putToken,
+    allowPut: settings.allowPut,
+    allowDelete: settings.allowDelete,
+    prometheus: settings.prometheus,
+    beforeScrape: async () => metrics.recordStoreStats(await db.storeStats()),
+  });
+
+  let lru: LruCleaner | undefined;
+  if (settings.maxSizeBytes > 0) {
+    lru = new LruCleaner({ db, storage, locker, logger, metrics, maxSizeBytes: settings.maxSizeBytes, lockTtlMs: settings.lruLockTtlMs });
+    lru.start(settings.lruSchedule || DEFAULT_LRU_SCHEDULE, settings.lruTimezone);
+  } else if (settings.lruSchedule) {
+    logger.warn('--cache-lru-schedule has no effect without --cache-max-size');
+  }
 
   const { host, port } = settings.listen;
   await app.listen({ host: host === '' ? '::' : host, port, ipv6Only: false });
@@ -168,9 +235,13 @@ async function serve(argv: string[]): Promise<number> {
     },
     'ncps is serving',
   );
+  const systemd = new SystemdNotifier(logger);
+  await systemd.ready(`serving on ${host}:${port}`);
 
   await waitForSignal();
   logger.info('shutting down: draining requests and downloads in flight');
+  await systemd.stopping();
+  lru?.stop();
   await shutdown(logger, [
     () => app.close(),
     () => cache.close(DRAIN_TIMEOUT_MS),

@@ -29,9 +29,8 @@ export interface OptionSpec {
   notImplemented?: string;
 }
 
-const LATER_OPERATIONS = 'arrives with upload/delete/auth/LRU support';
 const LATER_SCALE_OUT = 'arrives with the PostgreSQL/S3/Redis support';
-const LATER_TELEMETRY = 'arrives with the metrics/OpenTelemetry support';
+const LATER_TELEMETRY = 'arrives with the OpenTelemetry support';
 
 export const OPTIONS: readonly OptionSpec[] = [
   // Global
@@ -81,7 +80,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: false,
     doc: 'Serve Prometheus metrics on /metrics.',
     scope: 'global',
-    notImplemented: LATER_TELEMETRY,
   },
 
   // Server
@@ -260,7 +258,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: false,
     doc: 'Accept uploads (PUT under /upload).',
     scope: 'serve',
-    notImplemented: LATER_OPERATIONS,
   },
   {
     key: 'cache.allow-delete-verb',
@@ -270,7 +267,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: false,
     doc: 'Accept DELETE of narinfos and NARs.',
     scope: 'serve',
-    notImplemented: LATER_OPERATIONS,
   },
   {
     key: 'cache.require-trusted-signature',
@@ -280,7 +276,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: false,
     doc: 'Refuse uploaded narinfos that no trusted upload key signed.',
     scope: 'serve',
-    notImplemented: LATER_OPERATIONS,
   },
   {
     key: 'cache.trusted-upload-keys',
@@ -290,7 +285,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: [],
     doc: 'Public key trusted to sign uploads; repeatable.',
     scope: 'serve',
-    notImplemented: LATER_OPERATIONS,
   },
   {
     key: 'cache.get-token',
@@ -301,7 +295,25 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Bearer token required for reads.',
     scope: 'serve',
     sensitive: true,
-    notImplemented: LATER_OPERATIONS,
+  },
+  {
+    key: 'cache.put-token',
+    flag: 'cache-put-token',
+    env: 'CACHE_PUT_TOKEN',
+    format: 'string',
+    default: '',
+    doc: 'Token required for uploads, deletes and pins (an ncps-ts addition). Without it, writes need the --cache-get-token when that is set; pins always need one of the two.',
+    scope: 'serve',
+    sensitive: true,
+  },
+  {
+    key: 'cache.negative-ttl',
+    flag: 'cache-negative-ttl',
+    env: 'CACHE_NEGATIVE_TTL',
+    format: 'go-duration',
+    default: '30s',
+    doc: 'How long "no upstream has this path" is remembered before upstreams are asked again; 0 disables (an ncps-ts addition).',
+    scope: 'serve',
   },
   {
     key: 'cache.max-size',
@@ -311,7 +323,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: '0',
     doc: 'Maximum size of the store (units B, K, M, G, T); 0 means unlimited.',
     scope: 'serve',
-    notImplemented: LATER_OPERATIONS,
   },
   {
     key: 'cache.lru.schedule',
@@ -319,9 +330,8 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'CACHE_LRU_SCHEDULE',
     format: 'string',
     default: '',
-    doc: 'Cron schedule of the LRU clean-up.',
+    doc: 'Cron schedule of the LRU clean-up (5 fields, or 6 with seconds). Defaults to hourly when --cache-max-size is set.',
     scope: 'serve',
-    notImplemented: LATER_OPERATIONS,
   },
   {
     key: 'cache.lru.timezone',
@@ -331,7 +341,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: 'Local',
     doc: 'Time zone of the LRU schedule.',
     scope: 'serve',
-    notImplemented: LATER_OPERATIONS,
   },
 
   // Redis and locks (issue: scale-out)

@@ -3,11 +3,15 @@
 
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Cache, CacheSource } from '../cache/cache';
+import type { CacheWrites } from '../cache/writes';
 import type { Logger } from '../telemetry/logger';
+import type { Metrics } from '../telemetry/metrics';
+import { createAuthHook, type Access } from './auth';
 import { HttpError } from './errors';
 import { registerCacheInfoRoutes } from './routes/cache-info';
 import { registerNarRoutes } from './routes/nar';
 import { registerNarInfoRoutes } from './routes/narinfo';
+import { registerWriteRoutes } from './routes/writes';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -19,18 +23,31 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** Not request-logged (health checks). */
     quiet?: boolean;
+    /** Who may call the route; 'read' when absent. */
+    access?: Access;
+    /** For metrics: which cache object the route serves. */
+    kind?: 'narinfo' | 'nar';
   }
 }
 
 export interface AppOptions {
   cache: Cache;
+  writes: CacheWrites;
   logger: Logger;
+  metrics: Metrics;
   hostname: string;
   publicKey: string | undefined;
+  getToken: string;
+  putToken: string;
+  allowPut: boolean;
+  allowDelete: boolean;
+  prometheus: boolean;
+  /** Refreshes gauges that are read from the database, before a scrape. */
+  beforeScrape?: () => Promise<void>;
 }
 
 export function buildApp(options: AppOptions): FastifyInstance {
-  const { logger } = options;
+  const { logger, metrics } = options;
   const app = Fastify({
     logger: false,
     // HEAD is routed explicitly: an automatic HEAD would run the GET handler and download NARs.
@@ -49,22 +66,28 @@ export function buildApp(options: AppOptions): FastifyInstance {
     request.startedAt = process.hrtime.bigint();
     request.socketBytesAtStart = request.raw.socket?.bytesWritten ?? 0;
   });
+  app.addHook('onRequest', createAuthHook({ getToken: options.getToken, putToken: options.putToken }));
 
-  // One line per request: what was asked, the answer, how big, how long, and hit or miss.
+  // One log line and the metrics per request: what was asked, the answer, size, time, hit or miss.
   app.addHook('onResponse', async (request, reply) => {
-    if (reply.routeOptions.config?.quiet) return;
-    const ms = Number(process.hrtime.bigint() - request.startedAt) / 1e6;
+    const seconds = Number(process.hrtime.bigint() - request.startedAt) / 1e9;
     const socket = request.raw.socket;
-    const bytes = socket ? socket.bytesWritten - request.socketBytesAtStart : undefined;
+    const bytes = socket ? socket.bytesWritten - request.socketBytesAtStart : 0;
+    const status = String(reply.statusCode);
+    const config = reply.routeOptions.config;
+    const route = reply.routeOptions.url ?? 'unmatched';
+    metrics.httpDuration.labels(request.method, route, status).observe(seconds);
+    const result = request.cacheSource;
+    if (config?.kind === 'narinfo' && request.method === 'GET') {
+      metrics.narInfoServed.labels(result ?? 'miss', status, result === 'hit' ? 'cache' : 'upstream', '').inc();
+    } else if (config?.kind === 'nar' && request.method === 'GET' && result) {
+      const source = result === 'hit' ? 'cache' : 'upstream';
+      metrics.narServed.labels(result, source).inc();
+      metrics.bytesServed.labels(source).inc(bytes);
+    }
+    if (config?.quiet) return;
     logger.info(
-      {
-        method: request.method,
-        url: request.url,
-        status: reply.statusCode,
-        bytes,
-        ms: Math.round(ms * 10) / 10,
-        cache: request.cacheSource,
-      },
+      { method: request.method, url: request.url, status: reply.statusCode, bytes, ms: Math.round(seconds * 1e4) / 10, cache: result },
       'request',
     );
   });
@@ -84,7 +107,20 @@ export function buildApp(options: AppOptions): FastifyInstance {
   });
 
   registerCacheInfoRoutes(app, { hostname: options.hostname, publicKey: options.publicKey });
-  registerNarInfoRoutes(app, options.cache);
-  registerNarRoutes(app, options.cache);
+  for (const prefix of ['', '/upload'] as const) {
+    registerNarInfoRoutes(app, options.cache, prefix);
+    registerNarRoutes(app, options.cache, prefix);
+  }
+  registerWriteRoutes(app, options.writes, {
+    allowPut: options.allowPut,
+    allowDelete: options.allowDelete,
+    writeTokenConfigured: Boolean(options.putToken || options.getToken),
+  });
+  if (options.prometheus) {
+    app.get('/metrics', { config: { quiet: true } }, async (_request, reply) => {
+      await options.beforeScrape?.();
+      return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+    });
+  }
   return app;
 }

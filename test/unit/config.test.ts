@@ -93,9 +93,10 @@ describe('loadConfig', () => {
     assert.ok(config.warnings.some((w) => w.includes('--cache-data-path is deprecated')));
   });
 
-  it('says so when a flag that is not implemented yet is set', () => {
-    const { config } = loadConfig('serve', ['--cache-max-size=10G'], {});
-    assert.ok(config.warnings.some((w) => w.includes('--cache-max-size') && w.includes('not implemented')));
+  const pending = OPTIONS.find((o) => o.notImplemented && o.format === 'bool' && o.scope !== 'global');
+  it('says so when a flag that is not implemented yet is set', { skip: pending ? false : 'every flag is implemented' }, () => {
+    const { config } = loadConfig('serve', [`--${pending!.flag}=true`], {});
+    assert.ok(config.warnings.some((w) => w.includes(`--${pending!.flag}`) && w.includes('not implemented')));
     assert.equal(loadConfig('serve', [], {}).config.warnings.length, 0);
   });
 

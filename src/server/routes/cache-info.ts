@@ -14,19 +14,22 @@ export function registerCacheInfoRoutes(app: FastifyInstance, options: CacheInfo
   app.route({
     method: ['GET', 'HEAD'],
     url: '/healthz',
-    config: { quiet: true },
+    config: { quiet: true, access: 'public' },
     handler: async (_request, reply) => reply.type('text/plain; charset=utf-8').send('OK\n'),
   });
 
-  app.route({
-    method: ['GET', 'HEAD'],
-    url: '/nix-cache-info',
-    handler: async (_request, reply) => reply.type('text/x-nix-cache-info').send(NIX_CACHE_INFO),
-  });
+  for (const url of ['/nix-cache-info', '/upload/nix-cache-info']) {
+    app.route({
+      method: ['GET', 'HEAD'],
+      url,
+      handler: async (_request, reply) => reply.type('text/x-nix-cache-info').send(NIX_CACHE_INFO),
+    });
+  }
 
   app.route({
     method: ['GET', 'HEAD'],
     url: '/pubkey',
+    config: { access: 'public' },
     handler: async (_request, reply) => {
       if (!options.publicKey) return reply.code(404).type('text/plain; charset=utf-8').send('this cache does not sign narinfos\n');
       return reply.type('text/plain; charset=utf-8').send(`${options.publicKey}\n`);
@@ -36,6 +39,7 @@ export function registerCacheInfoRoutes(app: FastifyInstance, options: CacheInfo
   app.route({
     method: ['GET', 'HEAD'],
     url: '/',
+    config: { access: 'public' },
     handler: async (_request, reply) => reply.send({ hostname: options.hostname, publicKey: options.publicKey ?? '' }),
   });
 }

@@ -1,21 +1,29 @@
-// GET|HEAD /<hash>.narinfo
+// GET|HEAD /<hash>.narinfo (and the same under /upload, which never asks upstream).
 
 import type { FastifyInstance } from 'fastify';
 import type { Cache } from '../../cache/cache';
 import { NARINFO_FILE_NAME } from '../../cache/names';
 import { badRequest } from '../errors';
 
-export function registerNarInfoRoutes(app: FastifyInstance, cache: Cache): void {
+/** The store path hash of a `<hash>.narinfo` file name; undefined for other names (not ours). */
+export function narInfoHashOf(file: string): string | undefined {
+  if (!file.endsWith('.narinfo')) return undefined;
+  const hash = NARINFO_FILE_NAME.exec(file)?.[1];
+  if (!hash) throw badRequest('invalid store path hash: expected 32 characters of nix32');
+  return hash;
+}
+
+export function registerNarInfoRoutes(app: FastifyInstance, cache: Cache, prefix: '' | '/upload'): void {
+  const upstream = prefix === '';
   app.route<{ Params: { file: string } }>({
     method: ['GET', 'HEAD'],
-    url: '/:file',
+    url: `${prefix}/:file`,
+    config: { kind: 'narinfo' },
     handler: async (request, reply) => {
-      const { file } = request.params;
-      if (!file.endsWith('.narinfo')) return reply.callNotFound();
-      const hash = NARINFO_FILE_NAME.exec(file)?.[1];
-      if (!hash) throw badRequest('invalid store path hash: expected 32 characters of nix32');
+      const hash = narInfoHashOf(request.params.file);
+      if (!hash) return reply.callNotFound();
       // HEAD needs the narinfo too: only a verified narinfo may be announced as present.
-      const result = await cache.getNarInfo(hash);
+      const result = await cache.getNarInfo(hash, { upstream });
       request.cacheSource = result?.source;
       if (!result) return reply.callNotFound();
       return reply.type('text/x-nix-narinfo').header('content-length', Buffer.byteLength(result.text)).send(result.text);

@@ -1,0 +1,91 @@
+// Keeps the store under --cache-max-size by evicting the least recently used store paths, never a
+// pinned closure. Order matters: a narinfo is deleted from the database before its NAR leaves
+// storage, because clients cache positive narinfo answers for a month and must never be told
+// about a path whose NAR is already gone.
+
+import { Cron } from 'croner';
+import type { Database } from '../db/database';
+import type { Locker } from '../lock/locker';
+import type { Storage } from '../storage/storage';
+import type { Logger } from '../telemetry/logger';
+import type { Metrics } from '../telemetry/metrics';
+
+export interface LruOptions {
+  db: Database;
+  storage: Storage;
+  locker: Locker;
+  logger: Logger;
+  metrics: Metrics;
+  maxSizeBytes: number;
+  lockTtlMs: number;
+}
+
+export interface LruResult {
+  evictedNarInfos: number;
+  freedBytes: number;
+  sizeAfter: number;
+}
+
+/** Applied when a maximum size is set without a schedule. */
+export const DEFAULT_LRU_SCHEDULE = '0 * * * *';
+
+const BATCH = 200;
+
+export class LruCleaner {
+  private job?: Cron;
+  private running?: Promise<LruResult>;
+
+  constructor(private readonly options: LruOptions) {}
+
+  /** Runs on the cron schedule; `timezone` is an IANA name, or "Local". */
+  start(schedule: string, timezone: string): void {
+    const tz = timezone && timezone !== 'Local' ? timezone : undefined;
+    this.job = new Cron(schedule, { ...(tz ? { timezone: tz } : {}), protect: true }, () => {
+      void this.run().catch((error: Error) => this.options.logger.error({ err: error.message }, 'LRU clean-up failed'));
+    });
+    this.options.logger.info({ schedule, timezone, next: this.job.nextRun()?.toISOString() }, 'LRU clean-up scheduled');
+  }
+
+  /** One clean-up; concurrent calls share the run in progress. */
+  run(): Promise<LruResult> {
+    this.running ??= this.clean().finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private async clean(): Promise<LruResult> {
+    const { db, storage, locker, logger, metrics, maxSizeBytes, lockTtlMs } = this.options;
+    const lock = await locker.acquire('lru', lockTtlMs);
+    try {
+      metrics.lruRuns.inc();
+      let { storedBytes } = await db.storeStats();
+      let evictedNarInfos = 0;
+      let freedBytes = 0;
+      while (storedBytes > maxSizeBytes) {
+        const candidates = await db.leastRecentlyUsed(BATCH);
+        if (candidates.length === 0) {
+          logger.warn({ storedBytes, maxSizeBytes }, 'store is over its maximum size, but everything left is pinned');
+          break;
+        }
+        for (const hash of candidates) {
+          const { deleted, orphanedNarFiles } = await db.deleteNarInfo(hash);
+          if (deleted) evictedNarInfos++;
+          for (const file of orphanedNarFiles) {
+            await storage.deleteNar(file.name);
+            freedBytes += file.size;
+            storedBytes -= file.size;
+          }
+          if (storedBytes <= maxSizeBytes) break;
+        }
+      }
+      metrics.lruBytesFreed.inc(freedBytes);
+      if (evictedNarInfos > 0) logger.info({ evictedNarInfos, freedBytes, sizeAfter: storedBytes }, 'LRU clean-up evicted paths');
+      return { evictedNarInfos, freedBytes, sizeAfter: storedBytes };
+    } finally {
+      await lock.release();
+    }
+  }
+
+  stop(): void {
+    this.job?.stop();
+  }
+}

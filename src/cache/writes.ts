@@ -1,0 +1,159 @@
+// The paths that change the cache: uploads (`nix copy --to http://…/upload`), deletes and pins.
+// Uploads follow Nix's order: the NAR first, checked against its own file name (nix copy names NAR
+// files by the sha256 of their bytes), then the narinfo, checked against the stored NAR.
+
+import { createHash, randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Database, PinRecord } from '../db/database';
+import {
+  encodeNix32,
+  narFileExtension,
+  narInfoVerifies,
+  parseNarInfo,
+  signNarInfo,
+  storePathHash,
+  NarInfoError,
+  type NarInfo,
+  type PublicKey,
+  type SecretKey,
+} from '../nix';
+import type { Storage } from '../storage/storage';
+import type { Logger } from '../telemetry/logger';
+import type { Cache } from './cache';
+
+/** A request the cache refuses; the status tells the client why. */
+export class RejectedWrite extends Error {
+  constructor(
+    readonly statusCode: 400 | 403 | 404 | 409 | 413,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface CacheWritesOptions {
+  db: Database;
+  storage: Storage;
+  cache: Cache;
+  logger: Logger;
+  signingKey: SecretKey | undefined;
+  /** When set, uploaded narinfos must verify against one of these keys. */
+  requiredUploadKeys: readonly PublicKey[] | undefined;
+  maxNarInfoBytes?: number;
+}
+
+const NAR_NAME = /^([0-9a-df-np-sv-z]{52})\.nar(\.[a-z0-9]+)?$/;
+
+export class CacheWrites {
+  constructor(private readonly options: CacheWritesOptions) {}
+
+  /** Stores an uploaded NAR once its bytes hash to the name it was uploaded under. */
+  async putNar(name: string, body: Readable): Promise<void> {
+    const match = NAR_NAME.exec(name);
+    if (!match) throw new RejectedWrite(400, 'uploaded NARs must be named <sha256 of the file, nix32>.nar[.ext]');
+    const { storage } = this.options;
+    const tempFile = path.join(storage.tempDir, `upload-${name}.${randomBytes(6).toString('hex')}.part`);
+    const hash = createHash('sha256');
+    try {
+      await pipeline(
+        body,
+        new Transform({
+          transform(chunk: Buffer, _encoding, callback) {
+            hash.update(chunk);
+            callback(null, chunk);
+          },
+        }),
+        createWriteStream(tempFile, { flags: 'wx' }),
+      );
+      const actual = encodeNix32(hash.digest());
+      if (actual !== match[1]) {
+        throw new RejectedWrite(400, `NAR content hashes to ${actual}, not to its file name`);
+      }
+      await storage.putNarFromFile(name, tempFile);
+    } finally {
+      await rm(tempFile, { force: true });
+    }
+  }
+
+  /** Stores an uploaded narinfo whose NAR is already stored and matches it. */
+  async putNarInfo(hash: string, text: string): Promise<void> {
+    const { db, storage, signingKey, requiredUploadKeys, cache } = this.options;
+    let narInfo: NarInfo;
+    try {
+      narInfo = parseNarInfo(text);
+    } catch (error) {
+      if (error instanceof NarInfoError) throw new RejectedWrite(400, `invalid narinfo: ${error.message}`);
+      throw error;
+    }
+    if (storePathHash(narInfo.storePath) !== hash) {
+      throw new RejectedWrite(400, `narinfo is for ${narInfo.storePath}, not for ${hash}`);
+    }
+    if (requiredUploadKeys && !narInfoVerifies(narInfo, requiredUploadKeys)) {
+      throw new RejectedWrite(403, 'narinfo is not signed by a trusted upload key');
+    }
+    const name = /^nar\/([^/]+)$/.exec(narInfo.url)?.[1];
+    const match = name ? NAR_NAME.exec(name) : null;
+    if (!name || !match || (match[2] ?? '') !== narFileExtension(narInfo.compression)) {
+      throw new RejectedWrite(400, `narinfo URL must be nar/<file hash>.nar${narFileExtension(narInfo.compression)}`);
+    }
+    const nameHash = match[1]!;
+    const fileHash = narInfo.fileHash ?? (narInfo.compression === 'none' ? narInfo.narHash : undefined);
+    if (!fileHash || fileHash.algorithm !== 'sha256' || fileHash.nix32Digest() !== nameHash) {
+      throw new RejectedWrite(400, 'narinfo FileHash does not match its NAR file name');
+    }
+    const size = await storage.statNar(name);
+    if (size === undefined) throw new RejectedWrite(400, `upload ${narInfo.url} before its narinfo`);
+    const expectedSize = narInfo.fileSize ?? (narInfo.compression === 'none' ? narInfo.narSize : undefined);
+    if (expectedSize !== undefined && expectedSize !== size) {
+      throw new RejectedWrite(400, `narinfo FileSize ${expectedSize} does not match the uploaded NAR (${size} bytes)`);
+    }
+    const served = signingKey ? signNarInfo(narInfo, signingKey) : narInfo;
+    await db.putNarInfo(hash, served, {
+      name,
+      compression: served.compression,
+      fileHash: fileHash.toNix32(),
+      fileSize: size,
+      narHash: served.narHash.toNix32(),
+      narSize: served.narSize,
+    });
+    await db.markNarFileStored(name, size);
+    cache.forgetAbsent(hash);
+    this.options.logger.info({ hash, storePath: narInfo.storePath }, 'narinfo uploaded');
+  }
+
+  /** Deletes a narinfo, then (database first) any NAR file no narinfo needs any more. */
+  async deleteNarInfo(hash: string): Promise<boolean> {
+    const { deleted, orphanedNarFiles } = await this.options.db.deleteNarInfo(hash);
+    for (const file of orphanedNarFiles) await this.options.storage.deleteNar(file.name);
+    return deleted;
+  }
+
+  /** Deletes a NAR file and every narinfo that points at it, so none is left dangling. */
+  async deleteNar(name: string): Promise<boolean> {
+    const hashes = await this.options.db.deleteNarFile(name);
+    const existed = (await this.options.storage.statNar(name)) !== undefined;
+    await this.options.storage.deleteNar(name);
+    return existed || hashes.length > 0;
+  }
+
+  /** Pins a path (fetching its narinfo from upstream when needed) so LRU keeps its closure. */
+  async pin(hash: string): Promise<boolean> {
+    const narInfo = await this.options.cache.getNarInfo(hash);
+    if (!narInfo) return false;
+    await this.options.db.addPin(hash, Date.now());
+    return true;
+  }
+
+  unpin(hash: string): Promise<boolean> {
+    return this.options.db.removePin(hash);
+  }
+
+  pins(): Promise<PinRecord[]> {
+    return this.options.db.listPins();
+  }
+}

@@ -1,0 +1,65 @@
+// Chooses the Database implementation from --cache-database-url.
+
+import { UnsupportedDatabaseError, type Database } from './database';
+import { PostgresDatabase } from './postgres';
+import { SqliteDatabase, sqlitePathFromUrl } from './sqlite';
+
+export interface PoolSettings {
+  /** --cache-database-pool-max-open-conns (0: the default). */
+  maxOpenConns: number;
+  /** --cache-database-pool-max-idle-conns (0: the default). */
+  maxIdleConns: number;
+}
+
+export type DatabaseKind = 'sqlite' | 'postgres';
+
+/** Which engine a URL names; throws UnsupportedDatabaseError for anything else. */
+export function databaseKind(url: string): DatabaseKind {
+  if (/^sqlite3?:/i.test(url)) return 'sqlite';
+  if (/^postgres(ql)?:\/\//i.test(url)) return 'postgres';
+  if (/^mysql:/i.test(url)) throw new UnsupportedDatabaseError('MySQL is not supported; use SQLite or PostgreSQL');
+  throw new UnsupportedDatabaseError(
+    `unsupported database URL "${redactDatabaseUrl(url)}": expected sqlite:/path/to/db.sqlite, ` +
+      'postgres://user@host/dbname or postgresql:///dbname?host=/run/postgresql',
+  );
+}
+
+/**
+ * Opens the database a URL names: `sqlite:`/`sqlite3:` for the embedded SQLite file, or
+ * `postgres://`/`postgresql://` (TCP or a unix socket directory given as `?host=/dir`).
+ * Nothing is connected yet; call migrate() next.
+ */
+export function openDatabase(url: string, pool: PoolSettings): Database {
+  switch (databaseKind(url)) {
+    case 'sqlite':
+      return new SqliteDatabase(sqlitePathFromUrl(url));
+    case 'postgres':
+      return new PostgresDatabase(url, { maxOpenConns: pool.maxOpenConns, maxIdleConns: pool.maxIdleConns });
+  }
+}
+
+/**
+ * The URL with any password replaced by `***`, for logs and error messages: the one in
+ * `scheme://user:password@host` and a `password=` query parameter.
+ */
+export function redactDatabaseUrl(url: string): string {
+  let result = url;
+  const scheme = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.exec(result);
+  if (scheme) {
+    const start = scheme[0].length;
+    const rest = result.slice(start);
+    // The user info ends at the last '@' before the query, so a password holding an unescaped
+    // '@' or '/' is still masked whole.
+    const queryAt = rest.search(/[?#]/);
+    const head = queryAt < 0 ? rest : rest.slice(0, queryAt);
+    const at = head.lastIndexOf('@');
+    if (at >= 0) {
+      const userInfo = head.slice(0, at);
+      const colon = userInfo.indexOf(':');
+      if (colon >= 0) {
+        result = result.slice(0, start) + userInfo.slice(0, colon) + ':***' + result.slice(start + at);
+      }
+    }
+  }
+  return result.replace(/([?&]password=)[^&#]*/gi, '$1***');
+}

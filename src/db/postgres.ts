@@ -1,0 +1,451 @@
+// PostgreSQL through node-postgres: the shared database when several ncps instances serve one
+// cache. Semantics match SqliteDatabase method for method; where SQLite relies on its single
+// writer lock, this relies on row locks, upserts and advisory locks instead.
+
+import pg from 'pg';
+import { NixHash, parseCompression, type Compression, type NarInfo } from '../nix';
+import type { Dialect, Migration } from './migrations';
+import { runMigrations, type AppliedMigration, type MigrationTarget } from '../migrate/schema';
+import type { Database, NarFileRecord, PinRecord, RemovedNarFile, StoreStats } from './database';
+
+export const POSTGRES_DIALECT: Dialect = {
+  name: 'postgres',
+  idColumn: 'BIGSERIAL PRIMARY KEY',
+  bigint: 'BIGINT',
+};
+
+/**
+ * Session advisory lock held while migrating, so instances starting together migrate one after
+ * the other and the later ones find the work done. The value is "ncps" in ASCII.
+ */
+export const MIGRATION_LOCK_KEY = 0x6e637073;
+
+const INT8_OID = 20;
+
+/**
+ * node-postgres returns BIGINT as a string because it may exceed 2^53. Ours are sizes, counts,
+ * ids and millisecond timestamps, far below that, so they become numbers. Set per pool, not
+ * globally, to leave other users of the pg module alone.
+ */
+const TYPES: pg.CustomTypesConfig = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') => {
+    if (oid === INT8_OID && format !== 'binary') return (value: string) => Number(value);
+    return pg.types.getTypeParser(oid, format);
+  }) as pg.CustomTypesConfig['getTypeParser'],
+};
+
+/** Errors worth running a transaction again for: a deadlock or a serialization failure. */
+const RETRYABLE = new Set(['40P01', '40001']);
+const MAX_ATTEMPTS = 3;
+
+export interface PostgresOptions {
+  /** Most connections open at once (0: 10). */
+  maxOpenConns?: number;
+  /**
+   * Idle connections kept open indefinitely (0: none). Idle connections beyond this are closed
+   * after IDLE_TIMEOUT_MS; node-postgres cannot close them the moment they go idle.
+   */
+  maxIdleConns?: number;
+  /** Called when an idle pooled connection fails (e.g. the server restarted). */
+  onError?: (error: Error) => void;
+}
+
+const DEFAULT_MAX_OPEN_CONNS = 10;
+const IDLE_TIMEOUT_MS = 10_000;
+/** How long to wait for a connection (including a free slot in the pool) before failing. */
+const CONNECT_TIMEOUT_MS = 30_000;
+
+interface NarInfoRow {
+  id: number;
+  store_path: string;
+  url: string;
+  compression: string | null;
+  file_hash: string | null;
+  file_size: number | null;
+  nar_hash: string;
+  nar_size: number;
+  deriver: string | null;
+  system: string | null;
+  ca: string | null;
+  extra_fields: string | null;
+  refs: string[];
+  sigs: string[];
+}
+
+interface NarFileRow {
+  name: string;
+  compression: string;
+  file_hash: string | null;
+  file_size: number | null;
+  nar_hash: string;
+  nar_size: number;
+  upstream_url: string | null;
+  stored_at: number | null;
+}
+
+type Queryable = Pick<pg.PoolClient, 'query'>;
+
+export class PostgresDatabase implements Database {
+  private readonly pool: pg.Pool;
+  private closed = false;
+
+  constructor(connectionString: string, options: PostgresOptions = {}) {
+    const max = options.maxOpenConns && options.maxOpenConns > 0 ? options.maxOpenConns : DEFAULT_MAX_OPEN_CONNS;
+    const min = Math.min(Math.max(options.maxIdleConns ?? 0, 0), max);
+    this.pool = new pg.Pool({
+      connectionString,
+      max,
+      min,
+      idleTimeoutMillis: IDLE_TIMEOUT_MS,
+      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+      application_name: 'ncps',
+      types: TYPES,
+    });
+    // Without a listener, an idle connection dropped by the server would crash the process.
+    const onError = options.onError ?? (() => undefined);
+    this.pool.on('error', (error) => onError(error));
+  }
+
+  /** Runs `fn` in a transaction on one connection, retrying on deadlocks and serialization failures. */
+  private async transaction<T>(fn: (client: Queryable) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      const client = await this.pool.connect();
+      let broken: Error | undefined;
+      try {
+        await client.query('BEGIN');
+        const result = await fn(client);
+        await client.query('COMMIT');
+        return result;
+      } catch (error) {
+        try {
+          await client.query('ROLLBACK');
+        } catch (rollbackError) {
+          broken = rollbackError as Error;
+        }
+        const code = (error as { code?: string }).code;
+        if (attempt >= MAX_ATTEMPTS || code === undefined || !RETRYABLE.has(code)) throw error;
+      } finally {
+        // A connection that cannot even roll back is discarded rather than reused.
+        client.release(broken);
+      }
+    }
+  }
+
+  async migrate(): Promise<number[]> {
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      // Session lock: held across reading the applied versions and applying the pending ones.
+      await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
+      try {
+        return await runMigrations(migrationTarget(client));
+      } finally {
+        try {
+          await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]);
+        } catch (error) {
+          // Dropping the connection releases the lock as well.
+          broken = error as Error;
+        }
+      }
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  async getNarInfo(hash: string): Promise<NarInfo | undefined> {
+    const { rows } = await this.pool.query<NarInfoRow>(
+      `SELECT n.id, n.store_path, n.url, n.compression, n.file_hash, n.file_size, n.nar_hash,
+              n.nar_size, n.deriver, n.system, n.ca, n.extra_fields,
+              ARRAY(SELECT reference FROM narinfo_references WHERE narinfo_id = n.id ORDER BY position) AS refs,
+              ARRAY(SELECT signature FROM narinfo_signatures WHERE narinfo_id = n.id ORDER BY position) AS sigs
+       FROM narinfos n WHERE n.hash = $1`,
+      [hash],
+    );
+    return rows[0] ? narInfoFromRow(rows[0]) : undefined;
+  }
+
+  async putNarInfo(hash: string, narInfo: NarInfo, narFile: NarFileRecord): Promise<void> {
+    const now = Date.now();
+    await this.transaction(async (client) => {
+      const file = await client.query<{ id: number }>(
+        `INSERT INTO nar_files (name, compression, file_hash, file_size, nar_hash, nar_size,
+                                upstream_url, created_at, last_accessed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+         ON CONFLICT (name) DO UPDATE SET
+           upstream_url = COALESCE(EXCLUDED.upstream_url, nar_files.upstream_url),
+           file_hash = COALESCE(nar_files.file_hash, EXCLUDED.file_hash),
+           file_size = COALESCE(nar_files.file_size, EXCLUDED.file_size)
+         RETURNING id`,
+        [
+          narFile.name,
+          narFile.compression,
+          narFile.fileHash ?? null,
+          narFile.fileSize ?? null,
+          narFile.narHash,
+          narFile.narSize,
+          narFile.upstreamUrl ?? null,
+          now,
+        ],
+      );
+      // An upsert rather than delete-and-insert: two instances storing the same narinfo at once
+      // then queue on the row instead of one failing on the unique hash. A replaced narinfo
+      // counts as new, as it does in SQLite (fresh created_at and last_accessed_at).
+      const info = await client.query<{ id: number }>(
+        `INSERT INTO narinfos (hash, store_path, url, compression, file_hash, file_size, nar_hash,
+                               nar_size, deriver, system, ca, extra_fields, nar_file_id,
+                               created_at, last_accessed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)
+         ON CONFLICT (hash) DO UPDATE SET
+           store_path = EXCLUDED.store_path, url = EXCLUDED.url, compression = EXCLUDED.compression,
+           file_hash = EXCLUDED.file_hash, file_size = EXCLUDED.file_size, nar_hash = EXCLUDED.nar_hash,
+           nar_size = EXCLUDED.nar_size, deriver = EXCLUDED.deriver, system = EXCLUDED.system,
+           ca = EXCLUDED.ca, extra_fields = EXCLUDED.extra_fields, nar_file_id = EXCLUDED.nar_file_id,
+           created_at = EXCLUDED.created_at, last_accessed_at = EXCLUDED.last_accessed_at
+         RETURNING id`,
+        [
+          hash,
+          narInfo.storePath,
+          narInfo.url,
+          narInfo.compressionGiven ? narInfo.compression : null,
+          narInfo.fileHash?.toNix32() ?? null,
+          narInfo.fileSize ?? null,
+          narInfo.narHash.toNix32(),
+          narInfo.narSize,
+          narInfo.deriver ?? null,
+          narInfo.system ?? null,
+          narInfo.ca ?? null,
+          narInfo.extra.length > 0 ? JSON.stringify(narInfo.extra) : null,
+          file.rows[0]!.id,
+          now,
+        ],
+      );
+      const id = info.rows[0]!.id;
+      await client.query('DELETE FROM narinfo_references WHERE narinfo_id = $1', [id]);
+      await client.query('DELETE FROM narinfo_signatures WHERE narinfo_id = $1', [id]);
+      if (narInfo.references.length > 0) {
+        await client.query(
+          `INSERT INTO narinfo_references (narinfo_id, position, reference)
+           SELECT $1, ord - 1, ref FROM unnest($2::text[]) WITH ORDINALITY AS t(ref, ord)`,
+          [id, narInfo.references],
+        );
+      }
+      if (narInfo.sigs.length > 0) {
+        await client.query(
+          `INSERT INTO narinfo_signatures (narinfo_id, position, signature)
+           SELECT $1, ord - 1, sig FROM unnest($2::text[]) WITH ORDINALITY AS t(sig, ord)`,
+          [id, narInfo.sigs],
+        );
+      }
+    });
+  }
+
+  async getNarFile(name: string): Promise<NarFileRecord | undefined> {
+    const { rows } = await this.pool.query<NarFileRow>(
+      `SELECT name, compression, file_hash, file_size, nar_hash, nar_size, upstream_url, stored_at
+       FROM nar_files WHERE name = $1`,
+      [name],
+    );
+    const row = rows[0];
+    if (!row) return undefined;
+    return {
+      name: row.name,
+      compression: row.compression,
+      fileHash: row.file_hash ?? undefined,
+      fileSize: row.file_size ?? undefined,
+      narHash: row.nar_hash,
+      narSize: row.nar_size,
+      upstreamUrl: row.upstream_url ?? undefined,
+      storedAt: row.stored_at ?? undefined,
+    };
+  }
+
+  async markNarFileStored(name: string, size: number): Promise<void> {
+    await this.pool.query(
+      `UPDATE nar_files SET stored_at = $2, file_size = $3, last_accessed_at = $2 WHERE name = $1`,
+      [name, Date.now(), size],
+    );
+  }
+
+  async touchNarInfos(hashes: readonly string[], at: number): Promise<void> {
+    if (hashes.length === 0) return;
+    // Rows are locked in id order so two overlapping touches cannot deadlock.
+    await this.pool.query(
+      `UPDATE narinfos SET last_accessed_at = $2
+       WHERE id IN (SELECT id FROM narinfos WHERE hash = ANY($1::text[]) AND last_accessed_at < $2
+                    ORDER BY id FOR UPDATE)
+         AND last_accessed_at < $2`,
+      [[...hashes], at],
+    );
+  }
+
+  async touchNarFiles(names: readonly string[], at: number): Promise<void> {
+    if (names.length === 0) return;
+    await this.pool.query(
+      `UPDATE narinfos SET last_accessed_at = $2
+       WHERE id IN (SELECT n.id FROM narinfos n JOIN nar_files f ON f.id = n.nar_file_id
+                    WHERE f.name = ANY($1::text[]) AND n.last_accessed_at < $2
+                    ORDER BY n.id FOR UPDATE OF n)
+         AND last_accessed_at < $2`,
+      [[...names], at],
+    );
+  }
+
+  async deleteNarInfo(hash: string): Promise<{ deleted: boolean; orphanedNarFiles: RemovedNarFile[] }> {
+    return this.transaction(async (client) => {
+      const deleted = await client.query<{ nar_file_id: number | null }>(
+        'DELETE FROM narinfos WHERE hash = $1 RETURNING nar_file_id',
+        [hash],
+      );
+      if (deleted.rowCount === 0) return { deleted: false, orphanedNarFiles: [] };
+      const orphanedNarFiles: RemovedNarFile[] = [];
+      const narFileId = deleted.rows[0]!.nar_file_id;
+      if (narFileId !== null) {
+        // Lock the file first; the check below then runs on a fresh snapshot that sees any
+        // narinfo another instance committed for it meanwhile.
+        await client.query('SELECT id FROM nar_files WHERE id = $1 FOR UPDATE', [narFileId]);
+        const removed = await client.query<{ name: string; size: number | null; stored_at: number | null }>(
+          `DELETE FROM nar_files WHERE id = $1
+             AND NOT EXISTS (SELECT 1 FROM narinfos WHERE nar_file_id = nar_files.id)
+           RETURNING name, file_size AS size, stored_at`,
+          [narFileId],
+        );
+        const row = removed.rows[0];
+        if (row) orphanedNarFiles.push({ name: row.name, size: row.stored_at === null ? 0 : (row.size ?? 0) });
+      }
+      return { deleted: true, orphanedNarFiles };
+    });
+  }
+
+  async deleteNarFile(name: string): Promise<string[]> {
+    return this.transaction(async (client) => {
+      const file = await client.query<{ id: number }>('SELECT id FROM nar_files WHERE name = $1 FOR UPDATE', [name]);
+      const id = file.rows[0]?.id;
+      if (id === undefined) return [];
+      const deleted = await client.query<{ hash: string }>(
+        'DELETE FROM narinfos WHERE nar_file_id = $1 RETURNING hash',
+        [id],
+      );
+      await client.query('DELETE FROM nar_files WHERE id = $1', [id]);
+      return deleted.rows.map((r) => r.hash);
+    });
+  }
+
+  async leastRecentlyUsed(limit: number): Promise<string[]> {
+    const { rows } = await this.pool.query<{ hash: string }>(
+      `WITH RECURSIVE pinned(hash) AS (
+         SELECT hash FROM pins
+         UNION
+         SELECT substr(r.reference, 1, 32)
+         FROM pinned p JOIN narinfos n ON n.hash = p.hash JOIN narinfo_references r ON r.narinfo_id = n.id
+       )
+       SELECT n.hash FROM narinfos n
+       WHERE NOT EXISTS (SELECT 1 FROM pinned p WHERE p.hash = n.hash)
+       ORDER BY n.last_accessed_at ASC, n.id ASC LIMIT $1`,
+      [limit],
+    );
+    return rows.map((r) => r.hash);
+  }
+
+  async storeStats(): Promise<StoreStats> {
+    const { rows } = await this.pool.query<{ narinfos: number; files: number; bytes: number }>(
+      `SELECT (SELECT count(*) FROM narinfos) AS narinfos,
+              (SELECT count(*) FROM nar_files WHERE stored_at IS NOT NULL) AS files,
+              (SELECT COALESCE(sum(file_size), 0)::bigint FROM nar_files WHERE stored_at IS NOT NULL) AS bytes`,
+    );
+    const row = rows[0]!;
+    return { narInfoCount: row.narinfos, narFileCount: row.files, storedBytes: row.bytes };
+  }
+
+  async addPin(hash: string, at: number): Promise<void> {
+    await this.pool.query('INSERT INTO pins (hash, created_at) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING', [hash, at]);
+  }
+
+  async removePin(hash: string): Promise<boolean> {
+    const result = await this.pool.query('DELETE FROM pins WHERE hash = $1', [hash]);
+    return (result.rowCount ?? 0) > 0;
+  }
+
+  async listPins(): Promise<PinRecord[]> {
+    const { rows } = await this.pool.query<{ hash: string; store_path: string | null; created_at: number }>(
+      `SELECT p.hash, n.store_path, p.created_at FROM pins p LEFT JOIN narinfos n ON n.hash = p.hash
+       ORDER BY p.created_at, p.hash`,
+    );
+    return rows.map((r) => ({ hash: r.hash, storePath: r.store_path ?? undefined, createdAt: r.created_at }));
+  }
+
+  async getSetting(key: string): Promise<string | undefined> {
+    const { rows } = await this.pool.query<{ value: string }>('SELECT value FROM settings WHERE key = $1', [key]);
+    return rows[0]?.value;
+  }
+
+  async putSettingIfAbsent(key: string, value: string): Promise<string> {
+    // Two statements on purpose: an insert racing another one waits for it to commit, and the
+    // SELECT, with a snapshot of its own, then sees whichever value won.
+    await this.pool.query('INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING', [key, value]);
+    const stored = await this.getSetting(key);
+    if (stored === undefined) throw new Error(`setting ${key} vanished right after it was stored`);
+    return stored;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool.end();
+  }
+}
+
+function migrationTarget(client: Queryable): MigrationTarget {
+  return {
+    dialect: POSTGRES_DIALECT,
+    appliedMigrations: async () => {
+      await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+        version INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        compat_floor INTEGER NOT NULL DEFAULT 1,
+        applied_at BIGINT NOT NULL
+      )`);
+      const { rows } = await client.query<AppliedMigration>(
+        'SELECT version, compat_floor AS "compatFloor" FROM schema_migrations ORDER BY version',
+      );
+      return rows;
+    },
+    apply: async (migration: Migration, statements: string[]) => {
+      // PostgreSQL DDL is transactional: the statements and the bookkeeping row commit together.
+      await client.query('BEGIN');
+      try {
+        const already = await client.query('SELECT 1 FROM schema_migrations WHERE version = $1', [migration.version]);
+        if (already.rowCount === 0) {
+          for (const statement of statements) await client.query(statement);
+          await client.query(
+            'INSERT INTO schema_migrations (version, name, compat_floor, applied_at) VALUES ($1, $2, $3, $4)',
+            [migration.version, migration.name, migration.compatFloor, Date.now()],
+          );
+        }
+        await client.query('COMMIT');
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw error;
+      }
+    },
+  };
+}
+
+function narInfoFromRow(row: NarInfoRow): NarInfo {
+  const narInfo: NarInfo = {
+    storePath: row.store_path,
+    url: row.url,
+    compression: parseCompression(row.compression ?? undefined) as Compression,
+    compressionGiven: row.compression !== null,
+    narHash: NixHash.parse(row.nar_hash),
+    narSize: row.nar_size,
+    references: row.refs,
+    sigs: row.sigs,
+    extra: row.extra_fields ? (JSON.parse(row.extra_fields) as Array<[string, string]>) : [],
+  };
+  if (row.file_hash !== null) narInfo.fileHash = NixHash.parse(row.file_hash);
+  if (row.file_size !== null) narInfo.fileSize = row.file_size;
+  if (row.deriver !== null) narInfo.deriver = row.deriver;
+  if (row.system !== null) narInfo.system = row.system;
+  if (row.ca !== null) narInfo.ca = row.ca;
+  return narInfo;
+}

@@ -1,0 +1,51 @@
+// Tokens for reads and writes. Nix sends netrc credentials as HTTP Basic auth and other clients
+// send Bearer tokens, so both carry the token: Bearer <token>, or Basic with the token as password.
+// Comparison is constant-time over fixed-length digests, so neither content nor length leaks.
+
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+
+export type Access = 'public' | 'read' | 'write';
+
+export interface AuthOptions {
+  getToken: string;
+  /** Token for uploads, deletes and pins; falls back to the read token when empty. */
+  putToken: string;
+}
+
+const digest = (value: string) => createHash('sha256').update(value).digest();
+
+function presentedToken(header: string | undefined): string | undefined {
+  if (!header) return undefined;
+  const [scheme, value = ''] = header.split(/\s+/, 2);
+  switch (scheme?.toLowerCase()) {
+    case 'bearer':
+      return value;
+    case 'basic': {
+      const decoded = Buffer.from(value, 'base64').toString('utf8');
+      const colon = decoded.indexOf(':');
+      return colon === -1 ? undefined : decoded.slice(colon + 1);
+    }
+    default:
+      return undefined;
+  }
+}
+
+export function createAuthHook(options: AuthOptions) {
+  const readDigest = options.getToken ? digest(options.getToken) : undefined;
+  const writeToken = options.putToken || options.getToken;
+  const writeDigest = writeToken ? digest(writeToken) : undefined;
+
+  return async function authorize(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const access: Access = request.routeOptions.config?.access ?? 'read';
+    const expected = access === 'write' ? writeDigest : access === 'read' ? readDigest : undefined;
+    if (!expected) return;
+    const token = presentedToken(request.headers.authorization);
+    if (token !== undefined && timingSafeEqual(digest(token), expected)) return;
+    reply
+      .code(401)
+      .header('www-authenticate', 'Basic realm="ncps", charset="UTF-8"')
+      .type('text/plain; charset=utf-8')
+      .send(token === undefined ? 'authentication required\n' : 'invalid token\n');
+  };
+}

@@ -1,0 +1,108 @@
+// Uploads (PUT under /upload), deletes and pins. Each is refused with 405 unless its verb is
+// enabled, and needs the write token when one is configured (see auth.ts).
+
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { Readable } from 'node:stream';
+import { CacheWrites, RejectedWrite } from '../../cache/writes';
+import { HttpError } from '../errors';
+import { checkedNarName } from './nar';
+import { narInfoHashOf } from './narinfo';
+
+export interface WriteRoutesOptions {
+  allowPut: boolean;
+  allowDelete: boolean;
+  /** Whether any token guards writes; pins are refused outright without one. */
+  writeTokenConfigured: boolean;
+}
+
+const MAX_NARINFO_BYTES = 1 << 20;
+
+function notAllowed(reply: FastifyReply, flag: string): FastifyReply {
+  return reply
+    .code(405)
+    .header('allow', 'GET, HEAD')
+    .type('text/plain; charset=utf-8')
+    .send(`method not allowed: start ncps with ${flag} to enable it\n`);
+}
+
+async function readText(body: Readable, limit: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of body) {
+    total += (chunk as Buffer).length;
+    if (total > limit) throw new HttpError(413, `narinfo larger than ${limit} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function translate(work: () => Promise<void>): Promise<void> {
+  try {
+    await work();
+  } catch (error) {
+    if (error instanceof RejectedWrite) throw new HttpError(error.statusCode, error.message);
+    throw error;
+  }
+}
+
+export function registerWriteRoutes(app: FastifyInstance, writes: CacheWrites, options: WriteRoutesOptions): void {
+  // Bodies arrive as raw streams: NARs can be gigabytes, and narinfos are parsed by the cache.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
+
+  const write = { access: 'write' as const };
+
+  app.put<{ Params: { file: string } }>('/upload/:file', { config: write }, async (request, reply) => {
+    if (!options.allowPut) return notAllowed(reply, '--cache-allow-put-verb');
+    const { file } = request.params;
+    // nix copy only writes nix-cache-info when GET said 404, which ours never does; accept it.
+    if (file === 'nix-cache-info') return reply.code(204).send();
+    const hash = narInfoHashOf(file);
+    if (!hash) return reply.callNotFound();
+    const text = await readText(request.body as Readable, MAX_NARINFO_BYTES);
+    await translate(() => writes.putNarInfo(hash, text));
+    return reply.code(204).send();
+  });
+
+  app.put<{ Params: { file: string } }>('/upload/nar/:file', { config: write }, async (request, reply) => {
+    if (!options.allowPut) return notAllowed(reply, '--cache-allow-put-verb');
+    const name = checkedNarName(request.params.file);
+    await translate(() => writes.putNar(name, request.body as Readable));
+    return reply.code(204).send();
+  });
+
+  for (const prefix of ['', '/upload']) {
+    app.delete<{ Params: { file: string } }>(`${prefix}/:file`, { config: write }, async (request, reply) => {
+      if (!options.allowDelete) return notAllowed(reply, '--cache-allow-delete-verb');
+      const hash = narInfoHashOf(request.params.file);
+      if (!hash) return reply.callNotFound();
+      return (await writes.deleteNarInfo(hash)) ? reply.code(204).send() : reply.callNotFound();
+    });
+
+    app.delete<{ Params: { file: string } }>(`${prefix}/nar/:file`, { config: write }, async (request, reply) => {
+      if (!options.allowDelete) return notAllowed(reply, '--cache-allow-delete-verb');
+      const name = checkedNarName(request.params.file);
+      return (await writes.deleteNar(name)) ? reply.code(204).send() : reply.callNotFound();
+    });
+  }
+
+  // Pins change what LRU may evict, so they are never open to anyone (the Go ncps leaves them so).
+  const pinsClosed = (reply: FastifyReply) =>
+    reply.code(403).type('text/plain; charset=utf-8').send('pins need a token: start ncps with --cache-put-token or --cache-get-token\n');
+
+  app.post<{ Params: { file: string } }>('/pin/:file', { config: write }, async (request, reply) => {
+    if (!options.writeTokenConfigured) return pinsClosed(reply);
+    const hash = narInfoHashOf(request.params.file);
+    if (!hash) return reply.callNotFound();
+    return (await writes.pin(hash)) ? reply.code(204).send() : reply.callNotFound();
+  });
+
+  app.delete<{ Params: { file: string } }>('/pin/:file', { config: write }, async (request, reply) => {
+    if (!options.writeTokenConfigured) return pinsClosed(reply);
+    const hash = narInfoHashOf(request.params.file);
+    if (!hash) return reply.callNotFound();
+    return (await writes.unpin(hash)) ? reply.code(204).send() : reply.callNotFound();
+  });
+
+  app.get('/pins', async (_request, reply) => reply.send(await writes.pins()));
+}
