@@ -24,6 +24,7 @@ import type { Storage } from '../storage/storage';
 import type { Logger } from '../telemetry/logger';
 import type { Metrics } from '../telemetry/metrics';
 import type { UpstreamPool } from '../upstream/pool';
+import { InvalidLegacyNarInfo, type LegacyNarInfoMigrator } from '../migrate/narinfo';
 import { NegativeCache } from './negative-cache';
 import { NarDownload, NotFoundUpstream, type ExpectedFile } from './download';
 import { NAR_FILE_NAME } from './names';
@@ -42,6 +43,8 @@ export interface CacheOptions {
   /** How long "no upstream has this path" is remembered (0 disables). */
   negativeTtlMs: number;
   metrics: Metrics;
+  /** Set while storage may still hold narinfo files from before the database (migrated on access). */
+  legacy?: LegacyNarInfoMigrator;
 }
 
 export type CacheSource = 'hit' | 'miss';
@@ -90,6 +93,11 @@ export class Cache {
       this.touched.add(hash);
       return { text: formatNarInfo(stored), source: 'hit' };
     }
+    const legacy = await this.fromLegacyFile(hash);
+    if (legacy) {
+      this.touched.add(hash);
+      return { text: formatNarInfo(legacy), source: 'hit' };
+    }
     if (!read.upstream || this.absent.has(hash)) return undefined;
     let fetch = this.narInfoFetches.get(hash);
     if (!fetch) {
@@ -98,6 +106,25 @@ export class Cache {
     }
     const narInfo = await fetch;
     return narInfo ? { text: formatNarInfo(narInfo), source: 'miss' } : undefined;
+  }
+
+  /** Background migration: a narinfo file an older ncps left in storage moves into the database. */
+  private async fromLegacyFile(hash: string): Promise<NarInfo | undefined> {
+    const { legacy, metrics, logger } = this.options;
+    if (!legacy) return undefined;
+    try {
+      const { outcome, narInfo } = await legacy.migrate(hash);
+      if (outcome === 'migrated') {
+        metrics.backgroundMigrations.labels('success').inc();
+        logger.info({ hash }, 'migrated a legacy narinfo file into the database');
+      }
+      return narInfo;
+    } catch (error) {
+      metrics.backgroundMigrations.labels('failure').inc();
+      const level = error instanceof InvalidLegacyNarInfo ? 'warn' : 'error';
+      logger[level]({ hash, err: (error as Error).message }, 'could not migrate a legacy narinfo file');
+      return undefined;
+    }
   }
 
   private async fetchNarInfo(hash: string): Promise<NarInfo | undefined> {

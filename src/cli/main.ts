@@ -2,6 +2,8 @@
 // mistakes, 1 for failures at run time.
 
 import { ConfigError } from '../config/load';
+import { migrateCommand } from './migrate';
+import { migrateNarinfoCommand } from './migrate-narinfo';
 import { serveCommand } from './serve';
 
 declare const NCPS_VERSION: string | undefined;
@@ -14,6 +16,8 @@ interface Command {
 
 const COMMANDS: Record<string, Command> = {
   serve: serveCommand,
+  migrate: migrateCommand,
+  'migrate-narinfo': migrateNarinfoCommand,
 };
 
 function usage(): string {
@@ -50,7 +54,11 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`ncps ${name}: ${error.message}\n`);
       return 2;
     }
-    process.stderr.write(`ncps ${name}: ${(error as Error).stack ?? String(error)}\n`);
+    // Operational failures (a database from a newer ncps, an unreachable server) are explained by
+    // their message; the stack only helps when debugging.
+    const debug = /^(debug|trace)$/.test(process.env.LOG_LEVEL ?? '') || rest.some((a) => /^--log-level[= ](debug|trace)/.test(a));
+    const detail = debug ? ((error as Error).stack ?? String(error)) : (error as Error).message ?? String(error);
+    process.stderr.write(`ncps ${name}: ${detail}\n`);
     return 1;
   }
 }

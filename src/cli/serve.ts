@@ -3,19 +3,19 @@
 
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { Cron } from 'croner';
 import { Cache } from '../cache/cache';
 import { DEFAULT_LRU_SCHEDULE, LruCleaner } from '../cache/lru';
 import { CacheWrites } from '../cache/writes';
 import { loadSigningKey } from '../cache/signing-key';
 import { ConfigError, helpText, loadConfig, type LoadedConfig } from '../config/load';
-import type { Database } from '../db/database';
-import { SqliteDatabase, sqlitePathFromUrl } from '../db/sqlite';
+import { SqliteDatabase } from '../db/sqlite';
+import { LeaseKeeper } from '../lock/lease';
+import { hasLegacyNarInfos, LegacyNarInfoMigrator } from '../migrate/narinfo';
+import { describeDatabase, openConfiguredDatabase, openConfiguredStorage, storageDir } from './common';
 import { LocalLocker } from '../lock/local';
 import { parsePublicKey, type PublicKey } from '../nix';
 import { buildApp } from '../server/app';
-import { LocalStorage } from '../storage/local';
 import { createLogger, type Logger } from '../telemetry/logger';
 import { Metrics } from '../telemetry/metrics';
 import { SystemdNotifier } from '../telemetry/systemd';
@@ -38,23 +38,8 @@ export function parseListenAddress(addr: string): { host: string; port: number }
   return { host: match[1] ?? match[2] ?? '', port };
 }
 
-function defaultDataDir(): string {
-  const base = process.env.XDG_DATA_HOME || path.join(os.homedir(), '.local', 'share');
-  return path.join(base, 'ncps');
-}
-
 /** Everything in the configuration that can be checked before touching disk or network. */
 function checkedSettings(config: LoadedConfig) {
-  const storageDir = config.get<string>('cache.storage.local') || defaultDataDir();
-  if (config.get<string>('cache.storage.s3.bucket')) {
-    throw new ConfigError('S3 storage is not implemented yet; use --cache-storage-local');
-  }
-  const databaseUrl = config.get<string>('cache.database-url') || `sqlite:${path.join(storageDir, 'db', 'db.sqlite')}`;
-  if (/^postgres(ql)?:/.test(databaseUrl)) {
-    throw new ConfigError('PostgreSQL is not implemented yet; use a sqlite: --cache-database-url');
-  }
-  if (/^mysql:/.test(databaseUrl)) throw new ConfigError('MySQL is not supported; use sqlite: (or PostgreSQL once available)');
-  if (!/^sqlite3?:/.test(databaseUrl)) throw new ConfigError(`unsupported --cache-database-url "${databaseUrl}"; expected sqlite:/path/to/db.sqlite`);
   if (config.get<string>('cache.lock.backend') === 'redis') {
     throw new ConfigError('--cache-lock-backend=redis is not implemented yet; use local');
   }
@@ -109,9 +94,6 @@ function checkedSettings(config: LoadedConfig) {
   return {
     listen: parseListenAddress(config.get<string>('server.addr')),
     hostname: config.get<string>('cache.hostname') || os.hostname(),
-    storageDir,
-    tempDir: config.get<string>('cache.temp-path'),
-    databaseUrl,
     upstreamUrls,
     trustedKeys,
     netrc,
@@ -134,10 +116,6 @@ function checkedSettings(config: LoadedConfig) {
   };
 }
 
-function openDatabase(url: string): Database {
-  return new SqliteDatabase(sqlitePathFromUrl(url));
-}
-
 async function serve(argv: string[]): Promise<number> {
   const { config, args } = loadConfig('serve', argv, process.env);
   if (args.help) {
@@ -149,13 +127,18 @@ async function serve(argv: string[]): Promise<number> {
   const logger = createLogger(config.get<string>('log.level'));
   for (const warning of config.warnings) logger.warn(warning);
 
-  const storage = new LocalStorage(settings.storageDir, settings.tempDir);
-  const removed = await storage.cleanTempDir(60 * 60 * 1000);
+  const storage = openConfiguredStorage(config);
+  const removed = (await storage.cleanTempDir?.(60 * 60 * 1000)) ?? 0;
   if (removed > 0) logger.info({ removed }, 'removed stale partial downloads');
 
-  const db = openDatabase(settings.databaseUrl);
+  const db = openConfiguredDatabase(config);
   const applied = await db.migrate();
-  if (applied.length > 0) logger.info({ versions: applied }, 'database migrated');
+  if (applied.length > 0) {
+    const backup = db instanceof SqliteDatabase ? db.lastBackup : undefined;
+    logger.info({ versions: applied, ...(backup ? { backup } : {}) }, 'database migrated');
+  }
+  const lease = new LeaseKeeper(db, logger);
+  await lease.start();
 
   const signingKey = await loadSigningKey({
     secretKeyPath: settings.secretKeyPath,
@@ -176,6 +159,10 @@ async function serve(argv: string[]): Promise<number> {
   void upstreams.start();
 
   const locker = new LocalLocker();
+  const legacy = (await hasLegacyNarInfos(storage))
+    ? new LegacyNarInfoMigrator({ db, storage, locker, lockTtlMs: settings.downloadLockTtlMs })
+    : undefined;
+  if (legacy) logger.info('storage holds narinfo files from an older ncps: they move into the database as clients ask for them (or run ncps migrate-narinfo)');
   const metrics = new Metrics({ maxSizeBytes: settings.maxSizeBytes, defaultMetrics: settings.prometheus });
   const cache = new Cache({
     db,
@@ -188,6 +175,7 @@ async function serve(argv: string[]): Promise<number> {
     signingKey: settings.signNarInfo ? signingKey : undefined,
     downloadLockTtlMs: settings.downloadLockTtlMs,
     negativeTtlMs: settings.negativeTtlMs,
+    ...(legacy ? { legacy } : {}),
   });
   const writes = new CacheWrites({
     db,
@@ -228,8 +216,8 @@ async function serve(argv: string[]): Promise<number> {
   logger.info(
     {
       addr: `${host}:${port}`,
-      storage: storage.root,
-      database: settings.databaseUrl.replace(/\/\/[^@/]*@/, '//***@'),
+      storage: storageDir(config),
+      database: describeDatabase(config),
       upstreams: upstreams.upstreams.map((u) => u.baseUrl.href),
       publicKey: signingKey.publicKey.text,
     },
@@ -247,6 +235,7 @@ async function serve(argv: string[]): Promise<number> {
     () => cache.close(DRAIN_TIMEOUT_MS),
     () => upstreams.close(),
     () => locker.close(),
+    () => lease.stop(),
     () => db.close(),
   ]);
   logger.info('stopped');

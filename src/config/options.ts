@@ -21,7 +21,7 @@ export interface OptionSpec {
   default: unknown;
   doc: string;
   /** Which commands accept it; global options are accepted everywhere. */
-  scope: 'global' | 'serve' | 'storage' | 'database' | 'redis';
+  scope: 'global' | 'serve' | 'storage' | 'database' | 'redis' | 'migration' | 'narinfo-migration';
   sensitive?: boolean;
   /** Older flag names that still work, with a warning. */
   aliases?: readonly string[];
@@ -129,7 +129,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     format: 'string',
     default: '',
     doc: 'Directory for downloads in progress. Defaults to store/tmp inside the local storage (or the system temp directory with S3).',
-    scope: 'serve',
+    scope: 'storage',
   },
 
   // Database
@@ -493,10 +493,40 @@ export const OPTIONS: readonly OptionSpec[] = [
     scope: 'redis',
     notImplemented: LATER_SCALE_OUT,
   },
+
+  // Migration commands
+  {
+    key: 'dry-run',
+    flag: 'dry-run',
+    format: 'bool',
+    default: false,
+    doc: 'Report what would be done without changing anything.',
+    scope: 'migration',
+  },
+  {
+    key: 'concurrency',
+    flag: 'concurrency',
+    env: 'NCPS_MIGRATION_CONCURRENCY',
+    format: 'non-negative-int',
+    default: 10,
+    doc: 'Legacy narinfo files migrated in parallel.',
+    scope: 'narinfo-migration',
+  },
+  {
+    key: 'force',
+    flag: 'force',
+    format: 'bool',
+    default: false,
+    doc: 'Run without Redis even though an ncps server was seen using the database recently (only when you know it is stopped).',
+    scope: 'narinfo-migration',
+  },
 ];
 
 export const COMMAND_SCOPES: Record<string, ReadonlyArray<OptionSpec['scope']>> = {
   serve: ['global', 'serve', 'storage', 'database', 'redis'],
+  'migrate up': ['global', 'storage', 'database', 'migration'],
+  'migrate status': ['global', 'storage', 'database'],
+  'migrate-narinfo': ['global', 'storage', 'database', 'redis', 'migration', 'narinfo-migration'],
 };
 
 export function optionsFor(command: string): OptionSpec[] {

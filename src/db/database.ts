@@ -1,6 +1,7 @@
 // The Database seam: everything the cache core needs from metadata storage. SQLite implements it
 // for a single instance; PostgreSQL will implement it for several instances sharing one database.
 
+import type { MigrateOptions, SchemaStatus } from '../migrate/schema';
 import type { NarInfo } from '../nix';
 
 /** A NAR file as the cache knows it: where it lives in storage and where it came from. */
@@ -19,8 +20,10 @@ export interface NarFileRecord {
 }
 
 export interface Database {
-  /** Brings the schema up to date; returns the versions applied. */
-  migrate(): Promise<number[]>;
+  /** Brings the schema up to date; returns the versions applied (or that would be, when dry). */
+  migrate(options?: MigrateOptions): Promise<number[]>;
+  /** Which migrations are applied and which are pending, without changing anything. */
+  schemaStatus?(): Promise<SchemaStatus>;
   /** The narinfo for a store path hash, exactly as it is served (signatures included). */
   getNarInfo(hash: string): Promise<NarInfo | undefined>;
   /** Inserts or replaces a narinfo together with the NAR file it points to, atomically. */
@@ -45,6 +48,11 @@ export interface Database {
   addPin(hash: string, at: number): Promise<void>;
   removePin(hash: string): Promise<boolean>;
   listPins(): Promise<PinRecord[]>;
+  /** Records that a server is alive (insert or refresh its lease). */
+  renewLease(lease: ServerLease): Promise<void>;
+  removeLease(instanceId: string): Promise<void>;
+  /** Leases renewed at or after `since`. */
+  liveLeases(since: number): Promise<ServerLease[]>;
   getSetting(key: string): Promise<string | undefined>;
   /** Stores a setting unless one exists; returns whichever value is stored (first writer wins). */
   putSettingIfAbsent(key: string, value: string): Promise<string>;
@@ -67,6 +75,14 @@ export interface PinRecord {
   hash: string;
   storePath: string | undefined;
   createdAt: number;
+}
+
+export interface ServerLease {
+  instanceId: string;
+  hostname: string;
+  pid: number;
+  startedAt: number;
+  heartbeatAt: number;
 }
 
 export class UnsupportedDatabaseError extends Error {}

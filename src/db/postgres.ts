@@ -5,8 +5,15 @@
 import pg from 'pg';
 import { NixHash, parseCompression, type Compression, type NarInfo } from '../nix';
 import type { Dialect, Migration } from './migrations';
-import { runMigrations, type AppliedMigration, type MigrationTarget } from '../migrate/schema';
-import type { Database, NarFileRecord, PinRecord, RemovedNarFile, StoreStats } from './database';
+import {
+  runMigrations,
+  schemaStatus,
+  type AppliedMigration,
+  type MigrateOptions,
+  type MigrationTarget,
+  type SchemaStatus,
+} from '../migrate/schema';
+import type { Database, NarFileRecord, PinRecord, RemovedNarFile, ServerLease, StoreStats } from './database';
 
 export const POSTGRES_DIALECT: Dialect = {
   name: 'postgres',
@@ -131,14 +138,18 @@ export class PostgresDatabase implements Database {
     }
   }
 
-  async migrate(): Promise<number[]> {
+  /**
+   * Migrations run under a session advisory lock held from reading the applied versions to the
+   * last one applied, so instances starting together migrate one after the other and the later
+   * ones find nothing left to do. (Back up with pg_dump before upgrading; the server cannot.)
+   */
+  async migrate(options: MigrateOptions = {}): Promise<number[]> {
     const client = await this.pool.connect();
     let broken: Error | undefined;
     try {
-      // Session lock: held across reading the applied versions and applying the pending ones.
-      await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
+      
       try {
-        return await runMigrations(migrationTarget(client));
+        return await runMigrations(migrationTarget(client), options);
       } finally {
         try {
           await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]);
@@ -149,6 +160,15 @@ export class PostgresDatabase implements Database {
       }
     } finally {
       client.release(broken);
+    }
+  }
+
+  async schemaStatus(): Promise<SchemaStatus> {
+    const client = await this.pool.connect();
+    try {
+      return await schemaStatus(migrationTarget(client));
+    } finally {
+      client.release();
     }
   }
 
@@ -373,6 +393,36 @@ export class PostgresDatabase implements Database {
     return rows.map((r) => ({ hash: r.hash, storePath: r.store_path ?? undefined, createdAt: r.created_at }));
   }
 
+  async renewLease(lease: ServerLease): Promise<void> {
+    await this.pool.query(
+      `INSERT INTO server_leases (instance_id, hostname, pid, started_at, heartbeat_at)
+       VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at`,
+      [lease.instanceId, lease.hostname, lease.pid, lease.startedAt, lease.heartbeatAt],
+    );
+  }
+
+  async removeLease(instanceId: string): Promise<void> {
+    await this.pool.query('DELETE FROM server_leases WHERE instance_id = $1', [instanceId]);
+  }
+
+  async liveLeases(since: number): Promise<ServerLease[]> {
+    const { rows } = await this.pool.query<{
+      instance_id: string;
+      hostname: string;
+      pid: number;
+      started_at: number;
+      heartbeat_at: number;
+    }>('SELECT instance_id, hostname, pid, started_at, heartbeat_at FROM server_leases WHERE heartbeat_at >= $1', [since]);
+    return rows.map((r) => ({
+      instanceId: r.instance_id,
+      hostname: r.hostname,
+      pid: r.pid,
+      startedAt: r.started_at,
+      heartbeatAt: r.heartbeat_at,
+    }));
+  }
+
   async getSetting(key: string): Promise<string | undefined> {
     const { rows } = await this.pool.query<{ value: string }>('SELECT value FROM settings WHERE key = $1', [key]);
     return rows[0]?.value;
@@ -394,16 +444,23 @@ export class PostgresDatabase implements Database {
   }
 }
 
+const BOOKKEEPING = `CREATE TABLE IF NOT EXISTS schema_migrations (
+  version INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  compat_floor INTEGER NOT NULL DEFAULT 1,
+  applied_at BIGINT NOT NULL
+)`;
+
 function migrationTarget(client: Queryable): MigrationTarget {
   return {
     dialect: POSTGRES_DIALECT,
+    // Read-only, so a dry run or a status query changes nothing: a database without the
+    // bookkeeping table has no migrations applied.
     appliedMigrations: async () => {
-      await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
-        version INTEGER PRIMARY KEY,
-        name TEXT NOT NULL,
-        compat_floor INTEGER NOT NULL DEFAULT 1,
-        applied_at BIGINT NOT NULL
-      )`);
+      const exists = await client.query<{ present: boolean }>(
+        `SELECT to_regclass('schema_migrations') IS NOT NULL AS present`,
+      );
+      if (!exists.rows[0]?.present) return [];
       const { rows } = await client.query<AppliedMigration>(
         'SELECT version, compat_floor AS "compatFloor" FROM schema_migrations ORDER BY version',
       );
@@ -413,6 +470,7 @@ function migrationTarget(client: Queryable): MigrationTarget {
       // PostgreSQL DDL is transactional: the statements and the bookkeeping row commit together.
       await client.query('BEGIN');
       try {
+        await client.query(BOOKKEEPING);
         const already = await client.query('SELECT 1 FROM schema_migrations WHERE version = $1', [migration.version]);
         if (already.rowCount === 0) {
           for (const statement of statements) await client.query(statement);

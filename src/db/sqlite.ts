@@ -1,13 +1,24 @@
 // SQLite through better-sqlite3: the embedded default for a single instance. Calls are synchronous
 // and take microseconds, so they are wrapped in promises only to fit the Database seam.
 
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { NixHash, parseCompression, type NarInfo, type Compression } from '../nix';
 import type { Dialect, Migration } from './migrations';
-import { runMigrations, type AppliedMigration, type MigrationTarget } from '../migrate/schema';
-import type { Database, NarFileRecord, PinRecord, RemovedNarFile, StoreStats } from './database';
+import { SQLITE_QUERIES } from './sqlite-queries';
+import {
+  runMigrations,
+  schemaStatus,
+  type AppliedMigration,
+  type MigrateOptions,
+  type MigrationTarget,
+  type SchemaStatus,
+} from '../migrate/schema';
+import type { Database, NarFileRecord, PinRecord, RemovedNarFile, ServerLease, StoreStats } from './database';
+
+/** Backups of the database taken before migrations that are kept. */
+export const KEPT_BACKUPS = 3;
 
 const SQLITE_DIALECT: Dialect = {
   name: 'sqlite',
@@ -76,101 +87,62 @@ export class SqliteDatabase implements Database {
 
   private prepare() {
     const db = this.db;
+    const q = SQLITE_QUERIES;
     return {
-      getNarInfo: db.prepare<[string], NarInfoRow>(`
-        SELECT n.id, n.store_path, n.url, n.compression, n.file_hash, n.file_size, n.nar_hash,
-               n.nar_size, n.deriver, n.system, n.ca, n.extra_fields,
-               (SELECT group_concat(reference, ' ') FROM
-                  (SELECT reference FROM narinfo_references WHERE narinfo_id = n.id ORDER BY position)) AS refs,
-               (SELECT group_concat(signature, char(10)) FROM
-                  (SELECT signature FROM narinfo_signatures WHERE narinfo_id = n.id ORDER BY position)) AS sigs
-        FROM narinfos n WHERE n.hash = ?`),
-      deleteNarInfo: db.prepare<[string]>(`DELETE FROM narinfos WHERE hash = ?`),
-      upsertNarFile: db.prepare(`
-        INSERT INTO nar_files (name, compression, file_hash, file_size, nar_hash, nar_size,
-                               upstream_url, created_at, last_accessed_at)
-        VALUES (@name, @compression, @fileHash, @fileSize, @narHash, @narSize, @upstreamUrl, @now, @now)
-        ON CONFLICT (name) DO UPDATE SET
-          upstream_url = COALESCE(excluded.upstream_url, nar_files.upstream_url),
-          file_hash = COALESCE(nar_files.file_hash, excluded.file_hash),
-          file_size = COALESCE(nar_files.file_size, excluded.file_size)
-        RETURNING id`),
-      insertNarInfo: db.prepare(`
-        INSERT INTO narinfos (hash, store_path, url, compression, file_hash, file_size, nar_hash,
-                              nar_size, deriver, system, ca, extra_fields, nar_file_id,
-                              created_at, last_accessed_at)
-        VALUES (@hash, @storePath, @url, @compression, @fileHash, @fileSize, @narHash, @narSize,
-                @deriver, @system, @ca, @extraFields, @narFileId, @now, @now)
-        RETURNING id`),
-      insertReference: db.prepare(
-        `INSERT INTO narinfo_references (narinfo_id, position, reference) VALUES (?, ?, ?)`,
-      ),
-      insertSignature: db.prepare(
-        `INSERT INTO narinfo_signatures (narinfo_id, position, signature) VALUES (?, ?, ?)`,
-      ),
-      getNarFile: db.prepare<[string], NarFileRow>(`
-        SELECT name, compression, file_hash, file_size, nar_hash, nar_size, upstream_url, stored_at
-        FROM nar_files WHERE name = ?`),
-      markStored: db.prepare(
-        `UPDATE nar_files SET stored_at = @now, file_size = @size, last_accessed_at = @now WHERE name = @name`,
-      ),
-      touchNarInfo: db.prepare(
-        `UPDATE narinfos SET last_accessed_at = @at WHERE hash = @hash AND last_accessed_at < @at`,
-      ),
-      touchNarFile: db.prepare(`
-        UPDATE narinfos SET last_accessed_at = @at
-        WHERE nar_file_id = (SELECT id FROM nar_files WHERE name = @name) AND last_accessed_at < @at`),
-      narFileIdOf: db.prepare<[string], { nar_file_id: number | null }>(`SELECT nar_file_id FROM narinfos WHERE hash = ?`),
-      deleteNarFileIfUnused: db.prepare<[number], { name: string; size: number | null; stored_at: number | null }>(`
-        DELETE FROM nar_files WHERE id = ? AND NOT EXISTS (SELECT 1 FROM narinfos WHERE nar_file_id = nar_files.id)
-        RETURNING name, file_size AS size, stored_at`),
-      narInfosOfFile: db.prepare<[string], { hash: string }>(`
-        SELECT hash FROM narinfos WHERE nar_file_id = (SELECT id FROM nar_files WHERE name = ?)`),
-      deleteNarFileByName: db.prepare<[string]>(`DELETE FROM nar_files WHERE name = ?`),
-      leastRecentlyUsed: db.prepare<[number], { hash: string }>(`
-        WITH RECURSIVE pinned(hash) AS (
-          SELECT hash FROM pins
-          UNION
-          SELECT substr(r.reference, 1, 32)
-          FROM pinned p JOIN narinfos n ON n.hash = p.hash JOIN narinfo_references r ON r.narinfo_id = n.id
-        )
-        SELECT hash FROM narinfos WHERE hash NOT IN (SELECT hash FROM pinned)
-        ORDER BY last_accessed_at ASC, id ASC LIMIT ?`),
-      storeStats: db.prepare<[], { narinfos: number; files: number; bytes: number | null }>(`
-        SELECT (SELECT count(*) FROM narinfos) AS narinfos,
-               (SELECT count(*) FROM nar_files WHERE stored_at IS NOT NULL) AS files,
-               (SELECT sum(file_size) FROM nar_files WHERE stored_at IS NOT NULL) AS bytes`),
-      addPin: db.prepare(`INSERT INTO pins (hash, created_at) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`),
-      removePin: db.prepare<[string]>(`DELETE FROM pins WHERE hash = ?`),
-      listPins: db.prepare<[], { hash: string; store_path: string | null; created_at: number }>(`
-        SELECT p.hash, n.store_path, p.created_at FROM pins p LEFT JOIN narinfos n ON n.hash = p.hash
-        ORDER BY p.created_at, p.hash`),
-      getSetting: db.prepare<[string], { value: string }>(`SELECT value FROM settings WHERE key = ?`),
-      insertSetting: db.prepare(`INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`),
+      getNarInfo: db.prepare<[string], NarInfoRow>(q.getNarInfo),
+      deleteNarInfo: db.prepare<[string]>(q.deleteNarInfo),
+      upsertNarFile: db.prepare(q.upsertNarFile),
+      insertNarInfo: db.prepare(q.insertNarInfo),
+      insertReference: db.prepare(q.insertReference),
+      insertSignature: db.prepare(q.insertSignature),
+      getNarFile: db.prepare<[string], NarFileRow>(q.getNarFile),
+      markStored: db.prepare(q.markStored),
+      touchNarInfo: db.prepare(q.touchNarInfo),
+      touchNarFile: db.prepare(q.touchNarFile),
+      narFileIdOf: db.prepare<[string], { nar_file_id: number | null }>(q.narFileIdOf),
+      deleteNarFileIfUnused: db.prepare<[number], { name: string; size: number | null; stored_at: number | null }>(q.deleteNarFileIfUnused),
+      narInfosOfFile: db.prepare<[string], { hash: string }>(q.narInfosOfFile),
+      deleteNarFileByName: db.prepare<[string]>(q.deleteNarFileByName),
+      leastRecentlyUsed: db.prepare<[number], { hash: string }>(q.leastRecentlyUsed),
+      storeStats: db.prepare<[], { narinfos: number; files: number; bytes: number | null }>(q.storeStats),
+      addPin: db.prepare(q.addPin),
+      removePin: db.prepare<[string]>(q.removePin),
+      listPins: db.prepare<[], { hash: string; store_path: string | null; created_at: number }>(q.listPins),
+      renewLease: db.prepare(q.renewLease),
+      removeLease: db.prepare<[string]>(q.removeLease),
+      liveLeases: db.prepare<[number], { instance_id: string; hostname: string; pid: number; started_at: number; heartbeat_at: number }>(q.liveLeases),
+      getSetting: db.prepare<[string], { value: string }>(q.getSetting),
+      insertSetting: db.prepare(q.insertSetting),
     };
   }
 
-  async migrate(): Promise<number[]> {
+
+  private migrationTarget(): MigrationTarget {
     const db = this.db;
-    const target: MigrationTarget = {
+    const bookkeeping = `CREATE TABLE IF NOT EXISTS schema_migrations (
+      version INTEGER PRIMARY KEY,
+      name TEXT NOT NULL,
+      compat_floor INTEGER NOT NULL DEFAULT 1,
+      applied_at INTEGER NOT NULL
+    )`;
+    return {
       dialect: SQLITE_DIALECT,
       appliedMigrations: async () => {
-        db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
-          version INTEGER PRIMARY KEY,
-          name TEXT NOT NULL,
-          compat_floor INTEGER NOT NULL DEFAULT 1,
-          applied_at INTEGER NOT NULL
-        )`);
+        const exists = db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`).get();
+        if (!exists) return [];
         return db
           .prepare<[], AppliedMigration>('SELECT version, compat_floor AS compatFloor FROM schema_migrations ORDER BY version')
           .all();
       },
+      beforeApplying: async (_pending, applied) => {
+        const from = Math.max(...applied.map((m) => m.version));
+        this.lastBackup = await this.backup(from);
+      },
       apply: async (migration: Migration, statements: string[]) => {
         // IMMEDIATE takes the write lock up front, so two processes cannot both apply it.
         db.transaction(() => {
-          const already = db
-            .prepare('SELECT 1 FROM schema_migrations WHERE version = ?')
-            .get(migration.version);
+          db.exec(bookkeeping);
+          const already = db.prepare('SELECT 1 FROM schema_migrations WHERE version = ?').get(migration.version);
           if (already) return;
           for (const statement of statements) db.exec(statement);
           db.prepare('INSERT INTO schema_migrations (version, name, compat_floor, applied_at) VALUES (?, ?, ?, ?)').run(
@@ -182,7 +154,36 @@ export class SqliteDatabase implements Database {
         }).immediate();
       },
     };
-    return runMigrations(target);
+  }
+
+  /** Path of the backup taken before the last migration run, if one was needed. */
+  lastBackup: string | undefined;
+
+  async migrate(options: MigrateOptions = {}): Promise<number[]> {
+    return runMigrations(this.migrationTarget(), options);
+  }
+
+  async schemaStatus(): Promise<SchemaStatus> {
+    return schemaStatus(this.migrationTarget());
+  }
+
+  /**
+   * A consistent copy of the database next to it (`<db>.backup-v<schema>-<time>`), taken before
+   * migrating; the newest few are kept. Restoring is copying one back while ncps is stopped.
+   */
+  async backup(schemaVersion: number): Promise<string | undefined> {
+    if (this.file === ':memory:') return undefined;
+    const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+    const target = `${this.file}.backup-v${schemaVersion}-${stamp}`;
+    this.db.prepare('VACUUM INTO ?').run(target);
+    const dir = path.dirname(this.file);
+    const prefix = `${path.basename(this.file)}.backup-v`;
+    const backups = readdirSync(dir)
+      .filter((f) => f.startsWith(prefix))
+      .map((f) => ({ f, mtime: statSync(path.join(dir, f)).mtimeMs }))
+      .sort((x, y) => y.mtime - x.mtime || y.f.localeCompare(x.f));
+    for (const old of backups.slice(KEPT_BACKUPS)) rmSync(path.join(dir, old.f), { force: true });
+    return target;
   }
 
   async getNarInfo(hash: string): Promise<NarInfo | undefined> {
@@ -303,6 +304,24 @@ export class SqliteDatabase implements Database {
 
   async listPins(): Promise<PinRecord[]> {
     return this.sql.listPins.all().map((r) => ({ hash: r.hash, storePath: r.store_path ?? undefined, createdAt: r.created_at }));
+  }
+
+  async renewLease(lease: ServerLease): Promise<void> {
+    this.sql.renewLease.run(lease);
+  }
+
+  async removeLease(instanceId: string): Promise<void> {
+    this.sql.removeLease.run(instanceId);
+  }
+
+  async liveLeases(since: number): Promise<ServerLease[]> {
+    return this.sql.liveLeases.all(since).map((r) => ({
+      instanceId: r.instance_id,
+      hostname: r.hostname,
+      pid: r.pid,
+      startedAt: r.started_at,
+      heartbeatAt: r.heartbeat_at,
+    }));
   }
 
   async getSetting(key: string): Promise<string | undefined> {

@@ -17,7 +17,23 @@ export interface MigrationTarget {
   appliedMigrations(): Promise<AppliedMigration[]>;
   /** Runs the statements and records the version in one transaction. */
   apply(migration: Migration, statements: string[]): Promise<void>;
+  /** Called once before the first pending migration of an existing database (SQLite backs up here). */
+  beforeApplying?(pending: readonly Migration[], applied: readonly AppliedMigration[]): Promise<void>;
 }
+
+export interface MigrateOptions {
+  /** Report what would run without changing anything. */
+  dryRun?: boolean;
+}
+
+export interface SchemaStatus {
+  applied: AppliedMigration[];
+  pending: Migration[];
+  /** Newest schema version this release knows. */
+  known: number;
+}
+
+export const KNOWN_SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;
 
 export function pendingMigrations(applied: readonly AppliedMigration[]): Migration[] {
   const done = new Set(applied.map((m) => m.version));
@@ -39,12 +55,19 @@ export function checkCompatibility(applied: readonly AppliedMigration[], known: 
   }
 }
 
-export async function runMigrations(target: MigrationTarget): Promise<number[]> {
+export async function schemaStatus(target: MigrationTarget): Promise<SchemaStatus> {
   const applied = await target.appliedMigrations();
-  const known = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;
-  checkCompatibility(applied, known);
+  return { applied, pending: pendingMigrations(applied), known: KNOWN_SCHEMA_VERSION };
+}
+
+/** Applies pending migrations in order; returns their versions (those that would run, when dry). */
+export async function runMigrations(target: MigrationTarget, options: MigrateOptions = {}): Promise<number[]> {
+  const { applied, pending } = await schemaStatus(target);
+  checkCompatibility(applied, KNOWN_SCHEMA_VERSION);
+  if (options.dryRun || pending.length === 0) return pending.map((m) => m.version);
+  if (applied.length > 0) await target.beforeApplying?.(pending, applied);
   const ran: number[] = [];
-  for (const migration of pendingMigrations(applied)) {
+  for (const migration of pending) {
     await target.apply(migration, migration.statements(target.dialect));
     ran.push(migration.version);
   }

@@ -74,8 +74,29 @@ export class LocalStorage implements Storage {
     await rm(this.narPath(name), { force: true });
   }
 
+  private legacyNarInfoPath(hash: string): string {
+    return path.join(this.root, 'store', 'narinfo', ...fanOut(`${hash}.narinfo`));
+  }
+
   async getLegacyNarInfo(hash: string): Promise<string | undefined> {
-    return readIfExists(path.join(this.root, 'store', 'narinfo', ...fanOut(`${hash}.narinfo`)));
+    return readIfExists(this.legacyNarInfoPath(hash));
+  }
+
+  async *listLegacyNarInfos(): AsyncIterable<string> {
+    const top = path.join(this.root, 'store', 'narinfo');
+    for (const first of await readdir(top).catch(() => [] as string[])) {
+      for (const second of await readdir(path.join(top, first)).catch(() => [] as string[])) {
+        for (const file of await readdir(path.join(top, first, second)).catch(() => [] as string[])) {
+          const hash = /^([0-9a-df-np-sv-z]{32})\.narinfo$/.exec(file)?.[1];
+          // Only files where ncps's layout puts them: anything else is not ours to touch.
+          if (hash && hash.startsWith(second) && second.startsWith(first)) yield hash;
+        }
+      }
+    }
+  }
+
+  async deleteLegacyNarInfo(hash: string): Promise<void> {
+    await rm(this.legacyNarInfoPath(hash), { force: true });
   }
 
   async getLegacySecretKey(): Promise<string | undefined> {

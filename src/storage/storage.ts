@@ -30,8 +30,11 @@ export interface Storage {
   deleteNar(name: string): Promise<void>;
   /** A local directory for downloads in progress. */
   readonly tempDir: string;
-  /** Legacy narinfo files (`store/narinfo/<h0>/<h0h1>/<hash>.narinfo`), read-only for now. */
+  /** Legacy narinfo files (`store/narinfo/<h0>/<h0h1>/<hash>.narinfo`), from before the database. */
   getLegacyNarInfo(hash: string): Promise<string | undefined>;
+  /** Hashes of every legacy narinfo file in storage (any order). */
+  listLegacyNarInfos(): AsyncIterable<string>;
+  deleteLegacyNarInfo(hash: string): Promise<void>;
   /** The legacy signing key file (`config/cache.key`), if an older ncps left one. */
   getLegacySecretKey(): Promise<string | undefined>;
 }

@@ -92,6 +92,21 @@ export const MIGRATIONS: readonly Migration[] = [
       `CREATE INDEX nar_files_stored_at ON nar_files (stored_at)`,
     ],
   },
+  {
+    version: 3,
+    name: 'server leases',
+    compatFloor: 1,
+    statements: (d) => [
+      // Live servers renew their lease; migrate-narinfo without Redis refuses to run beside one.
+      `CREATE TABLE server_leases (
+        instance_id TEXT PRIMARY KEY,
+        hostname TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at ${d.bigint} NOT NULL,
+        heartbeat_at ${d.bigint} NOT NULL
+      )`,
+    ],
+  },
 ];
 
 export const LATEST_SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

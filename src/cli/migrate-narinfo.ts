@@ -1,0 +1,108 @@
+// `ncps migrate-narinfo`: moves every narinfo file an older ncps kept in storage into the
+// database, in bulk. Safe to interrupt at any point and run again: each file is deleted only after
+// its row is committed, and a row that exists already is not inserted twice.
+//
+// Without Redis it must not run beside a live server on the same database (both would migrate the
+// same files without coordination), so it looks for fresh server leases and refuses unless --force.
+// With Redis it takes the same per-hash locks as the servers' background migration.
+
+import { ConfigError, helpText, loadConfig } from '../config/load';
+import { LocalLocker } from '../lock/local';
+import type { Locker } from '../lock/locker';
+import { InvalidLegacyNarInfo, LegacyNarInfoMigrator } from '../migrate/narinfo';
+import { Progress } from '../migrate/progress';
+import { createLogger } from '../telemetry/logger';
+import { Metrics } from '../telemetry/metrics';
+import { describeDatabase, openConfiguredDatabase, openConfiguredStorage } from './common';
+import { LEASE_STALE_MS } from '../lock/lease';
+
+const SUMMARY = 'Move narinfo files kept in storage by older ncps versions into the database.';
+
+async function migrateNarinfo(argv: string[]): Promise<number> {
+  const { config, args } = loadConfig('migrate-narinfo', argv, process.env);
+  if (args.help) {
+    process.stdout.write(helpText('migrate-narinfo', SUMMARY));
+    return 0;
+  }
+  if (args.positionals.length > 0) throw new ConfigError(`unexpected argument "${args.positionals[0]}"`);
+  const logger = createLogger(config.get<string>('log.level'));
+  for (const warning of config.warnings) logger.warn(warning);
+  const dryRun = config.get<boolean>('dry-run');
+  const concurrency = Math.max(1, config.get<number>('concurrency'));
+  const redisAddrs = config.get<string[]>('cache.redis.addrs');
+  if (redisAddrs.length > 0) throw new ConfigError('--cache-redis-addrs is not implemented for migrate-narinfo yet; stop the servers and run it without Redis');
+
+  const storage = openConfiguredStorage(config);
+  const db = openConfiguredDatabase(config);
+  const locker: Locker = new LocalLocker();
+  const metrics = new Metrics({ maxSizeBytes: 0 });
+  try {
+    if (!dryRun) {
+      const applied = await db.migrate();
+      if (applied.length > 0) logger.info({ versions: applied }, 'database schema migrated');
+    } else if ((await db.schemaStatus!()).pending.length > 0) {
+      logger.warn('the database schema is not up to date: the dry run only checks the files');
+    }
+
+    if (redisAddrs.length === 0 && !dryRun) {
+      const live = await db.liveLeases(Date.now() - LEASE_STALE_MS);
+      if (live.length > 0 && !config.get<boolean>('force')) {
+        const who = live.map((l) => `${l.hostname} (pid ${l.pid})`).join(', ');
+        process.stderr.write(
+          `ncps migrate-narinfo: an ncps server is using this database: ${who}.\n` +
+            'Stop it first (systemctl stop ncps), or run with --cache-redis-addrs so both coordinate, ' +
+            'or pass --force if you are sure it is not running.\n',
+        );
+        return 1;
+      }
+    }
+
+    logger.info({ storage: 'local', database: describeDatabase(config), dryRun, concurrency }, 'looking for legacy narinfo files');
+    const hashes: string[] = [];
+    for await (const hash of storage.listLegacyNarInfos()) hashes.push(hash);
+
+    const migrator = new LegacyNarInfoMigrator({ db, storage, locker, lockTtlMs: 60_000, dryRun });
+    const counts = { done: 0, failed: 0, total: hashes.length, migrated: 0, already: 0 };
+    const failures: string[] = [];
+    const progress = new Progress(dryRun ? 'checking' : 'migrating', () => counts, logger);
+    progress.start();
+    let next = 0;
+    const worker = async () => {
+      while (next < hashes.length) {
+        const hash = hashes[next++]!;
+        const timer = metrics.migrationDuration.startTimer();
+        try {
+          const { outcome } = await migrator.migrate(hash);
+          if (outcome === 'migrated') counts.migrated++;
+          else counts.already++;
+          metrics.migrationObjects.labels('success').inc();
+        } catch (error) {
+          counts.failed++;
+          metrics.migrationObjects.labels('failure').inc();
+          const message = error instanceof InvalidLegacyNarInfo ? error.message : `${hash}: ${(error as Error).message}`;
+          failures.push(message);
+          logger.warn({ hash, err: message }, 'could not migrate a legacy narinfo file');
+        } finally {
+          timer();
+          counts.done++;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(concurrency, Math.max(1, hashes.length)) }, worker));
+    progress.stop();
+
+    const verb = dryRun ? 'would migrate' : 'migrated';
+    process.stdout.write(
+      `${dryRun ? 'dry run: ' : ''}${counts.total} legacy narinfo files: ${verb} ${counts.migrated}, ` +
+        `already in the database ${counts.already}, failed ${counts.failed}\n`,
+    );
+    for (const failure of failures.slice(0, 20)) process.stdout.write(`  failed: ${failure}\n`);
+    if (failures.length > 20) process.stdout.write(`  … and ${failures.length - 20} more (see the log)\n`);
+    return counts.failed > 0 ? 1 : 0;
+  } finally {
+    await locker.close();
+    await db.close();
+  }
+}
+
+export const migrateNarinfoCommand = { summary: SUMMARY, run: migrateNarinfo };

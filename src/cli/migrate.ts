@@ -1,0 +1,56 @@
+// `ncps migrate up [--dry-run]` and `ncps migrate status`: the schema migrations that `serve`
+// also runs by itself on start-up, for operators who want to run them (or look) first.
+
+import { helpText, loadConfig } from '../config/load';
+import { SqliteDatabase } from '../db/sqlite';
+import { MIGRATIONS } from '../db/migrations';
+import { checkCompatibility, KNOWN_SCHEMA_VERSION } from '../migrate/schema';
+import { describeDatabase, openConfiguredDatabase } from './common';
+
+const SUMMARY = 'Apply (up) or show (status) the database schema migrations.';
+
+async function migrate(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv[0]?.startsWith('-') ? ['', ...argv] : argv;
+  if (sub !== 'up' && sub !== 'status') {
+    const help = argv.includes('--help') || argv.includes('-h');
+    const text = `Usage: ncps migrate <up|status> [flags]\n\n${SUMMARY}\n\n  up       apply pending migrations (--dry-run lists them)\n  status   show applied and pending migrations\n`;
+    (help ? process.stdout : process.stderr).write(text);
+    return help ? 0 : 2;
+  }
+  const command = `migrate ${sub}`;
+  const { config, args } = loadConfig(command, rest, process.env);
+  if (args.help) {
+    process.stdout.write(helpText(command, SUMMARY));
+    return 0;
+  }
+  const db = openConfiguredDatabase(config);
+  try {
+    const status = await db.schemaStatus!();
+    const current = Math.max(0, ...status.applied.map((m) => m.version));
+    const out = process.stdout;
+    out.write(`database: ${describeDatabase(config)}\n`);
+    out.write(`schema version: ${current} (this ncps knows ${KNOWN_SCHEMA_VERSION})\n`);
+    if (sub === 'status') {
+      const names = new Map(MIGRATIONS.map((m) => [m.version, m.name]));
+      for (const m of status.applied) out.write(`  applied  ${m.version}  ${names.get(m.version) ?? '(from a newer ncps)'}\n`);
+      for (const m of status.pending) out.write(`  pending  ${m.version}  ${m.name}\n`);
+      checkCompatibility(status.applied, KNOWN_SCHEMA_VERSION);
+      return 0;
+    }
+    if (config.get<boolean>('dry-run')) {
+      checkCompatibility(status.applied, KNOWN_SCHEMA_VERSION);
+      if (status.pending.length === 0) out.write('nothing to migrate\n');
+      for (const m of status.pending) out.write(`would apply ${m.version}  ${m.name}\n`);
+      return 0;
+    }
+    const applied = await db.migrate();
+    if (applied.length === 0) out.write('nothing to migrate\n');
+    for (const version of applied) out.write(`applied ${version}  ${MIGRATIONS.find((m) => m.version === version)?.name}\n`);
+    if (db instanceof SqliteDatabase && db.lastBackup) out.write(`backup taken before migrating: ${db.lastBackup}\n`);
+    return 0;
+  } finally {
+    await db.close();
+  }
+}
+
+export const migrateCommand = { summary: SUMMARY, run: migrate };

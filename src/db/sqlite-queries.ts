@@ -1,0 +1,77 @@
+// Every SQL statement the SQLite implementation runs, by name. Kept apart from the code so that
+// the compatibility test can snapshot them per schema version and replay an older release's
+// statements against a newer schema (the expand/contract rule, checked).
+
+export const SQLITE_QUERIES = {
+  getNarInfo: `
+        SELECT n.id, n.store_path, n.url, n.compression, n.file_hash, n.file_size, n.nar_hash,
+               n.nar_size, n.deriver, n.system, n.ca, n.extra_fields,
+               (SELECT group_concat(reference, ' ') FROM
+                  (SELECT reference FROM narinfo_references WHERE narinfo_id = n.id ORDER BY position)) AS refs,
+               (SELECT group_concat(signature, char(10)) FROM
+                  (SELECT signature FROM narinfo_signatures WHERE narinfo_id = n.id ORDER BY position)) AS sigs
+        FROM narinfos n WHERE n.hash = ?`,
+  deleteNarInfo: `DELETE FROM narinfos WHERE hash = ?`,
+  upsertNarFile: `
+        INSERT INTO nar_files (name, compression, file_hash, file_size, nar_hash, nar_size,
+                               upstream_url, created_at, last_accessed_at)
+        VALUES (@name, @compression, @fileHash, @fileSize, @narHash, @narSize, @upstreamUrl, @now, @now)
+        ON CONFLICT (name) DO UPDATE SET
+          upstream_url = COALESCE(excluded.upstream_url, nar_files.upstream_url),
+          file_hash = COALESCE(nar_files.file_hash, excluded.file_hash),
+          file_size = COALESCE(nar_files.file_size, excluded.file_size)
+        RETURNING id`,
+  insertNarInfo: `
+        INSERT INTO narinfos (hash, store_path, url, compression, file_hash, file_size, nar_hash,
+                              nar_size, deriver, system, ca, extra_fields, nar_file_id,
+                              created_at, last_accessed_at)
+        VALUES (@hash, @storePath, @url, @compression, @fileHash, @fileSize, @narHash, @narSize,
+                @deriver, @system, @ca, @extraFields, @narFileId, @now, @now)
+        RETURNING id`,
+  insertReference: `INSERT INTO narinfo_references (narinfo_id, position, reference) VALUES (?, ?, ?)`,
+  insertSignature: `INSERT INTO narinfo_signatures (narinfo_id, position, signature) VALUES (?, ?, ?)`,
+  getNarFile: `
+        SELECT name, compression, file_hash, file_size, nar_hash, nar_size, upstream_url, stored_at
+        FROM nar_files WHERE name = ?`,
+  markStored: `UPDATE nar_files SET stored_at = @now, file_size = @size, last_accessed_at = @now WHERE name = @name`,
+  touchNarInfo: `UPDATE narinfos SET last_accessed_at = @at WHERE hash = @hash AND last_accessed_at < @at`,
+  touchNarFile: `
+        UPDATE narinfos SET last_accessed_at = @at
+        WHERE nar_file_id = (SELECT id FROM nar_files WHERE name = @name) AND last_accessed_at < @at`,
+  narFileIdOf: `SELECT nar_file_id FROM narinfos WHERE hash = ?`,
+  deleteNarFileIfUnused: `
+        DELETE FROM nar_files WHERE id = ? AND NOT EXISTS (SELECT 1 FROM narinfos WHERE nar_file_id = nar_files.id)
+        RETURNING name, file_size AS size, stored_at`,
+  narInfosOfFile: `
+        SELECT hash FROM narinfos WHERE nar_file_id = (SELECT id FROM nar_files WHERE name = ?)`,
+  deleteNarFileByName: `DELETE FROM nar_files WHERE name = ?`,
+  leastRecentlyUsed: `
+        WITH RECURSIVE pinned(hash) AS (
+          SELECT hash FROM pins
+          UNION
+          SELECT substr(r.reference, 1, 32)
+          FROM pinned p JOIN narinfos n ON n.hash = p.hash JOIN narinfo_references r ON r.narinfo_id = n.id
+        )
+        SELECT hash FROM narinfos WHERE hash NOT IN (SELECT hash FROM pinned)
+        ORDER BY last_accessed_at ASC, id ASC LIMIT ?`,
+  storeStats: `
+        SELECT (SELECT count(*) FROM narinfos) AS narinfos,
+               (SELECT count(*) FROM nar_files WHERE stored_at IS NOT NULL) AS files,
+               (SELECT sum(file_size) FROM nar_files WHERE stored_at IS NOT NULL) AS bytes`,
+  addPin: `INSERT INTO pins (hash, created_at) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`,
+  removePin: `DELETE FROM pins WHERE hash = ?`,
+  listPins: `
+        SELECT p.hash, n.store_path, p.created_at FROM pins p LEFT JOIN narinfos n ON n.hash = p.hash
+        ORDER BY p.created_at, p.hash`,
+  renewLease: `
+        INSERT INTO server_leases (instance_id, hostname, pid, started_at, heartbeat_at)
+        VALUES (@instanceId, @hostname, @pid, @startedAt, @heartbeatAt)
+        ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at`,
+  removeLease: `DELETE FROM server_leases WHERE instance_id = ?`,
+  liveLeases: `
+        SELECT instance_id, hostname, pid, started_at, heartbeat_at FROM server_leases WHERE heartbeat_at >= ?`,
+  getSetting: `SELECT value FROM settings WHERE key = ?`,
+  insertSetting: `INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`,
+} as const;
+
+export type SqliteQueryName = keyof typeof SQLITE_QUERIES;

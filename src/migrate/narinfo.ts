@@ -1,0 +1,93 @@
+// Moves narinfo files that older ncps versions kept in storage into the database. The same
+// routine serves both ways the upgrading guide offers: the server calls it when a client asks for
+// a path the database lacks (background migration), and `ncps migrate-narinfo` calls it for every
+// file it finds. Per-hash locks (in-process, or Redis across machines) keep the two from racing,
+// and a file is deleted only after its row is committed, so a crash loses nothing.
+
+import type { Database } from '../db/database';
+import type { Locker } from '../lock/locker';
+import { parseNarInfo, storePathHash, type NarInfo } from '../nix';
+import type { Storage } from '../storage/storage';
+import { NAR_FILE_NAME } from '../cache/names';
+
+export type LegacyOutcome =
+  /** Inserted into the database, file removed. */
+  | 'migrated'
+  /** The database already had it; the leftover file was removed. */
+  | 'already-migrated'
+  /** The file was gone by the time we looked (another migrator took it). */
+  | 'gone';
+
+export class InvalidLegacyNarInfo extends Error {}
+
+export interface LegacyMigratorOptions {
+  db: Database;
+  storage: Storage;
+  locker: Locker;
+  lockTtlMs: number;
+  dryRun?: boolean;
+}
+
+export class LegacyNarInfoMigrator {
+  constructor(private readonly options: LegacyMigratorOptions) {}
+
+  /** Migrates one hash; returns the outcome and, unless gone, the narinfo as it is served now. */
+  async migrate(hash: string): Promise<{ outcome: LegacyOutcome; narInfo?: NarInfo }> {
+    const { db, storage, locker, lockTtlMs, dryRun } = this.options;
+    const lock = await locker.acquire(`migrate:${hash}`, lockTtlMs);
+    try {
+      const existing = await db.getNarInfo(hash);
+      const text = await storage.getLegacyNarInfo(hash);
+      if (existing) {
+        if (text !== undefined && !dryRun) await storage.deleteLegacyNarInfo(hash);
+        return { outcome: 'already-migrated', narInfo: existing };
+      }
+      if (text === undefined) return { outcome: 'gone' };
+      const narInfo = this.validated(hash, text);
+      if (dryRun) return { outcome: 'migrated', narInfo };
+      const name = narInfo.url.slice('nar/'.length);
+      await db.putNarInfo(hash, narInfo, {
+        name,
+        compression: narInfo.compression,
+        narHash: narInfo.narHash.toNix32(),
+        narSize: narInfo.narSize,
+        ...(narInfo.fileHash ? { fileHash: narInfo.fileHash.toNix32() } : {}),
+        ...(narInfo.fileSize !== undefined ? { fileSize: narInfo.fileSize } : {}),
+      });
+      const size = await storage.statNar(name);
+      if (size !== undefined) await db.markNarFileStored(name, size);
+      await storage.deleteLegacyNarInfo(hash);
+      return { outcome: 'migrated', narInfo };
+    } finally {
+      await lock.release();
+    }
+  }
+
+  private validated(hash: string, text: string): NarInfo {
+    let narInfo: NarInfo;
+    try {
+      narInfo = parseNarInfo(text);
+    } catch (error) {
+      throw new InvalidLegacyNarInfo(`${hash}.narinfo: ${(error as Error).message}`);
+    }
+    let pathHash = '';
+    try {
+      pathHash = storePathHash(narInfo.storePath);
+    } catch {
+      // reported below
+    }
+    if (pathHash !== hash) throw new InvalidLegacyNarInfo(`${hash}.narinfo is for another store path (${narInfo.storePath})`);
+    const name = /^nar\/([^/]+)$/.exec(narInfo.url)?.[1];
+    if (!name || !NAR_FILE_NAME.test(name)) {
+      throw new InvalidLegacyNarInfo(`${hash}.narinfo has a NAR URL ncps cannot serve: ${narInfo.url}`);
+    }
+    // Kept as written: ncps signed these files when it stored them.
+    return narInfo;
+  }
+}
+
+/** Whether storage holds any legacy narinfo at all (so the server can skip looking on every miss). */
+export async function hasLegacyNarInfos(storage: Storage): Promise<boolean> {
+  for await (const _hash of storage.listLegacyNarInfos()) return true;
+  return false;
+}
