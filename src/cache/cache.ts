@@ -22,7 +22,9 @@ import {
 } from '../nix';
 import type { Storage } from '../storage/storage';
 import type { Logger } from '../telemetry/logger';
+import { SpanStatusCode } from '@opentelemetry/api';
 import type { Metrics } from '../telemetry/metrics';
+import { tracer } from '../telemetry/otel';
 import type { UpstreamPool } from '../upstream/pool';
 import { InvalidLegacyNarInfo, type LegacyNarInfoMigrator } from '../migrate/narinfo';
 import { NegativeCache } from './negative-cache';
@@ -133,7 +135,11 @@ export class Cache {
       const already = await db.getNarInfo(hash); // another node may have fetched it meanwhile
       if (already) return already;
       const timer = this.options.metrics.upstreamNarInfoDuration.startTimer();
-      const found = await upstreams.fetchNarInfo(hash, (candidate, upstream) => this.acceptUpstreamNarInfo(hash, candidate, upstream.baseUrl.href));
+      const span = tracer().startSpan('upstream narinfo', { attributes: { 'ncps.hash': hash } });
+      const found = await upstreams
+        .fetchNarInfo(hash, (candidate, upstream) => this.acceptUpstreamNarInfo(hash, candidate, upstream.baseUrl.href))
+        .finally(() => span.end());
+      span.setAttribute('ncps.found', Boolean(found));
       timer({ result: found ? 'found' : 'absent' });
       if (!found) {
         this.absent.add(hash);
@@ -256,6 +262,7 @@ export class Cache {
     const upstreamUrl = new URL(record.upstreamUrl!);
     let releaseLock: (() => Promise<void>) | undefined;
     const timer = this.options.metrics.upstreamNarDuration.startTimer();
+    const span = tracer().startSpan('upstream nar', { attributes: { 'ncps.nar': record.name } });
     const download = new NarDownload({
       name: record.name,
       tempDir: storage.tempDir,
@@ -275,11 +282,15 @@ export class Cache {
     download.done.then(
       () => {
         timer({ result: 'success' });
+        span.setAttribute('ncps.bytes', download.bytesWritten);
+        span.end();
         this.options.metrics.upstreamBytes.inc(download.bytesWritten);
         logger.info({ nar: record.name, bytes: download.bytesWritten, ms: Date.now() - started }, 'NAR downloaded and stored');
       },
       (error: Error) => {
         timer({ result: 'failure' });
+        span.setStatus({ code: SpanStatusCode.ERROR, message: error.message });
+        span.end();
         if (!(error instanceof NotFoundUpstream)) logger.warn({ nar: record.name, err: error.message }, 'NAR download failed; nothing stored');
       },
     ).finally(() => {

@@ -6,8 +6,7 @@ import { migrateCommand } from './migrate';
 import { migrateNarinfoCommand } from './migrate-narinfo';
 import { serveCommand } from './serve';
 
-declare const NCPS_VERSION: string | undefined;
-export const VERSION = typeof NCPS_VERSION === 'string' ? NCPS_VERSION : 'dev';
+import { VERSION } from './version';
 
 interface Command {
   summary: string;

@@ -18,7 +18,9 @@ import { parsePublicKey, type PublicKey } from '../nix';
 import { buildApp } from '../server/app';
 import { createLogger, type Logger } from '../telemetry/logger';
 import { Metrics } from '../telemetry/metrics';
+import { startOpenTelemetry } from '../telemetry/otel';
 import { SystemdNotifier } from '../telemetry/systemd';
+import { VERSION } from './version';
 import { parseNetrc, type Netrc } from '../upstream/netrc';
 import { parseUpstreamUrl, UpstreamPool } from '../upstream/pool';
 
@@ -223,6 +225,16 @@ async function serve(argv: string[]): Promise<number> {
     },
     'ncps is serving',
   );
+  const otel = config.get<boolean>('opentelemetry.enabled')
+    ? await startOpenTelemetry({
+        url: config.get<string>('opentelemetry.grpc-url'),
+        registry: metrics.registry,
+        logger,
+        serviceVersion: VERSION,
+        // The standard OpenTelemetry variable for the push interval.
+        ...(Number(process.env.OTEL_METRIC_EXPORT_INTERVAL) > 0 ? { exportIntervalMs: Number(process.env.OTEL_METRIC_EXPORT_INTERVAL) } : {}),
+      })
+    : undefined;
   const systemd = new SystemdNotifier(logger);
   await systemd.ready(`serving on ${host}:${port}`);
 
@@ -237,6 +249,7 @@ async function serve(argv: string[]): Promise<number> {
     () => locker.close(),
     () => lease.stop(),
     () => db.close(),
+    async () => otel?.shutdown(),
   ]);
   logger.info('stopped');
   return 0;

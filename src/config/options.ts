@@ -30,7 +30,6 @@ export interface OptionSpec {
 }
 
 const LATER_SCALE_OUT = 'arrives with the PostgreSQL/S3/Redis support';
-const LATER_TELEMETRY = 'arrives with the OpenTelemetry support';
 
 export const OPTIONS: readonly OptionSpec[] = [
   // Global
@@ -60,7 +59,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: false,
     doc: 'Export traces and metrics over OTLP.',
     scope: 'global',
-    notImplemented: LATER_TELEMETRY,
   },
   {
     key: 'opentelemetry.grpc-url',
@@ -70,7 +68,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: '',
     doc: 'OTLP gRPC endpoint.',
     scope: 'global',
-    notImplemented: LATER_TELEMETRY,
   },
   {
     key: 'prometheus.enabled',

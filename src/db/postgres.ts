@@ -147,7 +147,7 @@ export class PostgresDatabase implements Database {
     const client = await this.pool.connect();
     let broken: Error | undefined;
     try {
-      
+      await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
       try {
         return await runMigrations(migrationTarget(client), options);
       } finally {

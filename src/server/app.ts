@@ -1,11 +1,13 @@
 // Builds the fastify application: routes translate HTTP into calls on the cache core and back.
 // Nothing about storage or upstreams lives here.
 
+import { SpanKind, SpanStatusCode, type Span } from '@opentelemetry/api';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Cache, CacheSource } from '../cache/cache';
 import type { CacheWrites } from '../cache/writes';
 import type { Logger } from '../telemetry/logger';
 import type { Metrics } from '../telemetry/metrics';
+import { tracer } from '../telemetry/otel';
 import { createAuthHook, type Access } from './auth';
 import { HttpError } from './errors';
 import { registerCacheInfoRoutes } from './routes/cache-info';
@@ -19,6 +21,7 @@ declare module 'fastify' {
     cacheSource: CacheSource | undefined;
     startedAt: bigint;
     socketBytesAtStart: number;
+    span: Span | undefined;
   }
   interface FastifyContextConfig {
     /** Not request-logged (health checks). */
@@ -61,10 +64,15 @@ export function buildApp(options: AppOptions): FastifyInstance {
   app.decorateRequest('cacheSource', undefined);
   app.decorateRequest('startedAt', 0n);
   app.decorateRequest('socketBytesAtStart', 0);
+  app.decorateRequest('span', undefined);
 
   app.addHook('onRequest', async (request) => {
     request.startedAt = process.hrtime.bigint();
     request.socketBytesAtStart = request.raw.socket?.bytesWritten ?? 0;
+    request.span = tracer().startSpan(`${request.method} ${request.routeOptions.url ?? 'unmatched'}`, {
+      kind: SpanKind.SERVER,
+      attributes: { 'http.request.method': request.method, 'url.path': request.url },
+    });
   });
   app.addHook('onRequest', createAuthHook({ getToken: options.getToken, putToken: options.putToken }));
 
@@ -78,6 +86,9 @@ export function buildApp(options: AppOptions): FastifyInstance {
     const route = reply.routeOptions.url ?? 'unmatched';
     metrics.httpDuration.labels(request.method, route, status).observe(seconds);
     const result = request.cacheSource;
+    request.span?.setAttributes({ 'http.response.status_code': reply.statusCode, 'ncps.cache': result ?? 'none', 'ncps.bytes': bytes });
+    if (reply.statusCode >= 500) request.span?.setStatus({ code: SpanStatusCode.ERROR });
+    request.span?.end();
     if (config?.kind === 'narinfo' && request.method === 'GET') {
       metrics.narInfoServed.labels(result ?? 'miss', status, result === 'hit' ? 'cache' : 'upstream', '').inc();
     } else if (config?.kind === 'nar' && request.method === 'GET' && result) {

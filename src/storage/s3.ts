@@ -9,7 +9,7 @@
 import { createReadStream, mkdirSync } from 'node:fs';
 import { stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import {
   DeleteObjectCommand,
@@ -130,17 +130,28 @@ export class S3Storage implements Storage {
       }
       throw error;
     }
-    const stream = toReadable(response.Body);
-    let size: number | undefined;
-    if (response.ContentRange) size = totalFromContentRange(response.ContentRange);
-    else if (!range) size = response.ContentLength;
+    let stream = toReadable(response.Body);
+    const returned = response.ContentRange ? parseContentRange(response.ContentRange) : undefined;
+    let size = returned?.total ?? (response.ContentRange ? undefined : response.ContentLength);
     if (size === undefined) {
-      // A server that ignored Range or omitted Content-Range: ask for the size separately.
+      // Content-Range without a total (`bytes 0-9/*`): ask for the size separately.
       size = await this.statNar(name).catch(() => undefined);
       if (size === undefined) {
         stream.destroy();
         return undefined;
       }
+    }
+    if (range) {
+      // Servers may ignore Range (200 with the whole body) or send more than asked (s3rver turns
+      // `bytes=0-0` into the whole object): cut the body down to exactly the requested bytes.
+      const first = returned?.start ?? 0;
+      const last = returned?.end ?? size - 1;
+      const wantedEnd = Math.min(range.end, size - 1);
+      if (first > range.start) {
+        stream.destroy();
+        throw new Error(`S3 answered range ${range.start}-${range.end} of ${Key} with bytes ${first}-${last}`);
+      }
+      if (first !== range.start || last !== wantedEnd) stream = slice(stream, range.start - first, Math.max(0, wantedEnd - range.start + 1));
     }
     return { stream, size };
   }
@@ -166,7 +177,7 @@ export class S3Storage implements Storage {
         params: {
           Bucket: this.bucket,
           Key: this.narKey(name),
-          Body: body,
+          Body: await (await import('node:fs/promises')).readFile(tempFile),
           ContentLength: size,
           ContentType: 'application/x-nix-nar',
         },
@@ -261,10 +272,47 @@ function describe(error: unknown): string {
   return status ? `${message} (HTTP ${status})` : message;
 }
 
-/** `bytes 0-99/1234` → 1234; undefined for `bytes 0-99/*` or garbage. */
-function totalFromContentRange(value: string): number | undefined {
-  const match = /\/(\d+)\s*$/.exec(value);
-  return match ? Number(match[1]) : undefined;
+/** `bytes 0-99/1234` → {0, 99, 1234}; total undefined for `bytes 0-99/*`. */
+function parseContentRange(value: string): { start: number; end: number; total: number | undefined } | undefined {
+  const match = /^\s*bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/i.exec(value);
+  if (!match) return undefined;
+  return { start: Number(match[1]), end: Number(match[2]), total: match[3] === '*' ? undefined : Number(match[3]) };
+}
+
+/** The `length` bytes of `source` that follow its first `skip` bytes. */
+function slice(source: Readable, skip: number, length: number): Readable {
+  let toSkip = skip;
+  let left = length;
+  const out = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      let piece = chunk;
+      if (toSkip > 0) {
+        const n = Math.min(toSkip, piece.length);
+        toSkip -= n;
+        piece = piece.subarray(n);
+      }
+      if (left > 0 && piece.length > 0) {
+        const take = piece.subarray(0, left);
+        left -= take.length;
+        this.push(take);
+        // Everything wanted has arrived: stop reading the rest of the body.
+        if (left === 0) {
+          source.unpipe(out);
+          source.destroy();
+          out.end();
+        }
+      }
+      callback();
+    },
+  });
+  source.on('error', (error) => out.destroy(error));
+  out.on('close', () => source.destroy());
+  if (length === 0) {
+    source.destroy();
+    out.end();
+    return out;
+  }
+  return source.pipe(out);
 }
 
 function toReadable(body: unknown): Readable {
