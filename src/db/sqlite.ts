@@ -140,10 +140,10 @@ export class SqliteDatabase implements Database {
       },
       apply: async (migration: Migration, statements: string[]) => {
         // IMMEDIATE takes the write lock up front, so two processes cannot both apply it.
-        db.transaction(() => {
+        return db.transaction(() => {
           db.exec(bookkeeping);
           const already = db.prepare('SELECT 1 FROM schema_migrations WHERE version = ?').get(migration.version);
-          if (already) return;
+          if (already) return false;
           for (const statement of statements) db.exec(statement);
           db.prepare('INSERT INTO schema_migrations (version, name, compat_floor, applied_at) VALUES (?, ?, ?, ?)').run(
             migration.version,
@@ -151,6 +151,7 @@ export class SqliteDatabase implements Database {
             migration.compatFloor,
             Date.now(),
           );
+          return true;
         }).immediate();
       },
     };

@@ -15,8 +15,11 @@ export interface MigrationTarget {
   dialect: Dialect;
   /** Creates the bookkeeping table when missing and lists the migrations applied. */
   appliedMigrations(): Promise<AppliedMigration[]>;
-  /** Runs the statements and records the version in one transaction. */
-  apply(migration: Migration, statements: string[]): Promise<void>;
+  /**
+   * Runs the statements and records the version in one transaction. Returns false when another
+   * process applied it meanwhile (so nothing ran here).
+   */
+  apply(migration: Migration, statements: string[]): Promise<boolean | void>;
   /** Called once before the first pending migration of an existing database (SQLite backs up here). */
   beforeApplying?(pending: readonly Migration[], applied: readonly AppliedMigration[]): Promise<void>;
 }
@@ -68,8 +71,8 @@ export async function runMigrations(target: MigrationTarget, options: MigrateOpt
   if (applied.length > 0) await target.beforeApplying?.(pending, applied);
   const ran: number[] = [];
   for (const migration of pending) {
-    await target.apply(migration, migration.statements(target.dialect));
-    ran.push(migration.version);
+    const applied = await target.apply(migration, migration.statements(target.dialect));
+    if (applied !== false) ran.push(migration.version);
   }
   return ran;
 }
