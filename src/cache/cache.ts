@@ -28,7 +28,7 @@ import { tracer } from '../telemetry/otel';
 import type { UpstreamPool } from '../upstream/pool';
 import { InvalidLegacyNarInfo, type LegacyNarInfoMigrator } from '../migrate/narinfo';
 import { NegativeCache } from './negative-cache';
-import { NarDownload, NotFoundUpstream, type ExpectedFile } from './download';
+import { AlreadyStored, NarDownload, NotFoundUpstream, type ExpectedFile } from './download';
 import { NAR_FILE_NAME } from './names';
 
 export interface CacheOptions {
@@ -204,6 +204,7 @@ export class Cache {
       const download = this.startDownload(record);
       await download.done;
     })().catch((error: Error) => {
+      if (error instanceof AlreadyStored || error instanceof NotFoundUpstream) return;
       this.options.logger.warn({ nar: name, err: error.message }, 'NAR prefetch failed');
     });
   }
@@ -242,7 +243,7 @@ export class Cache {
       await download.ready;
     } catch (error) {
       if (error instanceof NotFoundUpstream) return undefined;
-      // Upstream trouble: let a retry of the storage succeed if the file landed meanwhile.
+      // Stored by another instance meanwhile, or upstream trouble: storage may have it now.
       const landed = await storage.getNar(name);
       if (landed) return { source: 'hit', size: landed.size, stream: landed.stream };
       this.options.logger.warn({ nar: name, err: (error as Error).message }, 'NAR download failed');
@@ -270,6 +271,8 @@ export class Cache {
       open: async () => {
         const lock = await locker.acquire(`download:${record.name}`, this.options.downloadLockTtlMs);
         releaseLock = () => lock.release();
+        // Another instance may have held the lock for this very download: then it is stored now.
+        if ((await storage.statNar(record.name)) !== undefined) throw new AlreadyStored(record.name);
         return upstreams.fetchFile(upstreamUrl);
       },
       commit: async (tempFile, size) => {
@@ -288,10 +291,10 @@ export class Cache {
         logger.info({ nar: record.name, bytes: download.bytesWritten, ms: Date.now() - started }, 'NAR downloaded and stored');
       },
       (error: Error) => {
-        timer({ result: 'failure' });
+        timer({ result: error instanceof AlreadyStored ? 'stored-elsewhere' : 'failure' });
         span.setStatus({ code: SpanStatusCode.ERROR, message: error.message });
         span.end();
-        if (!(error instanceof NotFoundUpstream)) logger.warn({ nar: record.name, err: error.message }, 'NAR download failed; nothing stored');
+        if (!(error instanceof NotFoundUpstream) && !(error instanceof AlreadyStored)) logger.warn({ nar: record.name, err: error.message }, 'NAR download failed; nothing stored');
       },
     ).finally(() => {
       this.downloads.delete(record.name);

@@ -34,6 +34,9 @@ export class NotFoundUpstream extends Error {}
 
 export class VerificationError extends Error {}
 
+/** The file was committed by another instance while this one waited for the download lock. */
+export class AlreadyStored extends Error {}
+
 type State = 'starting' | 'running' | 'done' | 'failed';
 
 export interface NarDownloadOptions {

@@ -54,7 +54,12 @@ export class LruCleaner {
 
   private async clean(): Promise<LruResult> {
     const { db, storage, locker, logger, metrics, maxSizeBytes, lockTtlMs } = this.options;
-    const lock = await locker.acquire('lru', lockTtlMs);
+    // One clean-up at a time across every instance: a node that finds one running skips its turn.
+    const lock = await locker.tryAcquire('lru', lockTtlMs);
+    if (!lock) {
+      logger.info('LRU clean-up already running elsewhere; skipped');
+      return { evictedNarInfos: 0, freedBytes: 0, sizeAfter: -1 };
+    }
     try {
       metrics.lruRuns.inc();
       let { storedBytes } = await db.storeStats();

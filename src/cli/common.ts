@@ -7,8 +7,13 @@ import { ConfigError, type LoadedConfig } from '../config/load';
 import type { Database } from '../db/database';
 import { UnsupportedDatabaseError } from '../db/database';
 import { openDatabase, redactDatabaseUrl } from '../db/open';
+import { LocalLocker } from '../lock/local';
+import type { Locker } from '../lock/locker';
+import { RedisLocker } from '../lock/redis';
 import { LocalStorage } from '../storage/local';
+import { S3Storage } from '../storage/s3';
 import type { Storage } from '../storage/storage';
+import type { Logger } from '../telemetry/logger';
 
 export function defaultDataDir(): string {
   const base = process.env.XDG_DATA_HOME || path.join(os.homedir(), '.local', 'share');
@@ -41,9 +46,61 @@ export function describeDatabase(config: LoadedConfig): string {
   return redactDatabaseUrl(databaseUrl(config));
 }
 
-export function openConfiguredStorage(config: LoadedConfig): Storage & { cleanTempDir?(maxAgeMs: number): Promise<number> } {
-  if (config.get<string>('cache.storage.s3.bucket')) {
-    throw new ConfigError('S3 storage is not wired into this command yet; use --cache-storage-local');
+export type ConfiguredStorage = Storage & {
+  cleanTempDir?(maxAgeMs: number): Promise<number>;
+  /** Fails with a clear message when the storage cannot be used (missing bucket, bad credentials). */
+  check?(): Promise<void>;
+  describe: string;
+};
+
+/** S3 when a bucket is configured, else the local directory. */
+export function openConfiguredStorage(config: LoadedConfig): ConfiguredStorage {
+  const bucket = config.get<string>('cache.storage.s3.bucket');
+  const tempPath = config.get<string>('cache.temp-path');
+  if (bucket) {
+    const s3 = (key: string) => config.get<string>(`cache.storage.s3.${key}`);
+    const accessKeyId = s3('access-key-id');
+    const secretAccessKey = s3('secret-access-key');
+    if (Boolean(accessKeyId) !== Boolean(secretAccessKey)) {
+      throw new ConfigError('--cache-storage-s3-access-key-id and --cache-storage-s3-secret-access-key go together');
+    }
+    const storage = new S3Storage({
+      bucket,
+      region: s3('region') || 'us-east-1',
+      accessKeyId,
+      secretAccessKey,
+      forcePathStyle: config.get<boolean>('cache.storage.s3.force-path-style'),
+      tempDir: tempPath || path.join(os.tmpdir(), 'ncps'),
+      ...(s3('endpoint') ? { endpoint: s3('endpoint') } : {}),
+    });
+    return Object.assign(storage, { describe: `s3://${bucket}${s3('endpoint') ? ` at ${s3('endpoint')}` : ''}` });
   }
-  return new LocalStorage(storageDir(config), config.get<string>('cache.temp-path') || undefined);
+  const dir = storageDir(config);
+  return Object.assign(new LocalStorage(dir, tempPath || undefined), { describe: dir });
+}
+
+/** Redis locks when Redis addresses are configured (or the backend says so), else in-process. */
+export function createLocker(config: LoadedConfig, logger: Logger): Locker & { check?(): Promise<void> } {
+  const addrs = config.get<string[]>('cache.redis.addrs');
+  const backend = config.get<string>('cache.lock.backend');
+  if (addrs.length === 0) {
+    if (backend === 'redis') throw new ConfigError('--cache-lock-backend=redis needs --cache-redis-addrs');
+    return new LocalLocker();
+  }
+  return new RedisLocker({
+    addrs,
+    db: config.get<number>('cache.redis.db'),
+    useTls: config.get<boolean>('cache.redis.use-tls'),
+    keyPrefix: config.get<string>('cache.lock.redis.key-prefix'),
+    retry: {
+      maxAttempts: Math.max(1, config.get<number>('cache.lock.retry.max-attempts')),
+      initialDelayMs: config.get<number>('cache.lock.retry.initial-delay'),
+      maxDelayMs: config.get<number>('cache.lock.retry.max-delay'),
+      jitter: config.get<boolean>('cache.lock.retry.jitter'),
+    },
+    allowDegradedMode: config.get<boolean>('cache.lock.allow-degraded-mode'),
+    logger,
+    ...(config.get<string>('cache.redis.username') ? { username: config.get<string>('cache.redis.username') } : {}),
+    ...(config.get<string>('cache.redis.password') ? { password: config.get<string>('cache.redis.password') } : {}),
+  });
 }

@@ -7,13 +7,12 @@
 // With Redis it takes the same per-hash locks as the servers' background migration.
 
 import { ConfigError, helpText, loadConfig } from '../config/load';
-import { LocalLocker } from '../lock/local';
 import type { Locker } from '../lock/locker';
 import { InvalidLegacyNarInfo, LegacyNarInfoMigrator } from '../migrate/narinfo';
 import { Progress } from '../migrate/progress';
 import { createLogger } from '../telemetry/logger';
 import { Metrics } from '../telemetry/metrics';
-import { describeDatabase, openConfiguredDatabase, openConfiguredStorage } from './common';
+import { createLocker, describeDatabase, openConfiguredDatabase, openConfiguredStorage } from './common';
 import { LEASE_STALE_MS } from '../lock/lease';
 
 const SUMMARY = 'Move narinfo files kept in storage by older ncps versions into the database.';
@@ -30,13 +29,14 @@ async function migrateNarinfo(argv: string[]): Promise<number> {
   const dryRun = config.get<boolean>('dry-run');
   const concurrency = Math.max(1, config.get<number>('concurrency'));
   const redisAddrs = config.get<string[]>('cache.redis.addrs');
-  if (redisAddrs.length > 0) throw new ConfigError('--cache-redis-addrs is not implemented for migrate-narinfo yet; stop the servers and run it without Redis');
 
   const storage = openConfiguredStorage(config);
   const db = openConfiguredDatabase(config);
-  const locker: Locker = new LocalLocker();
+  const locker: Locker & { check?(): Promise<void> } = createLocker(config, logger);
   const metrics = new Metrics({ maxSizeBytes: 0 });
   try {
+    await storage.check?.();
+    await locker.check?.();
     if (!dryRun) {
       const applied = await db.migrate();
       if (applied.length > 0) logger.info({ versions: applied }, 'database schema migrated');
@@ -57,7 +57,7 @@ async function migrateNarinfo(argv: string[]): Promise<number> {
       }
     }
 
-    logger.info({ storage: 'local', database: describeDatabase(config), dryRun, concurrency }, 'looking for legacy narinfo files');
+    logger.info({ storage: storage.describe, database: describeDatabase(config), dryRun, concurrency }, 'looking for legacy narinfo files');
     const hashes: string[] = [];
     for await (const hash of storage.listLegacyNarInfos()) hashes.push(hash);
 

@@ -12,8 +12,7 @@ import { ConfigError, helpText, loadConfig, type LoadedConfig } from '../config/
 import { SqliteDatabase } from '../db/sqlite';
 import { LeaseKeeper } from '../lock/lease';
 import { hasLegacyNarInfos, LegacyNarInfoMigrator } from '../migrate/narinfo';
-import { describeDatabase, openConfiguredDatabase, openConfiguredStorage, storageDir } from './common';
-import { LocalLocker } from '../lock/local';
+import { createLocker, describeDatabase, openConfiguredDatabase, openConfiguredStorage } from './common';
 import { parsePublicKey, type PublicKey } from '../nix';
 import { buildApp } from '../server/app';
 import { createLogger, type Logger } from '../telemetry/logger';
@@ -42,9 +41,6 @@ export function parseListenAddress(addr: string): { host: string; port: number }
 
 /** Everything in the configuration that can be checked before touching disk or network. */
 function checkedSettings(config: LoadedConfig) {
-  if (config.get<string>('cache.lock.backend') === 'redis') {
-    throw new ConfigError('--cache-lock-backend=redis is not implemented yet; use local');
-  }
 
   const upstreamUrls = config.get<string[]>('cache.upstream.urls');
   if (upstreamUrls.length === 0) throw new ConfigError('at least one --cache-upstream-url is required');
@@ -130,6 +126,7 @@ async function serve(argv: string[]): Promise<number> {
   for (const warning of config.warnings) logger.warn(warning);
 
   const storage = openConfiguredStorage(config);
+  await storage.check?.();
   const removed = (await storage.cleanTempDir?.(60 * 60 * 1000)) ?? 0;
   if (removed > 0) logger.info({ removed }, 'removed stale partial downloads');
 
@@ -160,7 +157,8 @@ async function serve(argv: string[]): Promise<number> {
   // Health is checked in the background: an upstream that is down at start must not delay serving.
   void upstreams.start();
 
-  const locker = new LocalLocker();
+  const locker = createLocker(config, logger);
+  await locker.check?.();
   const legacy = (await hasLegacyNarInfos(storage))
     ? new LegacyNarInfoMigrator({ db, storage, locker, lockTtlMs: settings.downloadLockTtlMs })
     : undefined;
@@ -218,7 +216,7 @@ async function serve(argv: string[]): Promise<number> {
   logger.info(
     {
       addr: `${host}:${port}`,
-      storage: storageDir(config),
+      storage: storage.describe,
       database: describeDatabase(config),
       upstreams: upstreams.upstreams.map((u) => u.baseUrl.href),
       publicKey: signingKey.publicKey.text,

@@ -29,7 +29,6 @@ export interface OptionSpec {
   notImplemented?: string;
 }
 
-const LATER_SCALE_OUT = 'arrives with the PostgreSQL/S3/Redis support';
 
 export const OPTIONS: readonly OptionSpec[] = [
   // Global
@@ -148,7 +147,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: 0,
     doc: 'Maximum open database connections (0: the driver default).',
     scope: 'database',
-    notImplemented: LATER_SCALE_OUT,
   },
   {
     key: 'cache.database.pool.max-idle-conns',
@@ -158,7 +156,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: 0,
     doc: 'Maximum idle database connections (0: the driver default).',
     scope: 'database',
-    notImplemented: LATER_SCALE_OUT,
   },
 
   // Storage
@@ -182,7 +179,6 @@ export const OPTIONS: readonly OptionSpec[] = [
       doc: `S3 ${name.replace(/-/g, ' ')}.`,
       scope: 'storage',
       sensitive: name === 'secret-access-key' || name === 'access-key-id',
-      notImplemented: LATER_SCALE_OUT,
     }),
   ),
   {
@@ -193,7 +189,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: false,
     doc: 'Address the S3 bucket in the path rather than the host name (MinIO and most self-hosted servers).',
     scope: 'storage',
-    notImplemented: LATER_SCALE_OUT,
   },
 
   // Upstreams
@@ -349,7 +344,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: [],
     doc: 'Redis addresses (host:port); repeatable or comma separated.',
     scope: 'redis',
-    notImplemented: LATER_SCALE_OUT,
   },
   {
     key: 'cache.redis.username',
@@ -359,7 +353,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: '',
     doc: 'Redis user name.',
     scope: 'redis',
-    notImplemented: LATER_SCALE_OUT,
   },
   {
     key: 'cache.redis.password',
@@ -370,7 +363,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Redis password.',
     scope: 'redis',
     sensitive: true,
-    notImplemented: LATER_SCALE_OUT,
   },
   {
     key: 'cache.redis.db',
@@ -380,7 +372,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: 0,
     doc: 'Redis database number.',
     scope: 'redis',
-    notImplemented: LATER_SCALE_OUT,
   },
   {
     key: 'cache.redis.use-tls',
@@ -390,7 +381,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: false,
     doc: 'Connect to Redis over TLS.',
     scope: 'redis',
-    notImplemented: LATER_SCALE_OUT,
   },
   {
     key: 'cache.redis.pool-size',
@@ -398,9 +388,8 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'CACHE_REDIS_POOL_SIZE',
     format: 'non-negative-int',
     default: 0,
-    doc: 'Redis connection pool size.',
+    doc: 'Redis connection pool size. Accepted for compatibility: ncps-ts multiplexes its lock commands over one connection per instance.',
     scope: 'redis',
-    notImplemented: LATER_SCALE_OUT,
   },
   {
     key: 'cache.lock.backend',
@@ -419,7 +408,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: 'ncps:lock:',
     doc: 'Prefix of the lock keys in Redis.',
     scope: 'redis',
-    notImplemented: LATER_SCALE_OUT,
   },
   {
     key: 'cache.lock.download-lock-ttl',
@@ -438,7 +426,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: '30m',
     doc: 'Time to live of the LRU lock.',
     scope: 'redis',
-    notImplemented: LATER_SCALE_OUT,
   },
   {
     key: 'cache.lock.retry.max-attempts',
@@ -448,7 +435,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: 3,
     doc: 'Attempts to take a lock before giving up.',
     scope: 'redis',
-    notImplemented: LATER_SCALE_OUT,
   },
   {
     key: 'cache.lock.retry.initial-delay',
@@ -458,7 +444,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: '100ms',
     doc: 'First delay between lock attempts.',
     scope: 'redis',
-    notImplemented: LATER_SCALE_OUT,
   },
   {
     key: 'cache.lock.retry.max-delay',
@@ -468,7 +453,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: '2s',
     doc: 'Longest delay between lock attempts.',
     scope: 'redis',
-    notImplemented: LATER_SCALE_OUT,
   },
   {
     key: 'cache.lock.retry.jitter',
@@ -478,7 +462,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: true,
     doc: 'Randomise the delay between lock attempts.',
     scope: 'redis',
-    notImplemented: LATER_SCALE_OUT,
   },
   {
     key: 'cache.lock.allow-degraded-mode',
@@ -488,7 +471,6 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: false,
     doc: 'Fall back to local locks when Redis is unreachable.',
     scope: 'redis',
-    notImplemented: LATER_SCALE_OUT,
   },
 
   // Migration commands

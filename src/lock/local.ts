@@ -28,6 +28,10 @@ export class LocalLocker implements Locker {
     return { release };
   }
 
+  async tryAcquire(key: string, ttlMs: number): Promise<Lock | undefined> {
+    return this.tails.has(key) ? undefined : this.acquire(key, ttlMs);
+  }
+
   async close(): Promise<void> {
     this.tails.clear();
   }

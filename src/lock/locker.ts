@@ -8,6 +8,8 @@ export interface Lock {
 export interface Locker {
   /** Waits for the lock on `key`; `ttlMs` bounds how long a crashed holder can keep it. */
   acquire(key: string, ttlMs: number): Promise<Lock>;
+  /** Takes the lock only if it is free right now. */
+  tryAcquire(key: string, ttlMs: number): Promise<Lock | undefined>;
   close(): Promise<void>;
 }
 

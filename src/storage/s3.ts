@@ -177,7 +177,7 @@ export class S3Storage implements Storage {
         params: {
           Bucket: this.bucket,
           Key: this.narKey(name),
-          Body: await (await import('node:fs/promises')).readFile(tempFile),
+          Body: body,
           ContentLength: size,
           ContentType: 'application/x-nix-nar',
         },

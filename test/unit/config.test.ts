@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { parseDuration, parseSize } from '../../src/config/formats';
 import { ConfigError, helpText, loadConfig } from '../../src/config/load';
-import { OPTIONS } from '../../src/config/options';
+import { COMMAND_SCOPES, OPTIONS } from '../../src/config/options';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'ncps-config-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -105,8 +105,13 @@ describe('loadConfig', () => {
     assert.doesNotMatch(JSON.stringify(config.redacted()), /s3cret/);
   });
 
-  it('documents every option in --help', () => {
-    const help = helpText('serve', 'x');
-    for (const option of OPTIONS) assert.ok(help.includes(`--${option.flag}`), option.flag);
+  it('documents every option in the --help of each command that takes it', () => {
+    for (const [command, scopes] of Object.entries(COMMAND_SCOPES)) {
+      const help = helpText(command, 'x');
+      for (const option of OPTIONS.filter((o) => scopes.includes(o.scope))) {
+        assert.ok(help.includes(`--${option.flag}`), `${command}: --${option.flag}`);
+      }
+    }
+    assert.doesNotMatch(helpText('serve', 'x'), /--dry-run/, 'serve does not offer migration flags');
   });
 });
