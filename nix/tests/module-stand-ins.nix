@@ -1,0 +1,124 @@
+# Stand-ins for what nix/module.nix needs from NixOS and nixpkgs, so that it can be evaluated with
+# nixpkgs' `lib` alone (no package set, no NixOS, nothing built): the NixOS options it writes to are
+# declared loosely but by name (a misspelt option still fails, as it would in NixOS), and the few
+# packages it uses are stubs whose `writeText`/`writeShellScript` keep their text.
+# Used by eval-module.nix and eval-vm-tests.nix.
+{ lib }:
+
+let
+  inherit (lib) types mkOption;
+
+  fakeHash = s: builtins.substring 0 32 (builtins.hashString "sha256" s);
+  stubPackage = pname: {
+    type = "derivation";
+    name = "${pname}-stub";
+    inherit pname;
+    outPath = "/nix/store/${fakeHash pname}-${pname}-stub";
+    outputs = [ "out" ];
+    meta.mainProgram = pname;
+  };
+  stubText = name: text: {
+    inherit name text;
+    outPath = "/nix/store/${fakeHash text}-${name}";
+  };
+
+  pkgs = {
+    ncps = stubPackage "ncps";
+    systemd = stubPackage "systemd";
+    writeText = stubText;
+    writeShellScript = name: text: stubText name "#!/bin/sh\n${text}";
+  };
+
+  # What the module may write to, typed loosely but declared: NixOS would reject an unknown name.
+  unitStandIn = {
+    options =
+      lib.genAttrs [ "wantedBy" "requiredBy" "wants" "requires" "after" "before" "bindsTo" "partOf" "conflicts" "documentation" ] (
+        _:
+        mkOption {
+          type = types.listOf types.str;
+          default = [ ];
+        }
+      )
+      // {
+        description = mkOption {
+          type = types.str;
+          default = "";
+        };
+        path = mkOption {
+          type = types.listOf types.unspecified;
+          default = [ ];
+        };
+        environment = mkOption {
+          type = types.attrsOf types.str;
+          default = { };
+        };
+        serviceConfig = mkOption {
+          type = types.attrsOf types.unspecified;
+          default = { };
+        };
+        unitConfig = mkOption {
+          type = types.attrsOf types.unspecified;
+          default = { };
+        };
+      };
+  };
+
+  nixosStandIns = {
+    options = {
+      assertions = mkOption {
+        type = types.listOf types.unspecified;
+        default = [ ];
+      };
+      warnings = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+      };
+      users.users = mkOption {
+        type = types.attrsOf (types.attrsOf types.anything);
+        default = { };
+      };
+      users.groups = mkOption {
+        type = types.attrsOf (types.attrsOf types.anything);
+        default = { };
+      };
+      networking.firewall.allowedTCPPorts = mkOption {
+        type = types.listOf types.port;
+        default = [ ];
+      };
+      environment.etc = mkOption {
+        type = types.attrsOf types.anything;
+        default = { };
+      };
+      systemd.package = mkOption {
+        type = types.unspecified;
+        default = pkgs.systemd;
+      };
+      systemd.tmpfiles.rules = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+      };
+      systemd.services = mkOption {
+        type = types.attrsOf (types.submodule unitStandIn);
+        default = { };
+      };
+    };
+  };
+
+  evalConfig =
+    modules:
+    (lib.evalModules {
+      specialArgs.modulesPath = "/nonexistent/nixos/modules";
+      modules = [
+        nixosStandIns
+        ../module.nix
+        { _module.args.pkgs = pkgs; }
+      ]
+      ++ modules;
+    }).config;
+
+in
+{
+  inherit pkgs fakeHash;
+  # The module's resulting `config` for a list of configuration modules.
+  inherit evalConfig;
+}
