@@ -54,6 +54,13 @@ export type CacheSource = 'hit' | 'miss';
 export interface NarInfoResult {
   text: string;
   source: CacheSource;
+  /** Host name of the upstream a miss was fetched from. */
+  upstream?: string;
+}
+
+interface FetchedNarInfo {
+  narInfo: NarInfo;
+  upstream: string;
 }
 
 export interface NarResult {
@@ -74,7 +81,7 @@ export interface ReadOptions {
 
 export class Cache {
   private readonly options: CacheOptions;
-  private readonly narInfoFetches = new Map<string, Promise<NarInfo | undefined>>();
+  private readonly narInfoFetches = new Map<string, Promise<FetchedNarInfo | undefined>>();
   private readonly downloads = new Map<string, NarDownload>();
   private readonly touched = new Set<string>();
   private readonly touchedNars = new Set<string>();
@@ -93,12 +100,12 @@ export class Cache {
     const stored = await this.options.db.getNarInfo(hash);
     if (stored) {
       this.touched.add(hash);
-      return { text: formatNarInfo(stored), source: 'hit' };
+      return { text: formatNarInfo(this.withOurSignature(stored)), source: 'hit' };
     }
     const legacy = await this.fromLegacyFile(hash);
     if (legacy) {
       this.touched.add(hash);
-      return { text: formatNarInfo(legacy), source: 'hit' };
+      return { text: formatNarInfo(this.withOurSignature(legacy)), source: 'hit' };
     }
     if (!read.upstream || this.absent.has(hash)) return undefined;
     let fetch = this.narInfoFetches.get(hash);
@@ -106,8 +113,19 @@ export class Cache {
       fetch = this.fetchNarInfo(hash).finally(() => this.narInfoFetches.delete(hash));
       this.narInfoFetches.set(hash, fetch);
     }
-    const narInfo = await fetch;
-    return narInfo ? { text: formatNarInfo(narInfo), source: 'miss' } : undefined;
+    const fetched = await fetch;
+    return fetched ? { text: formatNarInfo(fetched.narInfo), source: 'miss', upstream: fetched.upstream } : undefined;
+  }
+
+  /**
+   * Narinfos are stored signed, so this is a no-op on the hot path. It matters for rows that
+   * arrived without our signature (migrated from files an older ncps signed with another key, or
+   * written before the key changed): clients trusting our published key must still accept them.
+   */
+  private withOurSignature(narInfo: NarInfo): NarInfo {
+    const key = this.options.signingKey;
+    if (!key || narInfo.sigs.some((sig) => sig.startsWith(`${key.name}:`))) return narInfo;
+    return signNarInfo(narInfo, key);
   }
 
   /** Background migration: a narinfo file an older ncps left in storage moves into the database. */
@@ -129,11 +147,11 @@ export class Cache {
     }
   }
 
-  private async fetchNarInfo(hash: string): Promise<NarInfo | undefined> {
+  private async fetchNarInfo(hash: string): Promise<FetchedNarInfo | undefined> {
     const { db, locker, upstreams, logger } = this.options;
     const narInfo = await withLock(locker, `narinfo:${hash}`, this.options.downloadLockTtlMs, async () => {
       const already = await db.getNarInfo(hash); // another node may have fetched it meanwhile
-      if (already) return already;
+      if (already) return { narInfo: already, upstream: '' };
       const timer = this.options.metrics.upstreamNarInfoDuration.startTimer();
       const span = tracer().startSpan('upstream narinfo', { attributes: { 'ncps.hash': hash } });
       const found = await upstreams
@@ -146,11 +164,11 @@ export class Cache {
         return undefined;
       }
       const { narInfo: served, narFile } = this.prepareForServing(found.narInfo, found.narUrl);
-      await db.putNarInfo(hash, served, narFile);
+      for (const orphan of await db.putNarInfo(hash, served, narFile)) await this.options.storage.deleteNar(orphan.name);
       logger.debug({ hash, upstream: found.upstream.baseUrl.href }, 'narinfo fetched from upstream');
-      return served;
+      return { narInfo: served, upstream: found.upstream.baseUrl.hostname };
     });
-    if (narInfo) this.prefetchNar(narInfo);
+    if (narInfo) this.prefetchNar(narInfo.narInfo);
     return narInfo;
   }
 
@@ -277,7 +295,12 @@ export class Cache {
       },
       commit: async (tempFile, size) => {
         await storage.putNarFromFile(record.name, tempFile);
-        await db.markNarFileStored(record.name, size);
+        // Deleted or evicted while it downloaded: take the bytes back out, or they would sit in
+        // storage uncounted and never evicted.
+        if (!(await db.markNarFileStored(record.name, size))) {
+          await storage.deleteNar(record.name);
+          logger.info({ nar: record.name }, 'NAR was deleted while downloading; not kept');
+        }
       },
     });
     this.downloads.set(record.name, download);

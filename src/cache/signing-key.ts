@@ -10,6 +10,12 @@ import type { Logger } from '../telemetry/logger';
 
 const SETTING = 'secret_key';
 
+/** The key kept in the database, if any (tools that must not generate one use this). */
+export async function storedSigningKey(db: Database): Promise<SecretKey | undefined> {
+  const text = await db.getSetting(SETTING);
+  return text ? parseSecretKey(text) : undefined;
+}
+
 export async function loadSigningKey(options: {
   secretKeyPath: string;
   hostname: string;

@@ -113,7 +113,7 @@ export class CacheWrites {
       throw new RejectedWrite(400, `narinfo FileSize ${expectedSize} does not match the uploaded NAR (${size} bytes)`);
     }
     const served = signingKey ? signNarInfo(narInfo, signingKey) : narInfo;
-    await db.putNarInfo(hash, served, {
+    const orphaned = await db.putNarInfo(hash, served, {
       name,
       compression: served.compression,
       fileHash: fileHash.toNix32(),
@@ -122,6 +122,8 @@ export class CacheWrites {
       narSize: served.narSize,
     });
     await db.markNarFileStored(name, size);
+    // A re-upload in another compression replaces the narinfo; its old NAR must not linger.
+    for (const orphan of orphaned) await storage.deleteNar(orphan.name);
     cache.forgetAbsent(hash);
     this.options.logger.info({ hash, storePath: narInfo.storePath }, 'narinfo uploaded');
   }

@@ -10,6 +10,7 @@ import { ConfigError, helpText, loadConfig } from '../config/load';
 import type { Locker } from '../lock/locker';
 import { InvalidLegacyNarInfo, LegacyNarInfoMigrator } from '../migrate/narinfo';
 import { Progress } from '../migrate/progress';
+import { storedSigningKey } from '../cache/signing-key';
 import { createLogger } from '../telemetry/logger';
 import { Metrics } from '../telemetry/metrics';
 import { createLocker, describeDatabase, openConfiguredDatabase, openConfiguredStorage } from './common';
@@ -37,12 +38,16 @@ async function migrateNarinfo(argv: string[]): Promise<number> {
   try {
     await storage.check?.();
     await locker.check?.();
+    let databaseReady = true;
     if (!dryRun) {
       const applied = await db.migrate();
       if (applied.length > 0) logger.info({ versions: applied }, 'database schema migrated');
     } else if ((await db.schemaStatus!()).pending.length > 0) {
-      logger.warn('the database schema is not up to date: the dry run only checks the files');
+      databaseReady = false;
+      logger.warn('the database schema is not migrated yet (serve or migrate up will do it): the dry run only checks the files');
     }
+    // The key the servers sign with, when it is kept in the database: migrated rows then carry it.
+    const signingKey = databaseReady ? await storedSigningKey(db) : undefined;
 
     if (redisAddrs.length === 0 && !dryRun) {
       const live = await db.liveLeases(Date.now() - LEASE_STALE_MS);
@@ -61,7 +66,7 @@ async function migrateNarinfo(argv: string[]): Promise<number> {
     const hashes: string[] = [];
     for await (const hash of storage.listLegacyNarInfos()) hashes.push(hash);
 
-    const migrator = new LegacyNarInfoMigrator({ db, storage, locker, lockTtlMs: 60_000, dryRun });
+    const migrator = new LegacyNarInfoMigrator({ db, storage, locker, lockTtlMs: 60_000, dryRun, databaseReady, signingKey });
     const counts = { done: 0, failed: 0, total: hashes.length, migrated: 0, already: 0 };
     const failures: string[] = [];
     const progress = new Progress(dryRun ? 'checking' : 'migrating', () => counts, logger);

@@ -160,7 +160,13 @@ async function serve(argv: string[]): Promise<number> {
   const locker = createLocker(config, logger);
   await locker.check?.();
   const legacy = (await hasLegacyNarInfos(storage))
-    ? new LegacyNarInfoMigrator({ db, storage, locker, lockTtlMs: settings.downloadLockTtlMs })
+    ? new LegacyNarInfoMigrator({
+        db,
+        storage,
+        locker,
+        lockTtlMs: settings.downloadLockTtlMs,
+        signingKey: settings.signNarInfo ? signingKey : undefined,
+      })
     : undefined;
   if (legacy) logger.info('storage holds narinfo files from an older ncps: they move into the database as clients ask for them (or run ncps migrate-narinfo)');
   const metrics = new Metrics({ maxSizeBytes: settings.maxSizeBytes, defaultMetrics: settings.prometheus });

@@ -26,11 +26,18 @@ export interface Database {
   schemaStatus?(): Promise<SchemaStatus>;
   /** The narinfo for a store path hash, exactly as it is served (signatures included). */
   getNarInfo(hash: string): Promise<NarInfo | undefined>;
-  /** Inserts or replaces a narinfo together with the NAR file it points to, atomically. */
-  putNarInfo(hash: string, narInfo: NarInfo, narFile: NarFileRecord): Promise<void>;
+  /**
+   * Inserts or replaces a narinfo together with the NAR file it points to, atomically. When a
+   * replaced narinfo pointed at another NAR file that nothing references any more, that file's
+   * record is deleted too and returned, for the caller to remove from storage.
+   */
+  putNarInfo(hash: string, narInfo: NarInfo, narFile: NarFileRecord): Promise<RemovedNarFile[]>;
   getNarFile(name: string): Promise<NarFileRecord | undefined>;
-  /** Records that a NAR's bytes are in storage (size as written). */
-  markNarFileStored(name: string, size: number): Promise<void>;
+  /**
+   * Records that a NAR's bytes are in storage (size as written). False when no record exists any
+   * more (deleted or evicted while it downloaded): the caller then removes the bytes again.
+   */
+  markNarFileStored(name: string, size: number): Promise<boolean>;
   /** Notes that these narinfos were served, for least-recently-used eviction. */
   touchNarInfos(hashes: readonly string[], at: number): Promise<void>;
   /** Notes that these NAR files were served (their narinfos count as used). */

@@ -184,9 +184,14 @@ export class PostgresDatabase implements Database {
     return rows[0] ? narInfoFromRow(rows[0]) : undefined;
   }
 
-  async putNarInfo(hash: string, narInfo: NarInfo, narFile: NarFileRecord): Promise<void> {
+  async putNarInfo(hash: string, narInfo: NarInfo, narFile: NarFileRecord): Promise<RemovedNarFile[]> {
     const now = Date.now();
-    await this.transaction(async (client) => {
+    return this.transaction(async (client) => {
+      const before = await client.query<{ nar_file_id: number | null }>(
+        'SELECT nar_file_id FROM narinfos WHERE hash = $1 FOR UPDATE',
+        [hash],
+      );
+      const previous = before.rows[0]?.nar_file_id ?? null;
       const file = await client.query<{ id: number }>(
         `INSERT INTO nar_files (name, compression, file_hash, file_size, nar_hash, nar_size,
                                 upstream_url, created_at, last_accessed_at)
@@ -256,6 +261,19 @@ export class PostgresDatabase implements Database {
           [id, narInfo.sigs],
         );
       }
+      const orphaned: RemovedNarFile[] = [];
+      if (previous !== null && previous !== file.rows[0]!.id) {
+        await client.query('SELECT id FROM nar_files WHERE id = $1 FOR UPDATE', [previous]);
+        const removed = await client.query<{ name: string; size: number | null; stored_at: number | null }>(
+          `DELETE FROM nar_files WHERE id = $1
+             AND NOT EXISTS (SELECT 1 FROM narinfos WHERE nar_file_id = nar_files.id)
+           RETURNING name, file_size AS size, stored_at`,
+          [previous],
+        );
+        const row = removed.rows[0];
+        if (row) orphaned.push({ name: row.name, size: row.stored_at === null ? 0 : (row.size ?? 0) });
+      }
+      return orphaned;
     });
   }
 
@@ -279,11 +297,12 @@ export class PostgresDatabase implements Database {
     };
   }
 
-  async markNarFileStored(name: string, size: number): Promise<void> {
-    await this.pool.query(
+  async markNarFileStored(name: string, size: number): Promise<boolean> {
+    const result = await this.pool.query(
       `UPDATE nar_files SET stored_at = $2, file_size = $3, last_accessed_at = $2 WHERE name = $1`,
       [name, Date.now(), size],
     );
+    return (result.rowCount ?? 0) > 0;
   }
 
   async touchNarInfos(hashes: readonly string[], at: number): Promise<void> {

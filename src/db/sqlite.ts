@@ -192,10 +192,11 @@ export class SqliteDatabase implements Database {
     return row ? narInfoFromRow(row) : undefined;
   }
 
-  async putNarInfo(hash: string, narInfo: NarInfo, narFile: NarFileRecord): Promise<void> {
+  async putNarInfo(hash: string, narInfo: NarInfo, narFile: NarFileRecord): Promise<RemovedNarFile[]> {
     const now = Date.now();
     const sql = this.sql;
-    this.db.transaction(() => {
+    return this.db.transaction(() => {
+      const previous = sql.narFileIdOf.get(hash)?.nar_file_id ?? null;
       const { id: narFileId } = sql.upsertNarFile.get({
         name: narFile.name,
         compression: narFile.compression,
@@ -225,6 +226,12 @@ export class SqliteDatabase implements Database {
       }) as { id: number };
       narInfo.references.forEach((ref, i) => sql.insertReference.run(id, i, ref));
       narInfo.sigs.forEach((sig, i) => sql.insertSignature.run(id, i, sig));
+      const orphaned: RemovedNarFile[] = [];
+      if (previous !== null && previous !== narFileId) {
+        const removed = sql.deleteNarFileIfUnused.get(previous);
+        if (removed) orphaned.push({ name: removed.name, size: removed.stored_at === null ? 0 : (removed.size ?? 0) });
+      }
+      return orphaned;
     }).immediate();
   }
 
@@ -243,8 +250,8 @@ export class SqliteDatabase implements Database {
     };
   }
 
-  async markNarFileStored(name: string, size: number): Promise<void> {
-    this.sql.markStored.run({ name, size, now: Date.now() });
+  async markNarFileStored(name: string, size: number): Promise<boolean> {
+    return this.sql.markStored.run({ name, size, now: Date.now() }).changes > 0;
   }
 
   async touchNarInfos(hashes: readonly string[], at: number): Promise<void> {

@@ -91,6 +91,10 @@ const AUTH_ERROR = /WRONGPASS|NOAUTH|NOPERM|invalid password|invalid username-pa
 
 type Client = Redis | Cluster;
 
+interface ReadyWaiter {
+  settle(error?: Error): void;
+}
+
 export class RedisLocker implements Locker {
   /** Locks obtained (from Redis, or in-process in degraded mode). */
   acquisitions = 0;
@@ -110,6 +114,7 @@ export class RedisLocker implements Locker {
   private closed = false;
   private lastConnectionError: Error | undefined;
   private outageLogged = false;
+  private readonly readyWaiters = new Set<ReadyWaiter>();
 
   constructor(options: RedisLockerOptions) {
     if (options.addrs.length === 0) throw new Error('RedisLocker needs at least one Redis address');
@@ -126,6 +131,7 @@ export class RedisLocker implements Locker {
     // Without an 'error' listener ioredis prints every failed reconnect to the console.
     this.client.on('error', (error: Error) => {
       this.lastConnectionError = error;
+      this.settleWaiters(error);
       if (!this.outageLogged && !this.closed) {
         this.outageLogged = true;
         this.logger?.warn({ err: error.message, addrs: options.addrs }, 'Redis connection problem; reconnecting');
@@ -133,7 +139,9 @@ export class RedisLocker implements Locker {
         this.logger?.debug({ err: error.message }, 'Redis connection error');
       }
     });
+    this.client.on('end', () => this.settleWaiters(new LockUnavailableError('Redis connection is closed')));
     this.client.on('ready', () => {
+      this.settleWaiters();
       this.lastConnectionError = undefined;
       this.outageLogged = false;
       if (this.degraded) {
@@ -188,8 +196,9 @@ export class RedisLocker implements Locker {
     }
   }
 
-  async acquire(key: string, ttlMs: number): Promise<RedisLock> {
+  async acquire(key: string, requestedTtlMs: number): Promise<RedisLock> {
     this.assertOpen();
+    const ttlMs = wholeMs(requestedTtlMs);
     if (this.degraded && this.client.status !== 'ready') return this.acquireLocal(key, ttlMs);
     const redisKey = this.options.keyPrefix + key;
     const token = newToken();
@@ -208,8 +217,9 @@ export class RedisLocker implements Locker {
   }
 
   /** One attempt, no waiting for a busy lock: the lock, or undefined when somebody holds it. */
-  async tryAcquire(key: string, ttlMs: number): Promise<RedisLock | undefined> {
+  async tryAcquire(key: string, requestedTtlMs: number): Promise<RedisLock | undefined> {
     this.assertOpen();
+    const ttlMs = wholeMs(requestedTtlMs);
     if (this.degraded && this.client.status !== 'ready') return this.tryAcquireLocal(key, ttlMs);
     const redisKey = this.options.keyPrefix + key;
     const token = newToken();
@@ -275,29 +285,28 @@ export class RedisLocker implements Locker {
 
   /** Resolves when the client is ready; rejects on a connection error, close, or connectWaitMs. */
   private waitReady(): Promise<void> {
-    const client = this.client;
-    if (client.status === 'ready') return Promise.resolve();
-    if (this.closed || client.status === 'end') return Promise.reject(new LockUnavailableError('Redis connection is closed'));
+    if (this.client.status === 'ready') return Promise.resolve();
+    if (this.closed || this.client.status === 'end') return Promise.reject(new LockUnavailableError('Redis connection is closed'));
+    // One set of client listeners serves every waiter (see the constructor), however many there are.
     return new Promise((resolve, reject) => {
-      const done = (error?: Error) => {
-        clearTimeout(timer);
-        client.off('ready', onReady);
-        client.off('error', onError);
-        client.off('end', onEnd);
-        if (error) reject(error);
-        else resolve();
+      const waiter: ReadyWaiter = {
+        settle: (error) => {
+          clearTimeout(timer);
+          this.readyWaiters.delete(waiter);
+          if (error) reject(error);
+          else resolve();
+        },
       };
-      const onReady = () => done();
-      const onError = (error: Error) => done(error);
-      const onEnd = () => done(new LockUnavailableError('Redis connection is closed'));
-      const timer = setTimeout(
-        () => done(new Error(`no connection to Redis within ${this.connectWaitMs} ms${this.lastConnectionError ? ` (${this.lastConnectionError.message})` : ''}`)),
-        this.connectWaitMs,
-      );
-      client.on('ready', onReady);
-      client.on('error', onError);
-      client.on('end', onEnd);
+      const timer = setTimeout(() => {
+        const last = this.lastConnectionError ? ` (${this.lastConnectionError.message})` : '';
+        waiter.settle(new Error(`no connection to Redis within ${this.connectWaitMs} ms${last}`));
+      }, this.connectWaitMs);
+      this.readyWaiters.add(waiter);
     });
+  }
+
+  private settleWaiters(error?: Error): void {
+    for (const waiter of [...this.readyWaiters]) waiter.settle(error);
   }
 
   /** ioredis reports "Stream isn't writeable…" for a down connection; the connection's own error says why. */
@@ -484,6 +493,11 @@ export function parseAddr(addr: string): { host: string; port: number } {
   }
   if (!trimmed) throw new Error(`invalid Redis address "${addr}"`);
   return { host: trimmed, port: 6379 };
+}
+
+/** PX takes a positive integer. */
+function wholeMs(ms: number): number {
+  return Math.max(1, Math.round(ms));
 }
 
 function newToken(): string {

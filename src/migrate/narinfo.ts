@@ -6,7 +6,7 @@
 
 import type { Database } from '../db/database';
 import type { Locker } from '../lock/locker';
-import { parseNarInfo, storePathHash, type NarInfo } from '../nix';
+import { parseNarInfo, signNarInfo, storePathHash, type NarInfo, type SecretKey } from '../nix';
 import type { Storage } from '../storage/storage';
 import { NAR_FILE_NAME } from '../cache/names';
 
@@ -25,7 +25,14 @@ export interface LegacyMigratorOptions {
   storage: Storage;
   locker: Locker;
   lockTtlMs: number;
+  /** Adds this signature when migrating (the key ncps publishes now, if it is not the old one). */
+  signingKey?: SecretKey | undefined;
   dryRun?: boolean;
+  /**
+   * False when a dry run meets a database whose schema is not migrated yet: it is then treated as
+   * empty, and only the files are checked.
+   */
+  databaseReady?: boolean;
 }
 
 export class LegacyNarInfoMigrator {
@@ -36,7 +43,7 @@ export class LegacyNarInfoMigrator {
     const { db, storage, locker, lockTtlMs, dryRun } = this.options;
     const lock = await locker.acquire(`migrate:${hash}`, lockTtlMs);
     try {
-      const existing = await db.getNarInfo(hash);
+      const existing = this.options.databaseReady === false ? undefined : await db.getNarInfo(hash);
       const text = await storage.getLegacyNarInfo(hash);
       if (existing) {
         if (text !== undefined && !dryRun) await storage.deleteLegacyNarInfo(hash);
@@ -46,7 +53,7 @@ export class LegacyNarInfoMigrator {
       const narInfo = this.validated(hash, text);
       if (dryRun) return { outcome: 'migrated', narInfo };
       const name = narInfo.url.slice('nar/'.length);
-      await db.putNarInfo(hash, narInfo, {
+      const orphaned = await db.putNarInfo(hash, narInfo, {
         name,
         compression: narInfo.compression,
         narHash: narInfo.narHash.toNix32(),
@@ -54,6 +61,7 @@ export class LegacyNarInfoMigrator {
         ...(narInfo.fileHash ? { fileHash: narInfo.fileHash.toNix32() } : {}),
         ...(narInfo.fileSize !== undefined ? { fileSize: narInfo.fileSize } : {}),
       });
+      for (const orphan of orphaned) await storage.deleteNar(orphan.name);
       const size = await storage.statNar(name);
       if (size !== undefined) await db.markNarFileStored(name, size);
       await storage.deleteLegacyNarInfo(hash);
@@ -81,8 +89,10 @@ export class LegacyNarInfoMigrator {
     if (!name || !NAR_FILE_NAME.test(name)) {
       throw new InvalidLegacyNarInfo(`${hash}.narinfo has a NAR URL ncps cannot serve: ${narInfo.url}`);
     }
-    // Kept as written: ncps signed these files when it stored them.
-    return narInfo;
+    // ncps signed these files when it stored them; that signature stays, and ours joins it when
+    // the key has changed since.
+    const key = this.options.signingKey;
+    return key && !narInfo.sigs.some((sig) => sig.startsWith(`${key.name}:`)) ? signNarInfo(narInfo, key) : narInfo;
   }
 }
 

@@ -22,6 +22,8 @@ declare module 'fastify' {
     startedAt: bigint;
     socketBytesAtStart: number;
     span: Span | undefined;
+    /** Set by the narinfo route on a miss: which upstream answered. */
+    upstreamHost: string | undefined;
   }
   interface FastifyContextConfig {
     /** Not request-logged (health checks). */
@@ -65,6 +67,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
   app.decorateRequest('startedAt', 0n);
   app.decorateRequest('socketBytesAtStart', 0);
   app.decorateRequest('span', undefined);
+  app.decorateRequest('upstreamHost', undefined);
 
   app.addHook('onRequest', async (request) => {
     request.startedAt = process.hrtime.bigint();
@@ -90,7 +93,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
     if (reply.statusCode >= 500) request.span?.setStatus({ code: SpanStatusCode.ERROR });
     request.span?.end();
     if (config?.kind === 'narinfo' && request.method === 'GET') {
-      metrics.narInfoServed.labels(result ?? 'miss', status, result === 'hit' ? 'cache' : 'upstream', '').inc();
+      metrics.narInfoServed.labels(result ?? 'miss', status, result === 'hit' ? 'cache' : 'upstream', request.upstreamHost ?? '').inc();
     } else if (config?.kind === 'nar' && request.method === 'GET' && result) {
       const source = result === 'hit' ? 'cache' : 'upstream';
       metrics.narServed.labels(result, source).inc();

@@ -25,6 +25,7 @@ export function registerNarInfoRoutes(app: FastifyInstance, cache: Cache, prefix
       // HEAD needs the narinfo too: only a verified narinfo may be announced as present.
       const result = await cache.getNarInfo(hash, { upstream });
       request.cacheSource = result?.source;
+      request.upstreamHost = result?.upstream;
       if (!result) return reply.callNotFound();
       return reply.type('text/x-nix-narinfo').header('content-length', Buffer.byteLength(result.text)).send(result.text);
     },
