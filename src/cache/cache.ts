@@ -30,6 +30,7 @@ import { InvalidLegacyNarInfo, type LegacyNarInfoMigrator } from '../migrate/nar
 import { NegativeCache } from './negative-cache';
 import { AlreadyStored, NarDownload, NotFoundUpstream, type ExpectedFile } from './download';
 import { NAR_FILE_NAME } from './names';
+import { resolveRange, type RangeSpec, type ResolvedRange } from './range';
 
 export interface CacheOptions {
   db: Database;
@@ -69,6 +70,8 @@ export interface NarResult {
   size: number | undefined;
   /** Absent for HEAD requests. */
   stream?: Readable;
+  /** The part of the file the stream carries, when a range was asked for and honoured. */
+  range?: ResolvedRange | 'unsatisfiable';
 }
 
 /** How often accumulated "was served" marks are written, rather than one write per request. */
@@ -231,7 +234,7 @@ export class Cache {
    * A NAR by file name (already validated by the caller). Served from storage when there, else
    * from the one shared upstream download. `head` asks for the size only and never downloads.
    */
-  async getNar(name: string, options: { head: boolean } & ReadOptions): Promise<NarResult | undefined> {
+  async getNar(name: string, options: { head: boolean; range?: RangeSpec } & ReadOptions): Promise<NarResult | undefined> {
     const { storage, db } = this.options;
     if (options.head) {
       const size = await storage.statNar(name);
@@ -243,10 +246,24 @@ export class Cache {
       return record?.upstreamUrl ? { source: 'miss', size: record.fileSize } : undefined;
     }
 
-    const stored = await storage.getNar(name);
-    if (stored) {
-      this.touchedNars.add(name);
-      return { source: 'hit', size: stored.size, stream: stored.stream };
+    if (options.range) {
+      // Ranges need the size first (for suffix ranges and 416); the plain path skips that stat.
+      const size = await storage.statNar(name);
+      if (size !== undefined) {
+        const range = resolveRange(options.range, size);
+        if (range === 'unsatisfiable') return { source: 'hit', size, range };
+        const part = await storage.getNar(name, range);
+        if (part) {
+          this.touchedNars.add(name);
+          return { source: 'hit', size, stream: part.stream, range };
+        }
+      }
+    } else {
+      const stored = await storage.getNar(name);
+      if (stored) {
+        this.touchedNars.add(name);
+        return { source: 'hit', size: stored.size, stream: stored.stream };
+      }
     }
     if (!options.upstream) return undefined;
 
@@ -268,7 +285,13 @@ export class Cache {
       return undefined;
     }
     try {
-      return { source: 'miss', size: download.expectedSize, stream: download.createReader() };
+      // A range on a download in flight is served from the bytes as they land, when the total
+      // size is known up front (it is whenever the narinfo has FileSize).
+      const size = download.expectedSize;
+      const range = options.range && size !== undefined ? resolveRange(options.range, size) : undefined;
+      if (range === 'unsatisfiable') return { source: 'miss', size, range };
+      const stream = range ? download.createReader(range.start, range.end) : download.createReader();
+      return { source: 'miss', size, stream, ...(range ? { range } : {}) };
     } catch {
       // It finished between our checks: the file is in storage now (or the download failed).
       const landed = await storage.getNar(name);

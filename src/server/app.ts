@@ -106,7 +106,10 @@ export function buildApp(options: AppOptions): FastifyInstance {
     );
   });
 
-  app.setNotFoundHandler(async (_request, reply) => reply.code(404).type('text/plain; charset=utf-8').send('not found\n'));
+  // Absence is short-lived: an upstream may get the path any minute.
+  app.setNotFoundHandler(async (_request, reply) =>
+    reply.code(404).header('cache-control', 'public, max-age=60').type('text/plain; charset=utf-8').send('not found\n'),
+  );
 
   app.setErrorHandler(async (error, request, reply) => {
     if (error instanceof HttpError) {

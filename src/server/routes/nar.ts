@@ -4,6 +4,10 @@ import type { FastifyInstance } from 'fastify';
 import type { Cache } from '../../cache/cache';
 import { checkNarFileName } from '../../cache/names';
 import { badRequest } from '../errors';
+import { parseRange } from '../../cache/range';
+
+/** NARs never change under a name: clients and proxies may keep them for good. */
+const IMMUTABLE = 'public, max-age=31536000, immutable';
 
 export function checkedNarName(file: string): string {
   const check = checkNarFileName(file);
@@ -20,11 +24,30 @@ export function registerNarRoutes(app: FastifyInstance, cache: Cache, prefix: ''
     handler: async (request, reply) => {
       const name = checkedNarName(request.params.file);
       const head = request.method === 'HEAD';
-      const result = await cache.getNar(name, { head, upstream });
+      // NAR file names are derived from the file's hash, so the name is a strong validator.
+      const etag = `"${name.replace(/\.nar(\.[a-z0-9]+)?$/, '')}"`;
+      const range = head ? undefined : parseRange(request.headers.range);
+      const result = await cache.getNar(name, { head, upstream, ...(range ? { range } : {}) });
       request.cacheSource = result?.source;
       if (!result) return reply.callNotFound();
-      reply.type('application/x-nix-nar');
-      if (result.size !== undefined) reply.header('content-length', result.size);
+      reply
+        .type('application/x-nix-nar')
+        .header('accept-ranges', 'bytes')
+        .header('cache-control', IMMUTABLE)
+        .header('etag', etag);
+      if (request.headers['if-none-match'] === etag) {
+        result.stream?.destroy();
+        return reply.code(304).send();
+      }
+      if (result.range === 'unsatisfiable') {
+        return reply.code(416).header('content-range', `bytes */${result.size}`).send();
+      }
+      if (result.range) {
+        const { start, end } = result.range;
+        reply.code(206).header('content-range', `bytes ${start}-${end}/${result.size}`).header('content-length', end - start + 1);
+      } else if (result.size !== undefined) {
+        reply.header('content-length', result.size);
+      }
       if (head || !result.stream) return reply.send();
       return reply.send(result.stream);
     },

@@ -27,7 +27,11 @@ export function registerNarInfoRoutes(app: FastifyInstance, cache: Cache, prefix
       request.cacheSource = result?.source;
       request.upstreamHost = result?.upstream;
       if (!result) return reply.callNotFound();
-      return reply.type('text/x-nix-narinfo').header('content-length', Buffer.byteLength(result.text)).send(result.text);
+      return reply
+        .type('text/x-nix-narinfo')
+        .header('cache-control', 'public, max-age=300')
+        .header('content-length', Buffer.byteLength(result.text))
+        .send(result.text);
     },
   });
 }
