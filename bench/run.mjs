@@ -1,0 +1,721 @@
+#!/usr/bin/env node
+// ncps vs nginx proxy_cache, in one run on this machine. See docs/benchmarks.md.
+//
+//   node bench/run.mjs [--quick] [--rounds=N] [--only=narinfo,nar-hit,cold,herd,rss]
+//                      [--cpu-prof[=DIR]] [--keep] [--strict] [--out=DIR] [--ncps=FILE]
+//
+// Needs dist/ncps.cjs (npm run build), nginx, wrk and curl on PATH. Everything listens on
+// 127.0.0.1, lives in one temp directory and is stopped and removed at the end, also on error or
+// Ctrl-C. Results: a table on stdout and JSON in bench/results/ (or --out).
+
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { generateUpstream } from './lib/data.mjs';
+import { agent, curl, get, mapLimit } from './lib/http.mjs';
+import { generateKey } from './lib/nix.mjs';
+import {
+  capture,
+  cpuMs,
+  freePort,
+  killAllSync,
+  proxyNginxConfig,
+  sleep,
+  start,
+  startNginx,
+  stop,
+  stopAll,
+  upstreamNginxConfig,
+  waitForHttp,
+} from './lib/procs.mjs';
+import { environment, fmt, formatTable, median } from './lib/report.mjs';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const DEFAULT_NCPS = path.join(ROOT, 'dist', 'ncps.cjs');
+const MiB = 1 << 20;
+const PHASES = ['narinfo', 'nar-hit', 'cold', 'herd', 'rss'];
+/** The whole run is abandoned (and cleaned up) after this long. */
+const RUN_LIMIT_MS = 15 * 60_000;
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+class UsageError extends Error {}
+
+function parseArgs(argv) {
+  const opts = { quick: false, rounds: undefined, only: PHASES, cpuProf: undefined, keep: false, strict: false, out: path.join(ROOT, 'bench', 'results'), ncps: DEFAULT_NCPS };
+  for (const arg of argv) {
+    const [name, value] = arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
+    if (name === '--quick') opts.quick = true;
+    else if (name === '--rounds') opts.rounds = Number(value);
+    else if (name === '--only') opts.only = value.split(',').map((s) => s.trim());
+    else if (name === '--cpu-prof') opts.cpuProf = path.resolve(value ?? path.join(ROOT, 'bench', 'results'));
+    else if (name === '--keep') opts.keep = true;
+    else if (name === '--strict') opts.strict = true;
+    else if (name === '--out') opts.out = path.resolve(value);
+    else if (name === '--ncps') opts.ncps = path.resolve(value);
+    else if (name === '--help' || name === '-h') {
+      const lines = readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1);
+      const header = lines.slice(0, lines.findIndex((l) => !l.startsWith('//')));
+      process.stdout.write(`${header.map((l) => l.replace(/^\/\/ ?/, '')).join('\n')}\n`);
+      process.exit(0);
+    } else throw new UsageError(`unknown option ${arg}`);
+  }
+  for (const p of opts.only) if (!PHASES.includes(p)) throw new UsageError(`unknown phase ${p}; phases: ${PHASES.join(', ')}`);
+  if (opts.rounds !== undefined && !(Number.isInteger(opts.rounds) && opts.rounds >= 1 && opts.rounds <= 20)) throw new UsageError('--rounds must be 1..20');
+  return opts;
+}
+
+function config(opts) {
+  const full = {
+    narinfoCount: 1000,
+    smallNarSize: 4096,
+    wrkThreads: 1,
+    wrkConnections: 32,
+    wrkSeconds: 3,
+    narinfoRounds: 5,
+    hitNarSize: 200 * MiB,
+    hitDownloadsPerRound: 2,
+    coldNarSize: 128 * MiB,
+    herdClients: 50,
+    herdNarSize: 64 * MiB,
+    rssNarSize: 1024 * MiB,
+    rssSampleMs: 50,
+    rounds: 3,
+    nginxWorkers: 1,
+  };
+  const quick = { narinfoCount: 200, wrkSeconds: 2, narinfoRounds: 2, hitNarSize: 32 * MiB, coldNarSize: 16 * MiB, herdNarSize: 8 * MiB, rssNarSize: 64 * MiB, rounds: 2 };
+  const c = { ...full, ...(opts.quick ? quick : {}) };
+  if (opts.rounds) c.rounds = c.narinfoRounds = opts.rounds;
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Set-up and tear-down
+
+const state = { tmp: undefined, keep: false, cleanup: undefined, removed: false, interrupted: false };
+
+const startedAt = performance.now();
+function log(message) {
+  const t = ((performance.now() - startedAt) / 1000).toFixed(1).padStart(6);
+  process.stderr.write(`[bench ${t}s] ${message}\n`);
+}
+
+function removeTmp() {
+  if (!state.tmp || state.keep || state.removed) return;
+  rmSync(state.tmp, { recursive: true, force: true });
+  state.removed = true;
+}
+
+/** Stops every child and removes the temp directory; every caller waits for the same run of it. */
+function cleanup() {
+  state.cleanup ??= (async () => {
+    await stopAll();
+    removeTmp();
+    if (state.tmp && state.keep) log(`kept ${state.tmp}`);
+  })();
+  return state.cleanup;
+}
+
+process.on('exit', () => {
+  killAllSync();
+  removeTmp();
+});
+for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]]) {
+  process.on(signal, () => {
+    if (state.interrupted) return;
+    state.interrupted = true;
+    log(`${signal}: stopping everything`);
+    cleanup().finally(() => process.exit(code));
+  });
+}
+
+function checkTools(ncps) {
+  const missing = [];
+  if (!existsSync(ncps)) missing.push(`${ncps} (run npm run build)`);
+  for (const tool of ['nginx', 'wrk', 'curl']) {
+    const found = (process.env.PATH ?? '').split(':').some((dir) => dir && existsSync(path.join(dir, tool)));
+    if (!found) missing.push(`${tool} (Debian: apt-get install -y nginx-light wrk curl)`);
+  }
+  if (missing.length) throw new Error(`missing: ${missing.join('; ')}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  const cfg = config(opts);
+  state.keep = opts.keep;
+  checkTools(opts.ncps);
+  const watchdog = setTimeout(() => {
+    log(`run exceeded ${RUN_LIMIT_MS / 60_000} minutes; aborting`);
+    cleanup().finally(() => process.exit(2));
+  }, RUN_LIMIT_MS);
+  watchdog.unref();
+
+  const env = environment(ROOT);
+  env.loadAverageStart = os.loadavg().map((x) => Math.round(x * 100) / 100);
+  log(`${env.cpuModel}, ${env.nproc} CPUs, ${env.memoryGiB} GiB, node ${env.node}, nginx ${env.nginx}`);
+  const tmp = (state.tmp = mkdtempSync(path.join(os.tmpdir(), 'ncps-bench-')));
+  const dirs = { data: path.join(tmp, 'upstream-data'), upstream: path.join(tmp, 'upstream'), proxy: path.join(tmp, 'nginx'), ncps: path.join(tmp, 'ncps') };
+  for (const d of Object.values(dirs)) mkdirSync(d, { recursive: true });
+
+  // The upstream cache: fresh NARs for every measurement that needs an uncached one.
+  const large = [];
+  const want = (p) => opts.only.includes(p);
+  if (want('nar-hit')) large.push({ label: 'hit', size: cfg.hitNarSize });
+  if (want('cold')) {
+    for (const t of ['ncps', 'nginx', 'direct']) large.push({ label: `cold-warmup-${t}`, size: MiB });
+    for (let r = 0; r < cfg.rounds; r++) for (const t of ['ncps', 'nginx', 'direct']) large.push({ label: `cold-${t}-${r}`, size: cfg.coldNarSize });
+  }
+  if (want('herd')) for (const t of ['ncps', 'nginx']) large.push({ label: `herd-${t}`, size: cfg.herdNarSize });
+  if (want('rss')) large.push({ label: 'rss', size: cfg.rssNarSize });
+  const totalMiB = large.reduce((s, l) => s + l.size, 0) / MiB;
+  log(`generating upstream: ${cfg.narinfoCount} narinfos + ${large.length} NARs (${totalMiB.toFixed(0)} MiB) in ${tmp}`);
+  const key = generateKey('bench-upstream-1');
+  const data = await generateUpstream(dirs.data, key, { count: cfg.narinfoCount, smallSize: cfg.smallNarSize, large });
+
+  // Processes.
+  const [upPort, ncpsPort, nginxPort] = [await freePort(), await freePort(), await freePort()];
+  const upstreamUrl = `http://127.0.0.1:${upPort}`;
+  const upstream = startNginx('upstream nginx', dirs.upstream, upstreamNginxConfig(dirs.upstream, upPort, dirs.data, cfg.nginxWorkers));
+  await waitForHttp(`${upstreamUrl}/nix-cache-info`, upstream);
+
+  const ncpsArgs = [
+    opts.ncps,
+    'serve',
+    `--server-addr=127.0.0.1:${ncpsPort}`,
+    `--cache-storage-local=${dirs.ncps}`,
+    '--cache-hostname=bench',
+    `--cache-upstream-url=${upstreamUrl}`,
+    `--cache-upstream-public-key=${key.publicText}`,
+    '--log-level=warn',
+  ];
+  if (opts.cpuProf) {
+    mkdirSync(opts.cpuProf, { recursive: true });
+    ncpsArgs.unshift('--cpu-prof', `--cpu-prof-dir=${opts.cpuProf}`);
+  }
+  const ncpsLog = path.join(tmp, 'ncps.log');
+  const startNcps = () => start('ncps', process.execPath, ncpsArgs, { logFile: ncpsLog, env: { ...process.env, NODE_ENV: 'production' } });
+  let ncps = startNcps();
+  const proxy = startNginx('nginx proxy_cache', dirs.proxy, proxyNginxConfig(dirs.proxy, nginxPort, upPort, cfg.nginxWorkers));
+  const targets = {
+    ncps: { key: 'ncps', url: `http://127.0.0.1:${ncpsPort}`, cpu: () => cpuMs(ctx.ncps.pid) },
+    nginx: { key: 'nginx', url: `http://127.0.0.1:${nginxPort}`, cpu: () => cpuMs(proxy.pid) },
+    direct: { key: 'direct', url: upstreamUrl, cpu: () => cpuMs(upstream.pid) },
+  };
+  await waitForHttp(`${targets.ncps.url}/nix-cache-info`, ncps);
+  await waitForHttp(`${targets.nginx.url}/nix-cache-info`, proxy);
+  log(`upstream ${upstreamUrl}, ncps ${targets.ncps.url} (pid ${ncps.pid}), nginx ${targets.nginx.url}`);
+
+  const ctx = {
+    cfg, tmp, dirs, data, targets, ncps, upstreamLog: path.join(dirs.upstream, 'access.log'),
+    /** Stops ncps and starts a fresh process on the same storage and port. */
+    restartNcps: async () => {
+      await stop(ctx.ncps, 'SIGTERM', 40_000);
+      ctx.ncps = ncps = startNcps();
+      await waitForHttp(`${targets.ncps.url}/nix-cache-info`, ncps);
+      return ncps;
+    },
+  };
+  const results = {};
+  if (want('narinfo')) results.narinfoHits = await phaseNarInfoHits(ctx);
+  if (want('nar-hit')) results.narHit = await phaseNarHit(ctx);
+  if (want('cold')) results.coldMiss = await phaseColdMiss(ctx);
+  if (want('herd')) results.herd = await phaseHerd(ctx);
+  if (want('rss')) results.rss = await phaseRss(ctx);
+
+  const ncpsWarnings = readFileSync(ncpsLog, 'utf8').split('\n').filter((l) => /"level":"(warn|error|fatal)"/.test(l));
+  log('stopping processes');
+  const ncpsExit = await stop(ctx.ncps, 'SIGTERM', 40_000);
+  env.loadAverageEnd = os.loadavg().map((x) => Math.round(x * 100) / 100);
+  await cleanup();
+  clearTimeout(watchdog);
+
+  const rows = tableRows(results, cfg);
+  const table = formatTable(rows);
+  const summary = {
+    environment: env,
+    config: { ...cfg, nginxConfig: 'proxy_cache_path … keys_zone=nix:16m; proxy_cache_valid 200 1d; proxy_cache_lock on; proxy_buffering on; upstream keepalive 16' },
+    results,
+    table: rows,
+    ncpsBinary: opts.ncps,
+    ncpsWarnings: ncpsWarnings.slice(0, 20),
+    ncpsExit,
+    ...(opts.cpuProf ? { cpuProfileDir: opts.cpuProf } : {}),
+  };
+  mkdirSync(opts.out, { recursive: true });
+  const stamp = env.date.replace(/[:.]/g, '-');
+  const json = `${JSON.stringify(summary, null, 2)}\n`;
+  writeFileSync(path.join(opts.out, 'latest.json'), json);
+  writeFileSync(path.join(opts.out, `run-${stamp}.json`), json);
+
+  process.stdout.write(`\nncps benchmark: ${env.cpuModel}, ${env.nproc} CPUs, ${env.memoryGiB} GiB RAM, node ${env.node}, nginx ${env.nginx}, ncps ${env.ncpsCommit}\n\n`);
+  process.stdout.write(`${table}\n\n`);
+  if (ncpsWarnings.length) process.stdout.write(`ncps logged ${ncpsWarnings.length} warnings/errors (first: ${ncpsWarnings[0]})\n`);
+  process.stdout.write(`results: ${path.join(opts.out, 'latest.json')}\n`);
+  if (opts.cpuProf) process.stdout.write(`CPU profile of ncps in ${opts.cpuProf} (summarise: node bench/profile-summary.mjs <file>)\n`);
+  const failed = rows.filter((r) => r.pass === 'FAIL');
+  if (failed.length) process.stdout.write(`missed targets: ${failed.map((r) => r.metric).join('; ')}\n`);
+  if (opts.strict && failed.length) process.exitCode = 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers shared by the phases
+
+/** GET requests the upstream served for `uriPath` so far (from its access log). */
+function upstreamFetches(ctx, uriPath) {
+  let text;
+  try {
+    text = readFileSync(ctx.upstreamLog, 'utf8');
+  } catch {
+    return 0;
+  }
+  let n = 0;
+  for (const line of text.split('\n')) {
+    const f = line.split(' ');
+    if (f[1] === 'GET' && f[2] === uriPath) n++;
+  }
+  return n;
+}
+
+/** Waits until the upstream log has not grown for `quietMs` (bounded by `timeoutMs`). */
+async function waitUpstreamQuiet(ctx, quietMs, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  let size = -1;
+  let since = Date.now();
+  while (Date.now() < deadline) {
+    const now = existsSync(ctx.upstreamLog) ? statSync(ctx.upstreamLog).size : 0;
+    if (now !== size) {
+      size = now;
+      since = Date.now();
+    } else if (Date.now() - since >= quietMs) return;
+    await sleep(100);
+  }
+  throw new Error(`upstream still busy after ${timeoutMs} ms`);
+}
+
+/** Waits until ncps has committed the NAR to its storage (its download is over). */
+async function waitStored(ctx, entry, timeoutMs = 120_000) {
+  const name = entry.narPath.slice('/nar/'.length);
+  const file = path.join(ctx.dirs.ncps, 'store', 'nar', name.slice(0, 1), name.slice(0, 2), name);
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (existsSync(file) && statSync(file).size === entry.size) return;
+    await sleep(20);
+  }
+  throw new Error(`ncps did not store ${name} within ${timeoutMs} ms`);
+}
+
+function expectOk(res, what, size) {
+  if (res.status !== 200) throw new Error(`${what}: HTTP ${res.status}`);
+  if (size !== undefined && res.bytes !== size) throw new Error(`${what}: got ${res.bytes} bytes, expected ${size}`);
+  return res;
+}
+
+/** Round r's order of the targets: rotated, so neither is always first after a quiet period. */
+function order(list, r) {
+  return list.map((_, i) => list[(i + r) % list.length]);
+}
+
+const mibps = (bytes, ms) => bytes / MiB / (ms / 1000);
+
+/**
+ * A client fetching a store path as Nix does: the narinfo, then its NAR on the same connection,
+ * with curl. Times are per transfer (see curl() in lib/http.mjs).
+ */
+async function fetchStorePath(base, entry, timeoutMs = 600_000) {
+  const [narInfo, nar] = await curl([base + entry.narInfoPath, base + entry.narPath], { timeoutMs, capture });
+  expectOk(narInfo, `${base}${entry.narInfoPath}`);
+  expectOk(nar, `${base}${entry.narPath}`, entry.size);
+  return { narInfo, nar };
+}
+
+/** The same with the in-process client, for many concurrent clients (no process per client). */
+async function fetchStorePathNode(base, entry, timeoutMs = 600_000) {
+  const a = agent(1);
+  try {
+    const narInfo = expectOk(await get(base + entry.narInfoPath, { agent: a, timeoutMs: 30_000 }), `${base}${entry.narInfoPath}`);
+    const nar = expectOk(await get(base + entry.narPath, { agent: a, timeoutMs }), `${base}${entry.narPath}`, entry.size);
+    return { narInfo, nar };
+  } finally {
+    a.destroy();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. narinfo hits per second
+
+async function runWrk(ctx, base, seconds, n) {
+  const { cfg, tmp } = ctx;
+  const logFile = path.join(tmp, `wrk-${n}.log`);
+  const child = start('wrk', 'wrk', [
+    `-t${cfg.wrkThreads}`,
+    `-c${cfg.wrkConnections}`,
+    `-d${seconds}s`,
+    '--timeout', '5s',
+    '-s', path.join(ROOT, 'bench', 'lib', 'narinfos.lua'),
+    base,
+    '--',
+    ctx.pathsFile,
+  ], { logFile });
+  const timer = setTimeout(() => child.kill('SIGKILL'), (seconds + 20) * 1000);
+  const exit = await child.exited;
+  clearTimeout(timer);
+  const out = readFileSync(logFile, 'utf8');
+  const line = out.split('\n').find((l) => l.startsWith('BENCHJSON '));
+  if (!line || exit.code !== 0) throw new Error(`wrk failed (${JSON.stringify(exit)}): ${out.slice(-500)}`);
+  const r = JSON.parse(line.slice('BENCHJSON '.length));
+  const errors = r.connect_errors + r.read_errors + r.write_errors + r.status_errors + r.timeouts;
+  if (errors > 0) throw new Error(`wrk against ${base} saw errors: ${line}`);
+  return { rps: r.requests / (r.duration_us / 1e6), ...r };
+}
+
+async function phaseNarInfoHits(ctx) {
+  const { cfg, data, targets } = ctx;
+  log(`narinfo hits: warming both caches with ${data.small.length} narinfos`);
+  ctx.pathsFile = path.join(ctx.tmp, 'narinfo-paths.txt');
+  writeFileSync(ctx.pathsFile, `${data.small.map((e) => e.narInfoPath).join('\n')}\n`);
+  for (const t of [targets.ncps, targets.nginx]) {
+    const a = agent(8);
+    await mapLimit(data.small, 8, async (e) => expectOk(await get(t.url + e.narInfoPath, { agent: a, timeoutMs: 30_000 }), `${t.key} ${e.narInfoPath}`));
+    a.destroy();
+  }
+  // ncps prefetches each NAR after a narinfo miss; let that finish before measuring.
+  await waitUpstreamQuiet(ctx, 1000, 120_000);
+  const check = await get(targets.nginx.url + data.small[0].narInfoPath);
+  if (check.headers['x-cache-status'] !== 'HIT') throw new Error(`nginx narinfo not cached (X-Cache-Status ${check.headers['x-cache-status']})`);
+  const before = upstreamNarInfoCount(ctx);
+
+  let n = 0;
+  for (const t of [targets.ncps, targets.nginx]) await runWrk(ctx, t.url, 1, n++); // warm-up (JIT, connections)
+  const rounds = [];
+  for (let r = 0; r < cfg.narinfoRounds; r++) {
+    const round = {};
+    for (const t of order([targets.ncps, targets.nginx], r)) {
+      const cpu0 = t.cpu();
+      const res = await runWrk(ctx, t.url, cfg.wrkSeconds, n++);
+      res.cpuUsPerRequest = ((t.cpu() - cpu0) * 1000) / res.requests;
+      round[t.key] = res;
+      log(`narinfo hits round ${r + 1}/${cfg.narinfoRounds} ${t.key}: ${fmt.int(res.rps)} req/s (p99 ${(res.latency_p99_us / 1000).toFixed(2)} ms)`);
+    }
+    rounds.push(round);
+  }
+  const upstreamDuring = upstreamNarInfoCount(ctx) - before;
+  const ncps = median(rounds.map((r) => r.ncps.rps));
+  const nginx = median(rounds.map((r) => r.nginx.rps));
+  return {
+    unit: 'req/s',
+    ncps,
+    nginx,
+    // Each round runs both back to back, so the per-round ratio cancels slow drifts in machine load.
+    ratio: median(rounds.map((r) => r.ncps.rps / r.nginx.rps)),
+    cpuUsPerRequest: { ncps: median(rounds.map((r) => r.ncps.cpuUsPerRequest)), nginx: median(rounds.map((r) => r.nginx.cpuUsPerRequest)) },
+    upstreamRequestsDuring: upstreamDuring,
+    rounds,
+  };
+}
+
+function upstreamNarInfoCount(ctx) {
+  try {
+    return readFileSync(ctx.upstreamLog, 'utf8').split('\n').filter((l) => l.includes('.narinfo ')).length;
+  } catch {
+    return 0;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. NAR hit throughput
+
+async function phaseNarHit(ctx) {
+  const { cfg, data, targets } = ctx;
+  const e = data.large.hit;
+  log(`NAR hits: warming both caches with a ${e.size / MiB} MiB NAR`);
+  await fetchStorePath(targets.ncps.url, e);
+  await waitStored(ctx, e);
+  await fetchStorePath(targets.nginx.url, e);
+  for (const t of [targets.ncps, targets.nginx]) expectOk((await curl([t.url + e.narPath], { capture }))[0], `${t.key} warm`, e.size);
+  const hit = await get(targets.nginx.url + e.narPath);
+  if (hit.headers['x-cache-status'] !== 'HIT') throw new Error(`nginx NAR not cached (X-Cache-Status ${hit.headers['x-cache-status']})`);
+  const before = upstreamFetches(ctx, e.narPath);
+
+  const rounds = [];
+  for (let r = 0; r < cfg.rounds; r++) {
+    const round = { ncps: [], nginx: [] };
+    for (const t of order([targets.ncps, targets.nginx], r)) {
+      for (let i = 0; i < cfg.hitDownloadsPerRound; i++) {
+        const cpu0 = t.cpu();
+        const [res] = await curl([t.url + e.narPath], { timeoutMs: 120_000, capture });
+        const cpuMsPerMiB = (t.cpu() - cpu0) / (e.size / MiB);
+        expectOk(res, `${t.key} NAR hit`, e.size);
+        round[t.key].push({ mibps: mibps(res.bytes, res.totalMs), ttfbMs: res.ttfbMs, ms: res.totalMs, cpuMsPerMiB });
+      }
+    }
+    log(`NAR hits round ${r + 1}/${cfg.rounds}: ncps ${round.ncps.map((x) => fmt.int(x.mibps)).join(', ')} MiB/s; nginx ${round.nginx.map((x) => fmt.int(x.mibps)).join(', ')} MiB/s`);
+    rounds.push(round);
+  }
+  const upstreamDuring = upstreamFetches(ctx, e.narPath) - before;
+  if (upstreamDuring !== 0) throw new Error(`NAR hits went upstream ${upstreamDuring} times`);
+  const all = (k, f) => rounds.flatMap((r) => r[k].map((x) => x[f]));
+  const ncps = median(all('ncps', 'mibps'));
+  const nginx = median(all('nginx', 'mibps'));
+  return {
+    unit: 'MiB/s',
+    sizeMiB: e.size / MiB,
+    ncps,
+    nginx,
+    ratio: median(rounds.map((r) => median(r.ncps.map((x) => x.mibps)) / median(r.nginx.map((x) => x.mibps)))),
+    cpuMsPerMiB: { ncps: median(all('ncps', 'cpuMsPerMiB')), nginx: median(all('nginx', 'cpuMsPerMiB')) },
+    rounds,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Cold miss: time to first byte and throughput, against fetching straight from upstream
+
+async function phaseColdMiss(ctx) {
+  const { cfg, data, targets } = ctx;
+  log(`cold misses: ${cfg.rounds} rounds of a fresh ${cfg.coldNarSize / MiB} MiB NAR via ncps, nginx and direct`);
+  // One unmeasured miss each first, so no measured round pays for first-use costs (JIT, connections).
+  for (const t of [targets.ncps, targets.nginx, targets.direct]) {
+    const e = data.large[`cold-warmup-${t.key}`];
+    await fetchStorePath(t.url, e);
+    if (t.key === 'ncps') await waitStored(ctx, e);
+  }
+  const rounds = [];
+  for (let r = 0; r < cfg.rounds; r++) {
+    const round = {};
+    for (const t of order([targets.ncps, targets.nginx, targets.direct], r)) {
+      const e = data.large[`cold-${t.key}-${r}`];
+      const cpu0 = t.cpu();
+      const { narInfo, nar } = await fetchStorePath(t.url, e);
+      round[t.key] = {
+        // What a Nix client waits for: narinfo request sent -> first NAR byte.
+        ttfbMs: narInfo.totalMs + nar.ttfbMs,
+        narInfoMs: narInfo.totalMs,
+        narTtfbMs: nar.ttfbMs,
+        mibps: mibps(nar.bytes, nar.totalMs),
+        totalMs: narInfo.totalMs + nar.totalMs,
+      };
+      // Let ncps finish its commit (fsync, rename, database) before the next measurement starts.
+      if (t.key === 'ncps') await waitStored(ctx, e);
+      await waitUpstreamQuiet(ctx, 200, 60_000);
+      // CPU of the proxy (for "direct": of the upstream server), committing included.
+      round[t.key].cpuMsPerMiB = (t.cpu() - cpu0) / (e.size / MiB);
+      round[t.key].upstreamNarFetches = upstreamFetches(ctx, e.narPath);
+    }
+    log(
+      `cold round ${r + 1}/${cfg.rounds}: ` +
+        ['ncps', 'nginx', 'direct'].map((k) => `${k} ttfb ${fmt.f1(round[k].ttfbMs)} ms, ${fmt.int(round[k].mibps)} MiB/s`).join('; '),
+    );
+    rounds.push(round);
+  }
+  const m = (k, f) => median(rounds.map((r) => r[k][f]));
+  const out = { sizeMiB: cfg.coldNarSize / MiB, rounds };
+  for (const k of ['ncps', 'nginx', 'direct']) {
+    out[k] = {
+      ttfbMs: m(k, 'ttfbMs'), narInfoMs: m(k, 'narInfoMs'), narTtfbMs: m(k, 'narTtfbMs'), mibps: m(k, 'mibps'), totalMs: m(k, 'totalMs'), cpuMsPerMiB: m(k, 'cpuMsPerMiB'),
+    };
+  }
+  // Ratios are "fraction of direct performance" (direct time / proxy time, proxy MiB/s / direct
+  // MiB/s), per round (all three run back to back), then the median over rounds.
+  const ratio = (f) => median(rounds.map(f));
+  out.ttfbRatio = ratio((r) => r.direct.ttfbMs / r.ncps.ttfbMs);
+  out.throughputRatio = ratio((r) => r.ncps.mibps / r.direct.mibps);
+  out.nginxTtfbRatio = ratio((r) => r.direct.ttfbMs / r.nginx.ttfbMs);
+  out.nginxThroughputRatio = ratio((r) => r.nginx.mibps / r.direct.mibps);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Thundering herd: upstream fetches for concurrent clients asking for one uncached NAR
+
+async function phaseHerd(ctx) {
+  const { cfg, data, targets } = ctx;
+  const out = { clients: cfg.herdClients, sizeMiB: cfg.herdNarSize / MiB };
+  for (const t of [targets.ncps, targets.nginx]) {
+    const e = data.large[`herd-${t.key}`];
+    log(`herd: ${cfg.herdClients} concurrent clients fetch one uncached ${e.size / MiB} MiB store path via ${t.key}`);
+    const cpu0 = t.cpu();
+    const started = performance.now();
+    const clients = await Promise.all(
+      Array.from({ length: cfg.herdClients }, async () => {
+        const { narInfo, nar } = await fetchStorePathNode(t.url, e);
+        return { ttfbMs: nar.tFirstByte - narInfo.t0, totalMs: nar.tEnd - narInfo.t0, cache: nar.headers['x-cache-status'] };
+      }),
+    );
+    const wallMs = performance.now() - started;
+    if (t.key === 'ncps') await waitStored(ctx, e);
+    await waitUpstreamQuiet(ctx, 500, 60_000);
+    const totals = clients.map((c) => c.totalMs);
+    out[t.key] = {
+      upstreamNarFetches: upstreamFetches(ctx, e.narPath),
+      cpuMs: t.cpu() - cpu0,
+      upstreamNarInfoFetches: upstreamFetches(ctx, e.narInfoPath),
+      wallMs,
+      clientTotalMsMedian: median(totals),
+      clientTotalMsMax: Math.max(...totals),
+      clientTtfbMsMedian: median(clients.map((c) => c.ttfbMs)),
+      ...(t.key === 'nginx' ? { cacheStatuses: countBy(clients.map((c) => c.cache)) } : {}),
+    };
+    log(`herd ${t.key}: ${out[t.key].upstreamNarFetches} upstream NAR fetch(es), ${out[t.key].upstreamNarInfoFetches} narinfo fetch(es); client median ${fmt.int(out[t.key].clientTotalMsMedian)} ms, max ${fmt.int(out[t.key].clientTotalMsMax)} ms`);
+  }
+  return out;
+}
+
+function countBy(values) {
+  const counts = {};
+  for (const v of values) counts[v ?? 'none'] = (counts[v ?? 'none'] ?? 0) + 1;
+  return counts;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Peak RSS of ncps while streaming a large NAR on a cold miss
+
+function procStatusKiB(pid, field) {
+  const text = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text)?.[1]);
+}
+
+async function phaseRss(ctx) {
+  const { cfg, data, targets } = ctx;
+  const e = data.large.rss;
+  // The earlier phases leave a grown V8 heap behind; note it, then measure a fresh process so the
+  // number is about streaming, not about what the heap happened to keep from the narinfo load.
+  const earlier = { vmRssMiB: procStatusKiB(ctx.ncps.pid, 'VmRSS') / 1024, vmHwmMiB: procStatusKiB(ctx.ncps.pid, 'VmHWM') / 1024 };
+  log(`RSS: ncps after the earlier phases: VmRSS ${fmt.f1(earlier.vmRssMiB)} MiB, VmHWM ${fmt.f1(earlier.vmHwmMiB)} MiB; restarting it`);
+  const ncps = await ctx.restartNcps();
+  await sleep(1000);
+  const pid = ncps.pid;
+  log(`RSS: streaming a fresh ${e.size / MiB} MiB NAR through ncps (cold miss), sampling /proc/${pid}/status every ${cfg.rssSampleMs} ms`);
+  const baselineKiB = procStatusKiB(pid, 'VmRSS');
+  let hwmReset = false;
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, '5'); // resets VmHWM to the current RSS
+    hwmReset = true;
+  } catch {
+    // not permitted: rely on the samples alone
+  }
+  const samples = [];
+  const sample = () => {
+    try {
+      samples.push(procStatusKiB(pid, 'VmRSS'));
+    } catch {
+      // process gone; the fetch will fail too
+    }
+  };
+  const sampler = setInterval(sample, cfg.rssSampleMs);
+  let fetched;
+  try {
+    fetched = await fetchStorePath(targets.ncps.url, e);
+    await waitStored(ctx, e);
+  } finally {
+    clearInterval(sampler);
+  }
+  sample();
+  const hwmKiB = procStatusKiB(pid, 'VmHWM');
+  const sampledPeakKiB = Math.max(...samples);
+  const peakKiB = hwmReset ? Math.max(hwmKiB, sampledPeakKiB) : sampledPeakKiB;
+  const { narInfo, nar } = fetched;
+  const out = {
+    sizeMiB: e.size / MiB,
+    earlierPhases: earlier,
+    baselineMiB: baselineKiB / 1024,
+    peakMiB: peakKiB / 1024,
+    sampledPeakMiB: sampledPeakKiB / 1024,
+    vmHwmMiB: hwmReset ? hwmKiB / 1024 : null,
+    samples: samples.length,
+    mibps: mibps(nar.bytes, nar.totalMs),
+    ttfbMs: narInfo.totalMs + nar.ttfbMs,
+  };
+  log(`RSS: baseline ${fmt.f1(out.baselineMiB)} MiB, peak ${fmt.f1(out.peakMiB)} MiB (${samples.length} samples), ${fmt.int(out.mibps)} MiB/s`);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The table
+
+function tableRows(results, cfg) {
+  const rows = [];
+  const verdict = (ok) => (ok ? 'PASS' : 'FAIL');
+  const n = results.narinfoHits;
+  if (n) {
+    rows.push({
+      metric: `1. narinfo hits/s (wrk -t${cfg.wrkThreads} -c${cfg.wrkConnections}, ${cfg.narinfoCount} paths)`,
+      ncps: fmt.int(n.ncps), other: `${fmt.int(n.nginx)} (nginx)`, ratio: fmt.f2(n.ratio), target: '>= 0.5', pass: verdict(n.ratio >= 0.5),
+    });
+  }
+  if (n) {
+    rows.push({
+      metric: '1b. (info) CPU us per narinfo hit',
+      ncps: fmt.int(n.cpuUsPerRequest.ncps), other: `${fmt.int(n.cpuUsPerRequest.nginx)} (nginx)`, ratio: '', target: 'info', pass: '',
+    });
+  }
+  const h = results.narHit;
+  if (h) {
+    rows.push({
+      metric: `2. NAR hit MiB/s (${h.sizeMiB} MiB)`,
+      ncps: fmt.int(h.ncps), other: `${fmt.int(h.nginx)} (nginx)`, ratio: fmt.f2(h.ratio), target: '>= 0.8', pass: verdict(h.ratio >= 0.8),
+    });
+    rows.push({
+      metric: '2b. (info) CPU ms per MiB, NAR hit',
+      ncps: fmt.f2(h.cpuMsPerMiB.ncps), other: `${fmt.f2(h.cpuMsPerMiB.nginx)} (nginx)`, ratio: '', target: 'info', pass: '',
+    });
+  }
+  const c = results.coldMiss;
+  if (c) {
+    rows.push({
+      metric: `3a. cold miss TTFB ms, narinfo->1st NAR byte (${c.sizeMiB} MiB)`,
+      ncps: fmt.f1(c.ncps.ttfbMs), other: `${fmt.f1(c.direct.ttfbMs)} (direct)`, ratio: fmt.f2(c.ttfbRatio), target: '>= 0.9', pass: verdict(c.ttfbRatio >= 0.9),
+    });
+    rows.push({
+      metric: `3b. cold miss NAR MiB/s (${c.sizeMiB} MiB)`,
+      ncps: fmt.int(c.ncps.mibps), other: `${fmt.int(c.direct.mibps)} (direct)`, ratio: fmt.f2(c.throughputRatio), target: '>= 0.9', pass: verdict(c.throughputRatio >= 0.9),
+    });
+    rows.push({
+      metric: '3c. (info) nginx cold miss TTFB ms / MiB/s',
+      ncps: '', other: `${fmt.f1(c.nginx.ttfbMs)} / ${fmt.int(c.nginx.mibps)}`, ratio: `${fmt.f2(c.nginxTtfbRatio)} / ${fmt.f2(c.nginxThroughputRatio)}`, target: 'info', pass: '',
+    });
+    rows.push({
+      metric: '3d. (info) cold miss narinfo ms / NAR TTFB ms',
+      ncps: `${fmt.f1(c.ncps.narInfoMs)} / ${fmt.f1(c.ncps.narTtfbMs)}`, other: `${fmt.f1(c.direct.narInfoMs)} / ${fmt.f1(c.direct.narTtfbMs)} (direct)`, ratio: '', target: 'info', pass: '',
+    });
+    rows.push({
+      metric: '3e. (info) CPU ms per MiB, cold miss',
+      ncps: fmt.f2(c.ncps.cpuMsPerMiB), other: `${fmt.f2(c.nginx.cpuMsPerMiB)} (nginx)`, ratio: '', target: 'info', pass: '',
+    });
+  }
+  const herd = results.herd;
+  if (herd) {
+    rows.push({
+      metric: `4. upstream NAR fetches, ${herd.clients} clients, 1 uncached NAR`,
+      ncps: String(herd.ncps.upstreamNarFetches), other: `${herd.nginx.upstreamNarFetches} (nginx)`, ratio: '', target: 'ncps = 1', pass: verdict(herd.ncps.upstreamNarFetches === 1),
+    });
+    rows.push({
+      metric: `4b. (info) herd client time median / max ms`,
+      ncps: `${fmt.int(herd.ncps.clientTotalMsMedian)} / ${fmt.int(herd.ncps.clientTotalMsMax)}`,
+      other: `${fmt.int(herd.nginx.clientTotalMsMedian)} / ${fmt.int(herd.nginx.clientTotalMsMax)}`, ratio: '', target: 'info', pass: '',
+    });
+  }
+  const r = results.rss;
+  if (r) {
+    rows.push({
+      metric: `5. ncps peak RSS MiB, cold ${r.sizeMiB} MiB NAR`,
+      ncps: fmt.f1(r.peakMiB), other: '', ratio: '', target: '< 150', pass: verdict(r.peakMiB < 150),
+    });
+    rows.push({
+      metric: '5b. (info) ncps RSS MiB: fresh idle / after phases 1-4 (VmHWM)',
+      ncps: `${fmt.f1(r.baselineMiB)} / ${fmt.f1(r.earlierPhases.vmHwmMiB)}`, other: '', ratio: '', target: 'info', pass: '',
+    });
+  }
+  return rows;
+}
+
+main().catch(async (error) => {
+  if (error instanceof UsageError) process.stderr.write(`bench: ${error.message} (see --help)\n`);
+  else if (!state.interrupted) log(`failed: ${error.stack ?? error}`);
+  await cleanup();
+  process.exit(state.interrupted ? 130 : 1);
+});
