@@ -24,9 +24,10 @@ import type { Storage } from '../storage/storage';
 import type { Logger } from '../telemetry/logger';
 import { SpanStatusCode } from '@opentelemetry/api';
 import type { Metrics } from '../telemetry/metrics';
-import { tracer } from '../telemetry/otel';
+import { tracer } from '../telemetry/tracing';
 import type { UpstreamPool } from '../upstream/pool';
 import { InvalidLegacyNarInfo, type LegacyNarInfoMigrator } from '../migrate/narinfo';
+import { NarInfoMemo } from './narinfo-memo';
 import { NegativeCache } from './negative-cache';
 import { AlreadyStored, NarDownload, NotFoundUpstream, type ExpectedFile } from './download';
 import { NAR_FILE_NAME } from './names';
@@ -90,6 +91,7 @@ export class Cache {
   private readonly touchedNars = new Set<string>();
   private readonly touchTimer: NodeJS.Timeout;
   private readonly absent: NegativeCache;
+  private readonly memo = new NarInfoMemo();
 
   constructor(options: CacheOptions) {
     this.options = options;
@@ -100,10 +102,17 @@ export class Cache {
 
   /** The narinfo for a store path hash (already validated by the caller), or undefined. */
   async getNarInfo(hash: string, read: ReadOptions = { upstream: true }): Promise<NarInfoResult | undefined> {
+    const memo = this.memo.get(hash);
+    if (memo !== undefined) {
+      this.touched.add(hash);
+      return { text: memo, source: 'hit' };
+    }
     const stored = await this.options.db.getNarInfo(hash);
     if (stored) {
       this.touched.add(hash);
-      return { text: formatNarInfo(this.withOurSignature(stored)), source: 'hit' };
+      const text = formatNarInfo(this.withOurSignature(stored));
+      this.memo.set(hash, text);
+      return { text, source: 'hit' };
     }
     const legacy = await this.fromLegacyFile(hash);
     if (legacy) {
@@ -258,7 +267,8 @@ export class Cache {
           return { source: 'hit', size, stream: part.stream, range };
         }
       }
-    } else {
+    } else if (!this.downloads.has(name)) {
+      // (While a download is in flight the file cannot be in storage yet: skip the failing open.)
       const stored = await storage.getNar(name);
       if (stored) {
         this.touchedNars.add(name);
@@ -373,9 +383,10 @@ export class Cache {
     }
   }
 
-  /** Forgets that a path was absent upstream (it was just uploaded, say). */
-  forgetAbsent(hash: string): void {
+  /** Forgets what this instance remembers about a path (it was uploaded, deleted or evicted). */
+  forget(hash: string): void {
     this.absent.delete(hash);
+    this.memo.delete(hash);
   }
 }
 

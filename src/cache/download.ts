@@ -116,15 +116,20 @@ export class NarDownload extends EventEmitter {
   }
 
   private sink(hash: ReturnType<typeof createHash>): Writable {
+    // Chunks that queue up while a write is in flight go out together (writev): one trip to
+    // the thread pool for many network chunks.
+    const flush = (chunks: Buffer[], callback: (error?: Error | null) => void) => {
+      const data = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+      this.writeChunk(data).then(() => {
+        hash.update(data);
+        this.emit('change');
+        callback();
+      }, callback);
+    };
     return new Writable({
       highWaterMark: 1 << 20,
-      write: (chunk: Buffer, _encoding, callback) => {
-        this.writeChunk(chunk).then(() => {
-          hash.update(chunk);
-          this.emit('change');
-          callback();
-        }, callback);
-      },
+      write: (chunk: Buffer, _encoding, callback) => flush([chunk], callback),
+      writev: (chunks, callback) => flush(chunks.map((c) => c.chunk as Buffer), callback),
     });
   }
 
@@ -175,7 +180,7 @@ export class NarDownload extends EventEmitter {
       download.maybeCloseFd();
     };
     return new Readable({
-      highWaterMark: 1 << 18,
+      highWaterMark: 1 << 20,
       read(size) {
         download.nextChunk(position, end, size).then(
           (chunk) => {
@@ -202,7 +207,7 @@ export class NarDownload extends EventEmitter {
     for (;;) {
       const limit = end === undefined ? this.bytesWritten : Math.min(this.bytesWritten, end + 1);
       if (position < limit) {
-        const length = Math.min(limit - position, Math.max(size, 1 << 16));
+        const length = Math.min(limit - position, Math.max(size, 1 << 20));
         const buffer = Buffer.allocUnsafe(length);
         const { bytesRead } = await readAsync(this.fd, buffer, 0, length, position);
         return bytesRead === length ? buffer : buffer.subarray(0, bytesRead);

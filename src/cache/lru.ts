@@ -9,6 +9,7 @@ import type { Locker } from '../lock/locker';
 import type { Storage } from '../storage/storage';
 import type { Logger } from '../telemetry/logger';
 import type { Metrics } from '../telemetry/metrics';
+import { MEMO_TTL_MS } from './narinfo-memo';
 
 export interface LruOptions {
   db: Database;
@@ -18,6 +19,8 @@ export interface LruOptions {
   metrics: Metrics;
   maxSizeBytes: number;
   lockTtlMs: number;
+  /** Called for each evicted narinfo, before its NAR is removed (the cache drops its memo). */
+  onEvicted?: (hash: string) => void;
 }
 
 export interface LruResult {
@@ -71,16 +74,22 @@ export class LruCleaner {
           logger.warn({ storedBytes, maxSizeBytes }, 'store is over its maximum size, but everything left is pinned');
           break;
         }
+        const doomed: string[] = [];
         for (const hash of candidates) {
           const { deleted, orphanedNarFiles } = await db.deleteNarInfo(hash);
           if (deleted) evictedNarInfos++;
+          this.options.onEvicted?.(hash);
           for (const file of orphanedNarFiles) {
-            await storage.deleteNar(file.name);
+            doomed.push(file.name);
             freedBytes += file.size;
             storedBytes -= file.size;
           }
           if (storedBytes <= maxSizeBytes) break;
         }
+        // Any instance may still serve a narinfo it memoised just before the delete: let that
+        // memo expire before its NAR goes (database first, then files, with a gap in between).
+        if (doomed.length > 0) await new Promise((resolve) => setTimeout(resolve, MEMO_TTL_MS + 100));
+        for (const name of doomed) await storage.deleteNar(name);
       }
       metrics.lruBytesFreed.inc(freedBytes);
       if (evictedNarInfos > 0) logger.info({ evictedNarInfos, freedBytes, sizeAfter: storedBytes }, 'LRU clean-up evicted paths');

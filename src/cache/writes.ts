@@ -124,13 +124,14 @@ export class CacheWrites {
     await db.markNarFileStored(name, size);
     // A re-upload in another compression replaces the narinfo; its old NAR must not linger.
     for (const orphan of orphaned) await storage.deleteNar(orphan.name);
-    cache.forgetAbsent(hash);
+    cache.forget(hash);
     this.options.logger.info({ hash, storePath: narInfo.storePath }, 'narinfo uploaded');
   }
 
   /** Deletes a narinfo, then (database first) any NAR file no narinfo needs any more. */
   async deleteNarInfo(hash: string): Promise<boolean> {
     const { deleted, orphanedNarFiles } = await this.options.db.deleteNarInfo(hash);
+    this.options.cache.forget(hash);
     for (const file of orphanedNarFiles) await this.options.storage.deleteNar(file.name);
     return deleted;
   }
@@ -138,6 +139,7 @@ export class CacheWrites {
   /** Deletes a NAR file and every narinfo that points at it, so none is left dangling. */
   async deleteNar(name: string): Promise<boolean> {
     const hashes = await this.options.db.deleteNarFile(name);
+    for (const hash of hashes) this.options.cache.forget(hash);
     const existed = (await this.options.storage.statNar(name)) !== undefined;
     await this.options.storage.deleteNar(name);
     return existed || hashes.length > 0;

@@ -9,9 +9,7 @@ import { UnsupportedDatabaseError } from '../db/database';
 import { openDatabase, redactDatabaseUrl } from '../db/open';
 import { LocalLocker } from '../lock/local';
 import type { Locker } from '../lock/locker';
-import { RedisLocker } from '../lock/redis';
 import { LocalStorage } from '../storage/local';
-import { S3Storage } from '../storage/s3';
 import type { Storage } from '../storage/storage';
 import type { Logger } from '../telemetry/logger';
 
@@ -54,6 +52,8 @@ export type ConfiguredStorage = Storage & {
 };
 
 /** S3 when a bucket is configured, else the local directory. */
+// The S3, Redis and PostgreSQL clients are loaded only when configured: together they hold tens
+// of megabytes that a single-host instance never needs.
 export function openConfiguredStorage(config: LoadedConfig): ConfiguredStorage {
   const bucket = config.get<string>('cache.storage.s3.bucket');
   const tempPath = config.get<string>('cache.temp-path');
@@ -64,6 +64,7 @@ export function openConfiguredStorage(config: LoadedConfig): ConfiguredStorage {
     if (Boolean(accessKeyId) !== Boolean(secretAccessKey)) {
       throw new ConfigError('--cache-storage-s3-access-key-id and --cache-storage-s3-secret-access-key go together');
     }
+    const { S3Storage } = require('../storage/s3') as typeof import('../storage/s3');
     const storage = new S3Storage({
       bucket,
       region: s3('region') || 'us-east-1',
@@ -87,6 +88,7 @@ export function createLocker(config: LoadedConfig, logger: Logger): Locker & { c
     if (backend === 'redis') throw new ConfigError('--cache-lock-backend=redis needs --cache-redis-addrs');
     return new LocalLocker();
   }
+  const { RedisLocker } = require('../lock/redis') as typeof import('../lock/redis');
   return new RedisLocker({
     addrs,
     db: config.get<number>('cache.redis.db'),

@@ -17,7 +17,6 @@ import { parsePublicKey, type PublicKey } from '../nix';
 import { buildApp } from '../server/app';
 import { createLogger, type Logger } from '../telemetry/logger';
 import { Metrics } from '../telemetry/metrics';
-import { startOpenTelemetry } from '../telemetry/otel';
 import { SystemdNotifier } from '../telemetry/systemd';
 import { VERSION } from './version';
 import { parseNetrc, type Netrc } from '../upstream/netrc';
@@ -211,7 +210,16 @@ async function serve(argv: string[]): Promise<number> {
 
   let lru: LruCleaner | undefined;
   if (settings.maxSizeBytes > 0) {
-    lru = new LruCleaner({ db, storage, locker, logger, metrics, maxSizeBytes: settings.maxSizeBytes, lockTtlMs: settings.lruLockTtlMs });
+    lru = new LruCleaner({
+      db,
+      storage,
+      locker,
+      logger,
+      metrics,
+      maxSizeBytes: settings.maxSizeBytes,
+      lockTtlMs: settings.lruLockTtlMs,
+      onEvicted: (hash) => cache.forget(hash),
+    });
     lru.start(settings.lruSchedule || DEFAULT_LRU_SCHEDULE, settings.lruTimezone);
   } else if (settings.lruSchedule) {
     logger.warn('--cache-lru-schedule has no effect without --cache-max-size');
@@ -230,7 +238,7 @@ async function serve(argv: string[]): Promise<number> {
     'ncps is serving',
   );
   const otel = config.get<boolean>('opentelemetry.enabled')
-    ? await startOpenTelemetry({
+    ? await (require('../telemetry/otel') as typeof import('../telemetry/otel')).startOpenTelemetry({
         url: config.get<string>('opentelemetry.grpc-url'),
         registry: metrics.registry,
         logger,

@@ -1,7 +1,6 @@
 // Chooses the Database implementation from --cache-database-url.
 
 import { UnsupportedDatabaseError, type Database } from './database';
-import { PostgresDatabase } from './postgres';
 import { SqliteDatabase, sqlitePathFromUrl } from './sqlite';
 
 export interface PoolSettings {
@@ -33,8 +32,11 @@ export function openDatabase(url: string, pool: PoolSettings): Database {
   switch (databaseKind(url)) {
     case 'sqlite':
       return new SqliteDatabase(sqlitePathFromUrl(url));
-    case 'postgres':
+    case 'postgres': {
+      // Loaded on demand: a SQLite instance never needs the PostgreSQL client in memory.
+      const { PostgresDatabase } = require('./postgres') as typeof import('./postgres');
       return new PostgresDatabase(url, { maxOpenConns: pool.maxOpenConns, maxIdleConns: pool.maxIdleConns });
+    }
   }
 }
 

@@ -7,7 +7,7 @@ import type { Cache, CacheSource } from '../cache/cache';
 import type { CacheWrites } from '../cache/writes';
 import type { Logger } from '../telemetry/logger';
 import type { Metrics } from '../telemetry/metrics';
-import { tracer } from '../telemetry/otel';
+import { tracer } from '../telemetry/tracing';
 import { createAuthHook, type Access } from './auth';
 import { HttpError } from './errors';
 import { registerCacheInfoRoutes } from './routes/cache-info';

@@ -24,7 +24,9 @@ export class LocalStorage implements Storage {
   async getNar(name: string, range?: ByteRange): Promise<StoredNar | undefined> {
     const file = this.narPath(name);
     // Open first, then stat the open descriptor: the file cannot vanish in between.
-    const stream = createReadStream(file, range ? { start: range.start, end: range.end } : {});
+    // 1 MiB reads: a quarter of the syscalls and event-loop turns of the 64 KiB default, which is
+    // what bounds NAR hit throughput (measured with bench/).
+    const stream = createReadStream(file, { highWaterMark: 1 << 20, ...(range ? { start: range.start, end: range.end } : {}) });
     try {
       await new Promise<void>((resolve, reject) => {
         stream.once('open', () => resolve());

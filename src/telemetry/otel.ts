@@ -24,9 +24,6 @@ export interface OpenTelemetryHandle {
   shutdown(): Promise<void>;
 }
 
-/** The tracer the rest of ncps uses; a no-op until startOpenTelemetry registers a provider. */
-export const tracer = () => trace.getTracer('ncps');
-
 export async function startOpenTelemetry(options: OpenTelemetryOptions): Promise<OpenTelemetryHandle> {
   const { url, registry, logger } = options;
   const resource = resourceFromAttributes({ 'service.name': 'ncps', 'service.version': options.serviceVersion });
