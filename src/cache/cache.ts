@@ -20,7 +20,7 @@ import {
   type PublicKey,
   type SecretKey,
 } from '../nix';
-import type { Storage } from '../storage/storage';
+import type { AuxKind, Storage } from '../storage/storage';
 import type { Logger } from '../telemetry/logger';
 import { SpanStatusCode } from '@opentelemetry/api';
 import type { Metrics } from '../telemetry/metrics';
@@ -74,6 +74,9 @@ export interface NarResult {
   /** The part of the file the stream carries, when a range was asked for and honoured. */
   range?: ResolvedRange | 'unsatisfiable';
 }
+
+/** Listings and logs are read whole into memory: bounded. */
+export const MAX_AUX_BYTES = 64 << 20;
 
 /** How often accumulated "was served" marks are written, rather than one write per request. */
 const TOUCH_FLUSH_MS = 5_000;
@@ -381,6 +384,26 @@ export class Cache {
     } catch (error) {
       this.options.logger.warn({ err: (error as Error).message }, 'could not record access times');
     }
+  }
+
+  /**
+   * A NAR listing (`<hash>.ls`) or a build log (`log/<drv>`): from storage, else from the
+   * upstreams, then kept. A listing is only served for a path whose narinfo we would serve.
+   */
+  async getAuxFile(kind: AuxKind, name: string, read: ReadOptions): Promise<Buffer | undefined> {
+    const { storage, upstreams } = this.options;
+    const stored = await storage.getAuxFile(kind, name);
+    if (stored || !read.upstream) return stored;
+    const negativeKey = `${kind}:${name}`;
+    if (this.absent.has(negativeKey)) return undefined;
+    if (kind === 'ls' && !(await this.getNarInfo(name.slice(0, 32)))) return undefined;
+    const data = await upstreams.fetchSmallFile(kind === 'ls' ? name : `log/${name}`, MAX_AUX_BYTES);
+    if (!data) {
+      this.absent.add(negativeKey);
+      return undefined;
+    }
+    await storage.putAuxFile(kind, name, data);
+    return data;
   }
 
   /** Forgets what this instance remembers about a path (it was uploaded, deleted or evicted). */

@@ -8,6 +8,12 @@ const NIX32 = '[0-9a-df-np-sv-z]';
 /** `<32 nix32>.narinfo` */
 export const NARINFO_FILE_NAME = new RegExp(`^(${NIX32}{32})\\.narinfo$`);
 
+/** `<32 nix32>.ls`: a NAR listing. */
+export const LISTING_FILE_NAME = new RegExp(`^(${NIX32}{32})\\.ls$`);
+
+/** `<32 nix32>-<name>`: a store path base name, as build logs are named (`log/<drv base name>`). */
+export const LOG_NAME = new RegExp(`^${NIX32}{32}-[A-Za-z0-9+\\-._?=]{1,211}$`);
+
 /**
  * `<52 nix32>.nar[.ext]` (nix copy, ncps) or `<32 nix32>-<52 nix32>.nar[.ext]` (nix-serve).
  * The extension is captured loosely so that an unknown one can be reported as such.

@@ -22,7 +22,7 @@ import {
   type PublicKey,
   type SecretKey,
 } from '../nix';
-import type { Storage } from '../storage/storage';
+import type { AuxKind, Storage } from '../storage/storage';
 import type { Logger } from '../telemetry/logger';
 import type { Cache } from './cache';
 
@@ -126,6 +126,11 @@ export class CacheWrites {
     for (const orphan of orphaned) await storage.deleteNar(orphan.name);
     cache.forget(hash);
     this.options.logger.info({ hash, storePath: narInfo.storePath }, 'narinfo uploaded');
+  }
+
+  /** Stores an uploaded NAR listing or build log. */
+  async putAuxFile(kind: AuxKind, name: string, data: Buffer): Promise<void> {
+    await this.options.storage.putAuxFile(kind, name, data);
   }
 
   /** Deletes a narinfo, then (database first) any NAR file no narinfo needs any more. */

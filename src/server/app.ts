@@ -11,6 +11,7 @@ import { tracer } from '../telemetry/tracing';
 import { createAuthHook, type Access } from './auth';
 import { HttpError } from './errors';
 import { registerCacheInfoRoutes } from './routes/cache-info';
+import { registerLogRoutes } from './routes/aux-files';
 import { registerNarRoutes } from './routes/nar';
 import { registerNarInfoRoutes } from './routes/narinfo';
 import { registerWriteRoutes } from './routes/writes';
@@ -127,6 +128,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
   for (const prefix of ['', '/upload'] as const) {
     registerNarInfoRoutes(app, options.cache, prefix);
     registerNarRoutes(app, options.cache, prefix);
+    registerLogRoutes(app, options.cache, prefix);
   }
   registerWriteRoutes(app, options.writes, {
     allowPut: options.allowPut,

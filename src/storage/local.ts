@@ -2,9 +2,9 @@
 // Writes never appear partially: a verified temp file is renamed into place.
 
 import { createReadStream, mkdirSync } from 'node:fs';
-import { copyFile, mkdir, readFile, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fanOut, type ByteRange, type Storage, type StoredNar } from './storage';
+import { auxKey, fanOut, type AuxKind, type ByteRange, type Storage, type StoredNar } from './storage';
 
 export class LocalStorage implements Storage {
   readonly root: string;
@@ -56,11 +56,15 @@ export class LocalStorage implements Storage {
   async putNarFromFile(name: string, tempFile: string): Promise<void> {
     const target = this.narPath(name);
     await mkdir(path.dirname(target), { recursive: true });
+    await this.putNarFromFileAt(tempFile, target);
+  }
+
+  /** Renames a complete temp file into place; across file systems, copies next to it first. */
+  private async putNarFromFileAt(tempFile: string, target: string): Promise<void> {
     try {
       await rename(tempFile, target);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EXDEV') throw error;
-      // The temp directory is on another file system: copy next to the target, then rename.
       const staging = `${target}.tmp-${process.pid}-${Date.now()}`;
       try {
         await copyFile(tempFile, staging);
@@ -99,6 +103,23 @@ export class LocalStorage implements Storage {
 
   async deleteLegacyNarInfo(hash: string): Promise<void> {
     await rm(this.legacyNarInfoPath(hash), { force: true });
+  }
+
+  async getAuxFile(kind: AuxKind, name: string): Promise<Buffer | undefined> {
+    try {
+      return await readFile(path.join(this.root, auxKey(kind, name)));
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
+  async putAuxFile(kind: AuxKind, name: string, data: Buffer): Promise<void> {
+    const target = path.join(this.root, auxKey(kind, name));
+    await mkdir(path.dirname(target), { recursive: true });
+    const staging = path.join(this.tempDir, `${kind}-${name}.${process.pid}.${Date.now()}.part`);
+    await writeFile(staging, data);
+    await this.putNarFromFileAt(staging, target);
   }
 
   async getLegacySecretKey(): Promise<string | undefined> {

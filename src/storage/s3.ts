@@ -17,12 +17,13 @@ import {
   HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
+  PutObjectCommand,
   S3Client,
   type GetObjectCommandOutput,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { fanOut, type ByteRange, type Storage, type StoredNar } from './storage';
+import { auxKey, fanOut, type AuxKind, type ByteRange, type Storage, type StoredNar } from './storage';
 
 const MiB = 1024 * 1024;
 const NARINFO_PREFIX = 'store/narinfo/';
@@ -233,6 +234,21 @@ export class S3Storage implements Storage {
 
   async deleteLegacyNarInfo(hash: string): Promise<void> {
     await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.narInfoKey(hash) }));
+  }
+
+  async getAuxFile(kind: AuxKind, name: string): Promise<Buffer | undefined> {
+    try {
+      const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: auxKey(kind, name) }));
+      return response.Body ? Buffer.from(await response.Body.transformToByteArray()) : Buffer.alloc(0);
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
+  /** A single PutObject: the object appears whole or not at all. */
+  async putAuxFile(kind: AuxKind, name: string, data: Buffer): Promise<void> {
+    await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: auxKey(kind, name), Body: data }));
   }
 
   close(): void {

@@ -11,6 +11,8 @@ export interface ByteRange {
   end: number;
 }
 
+export type AuxKind = 'ls' | 'log';
+
 export interface StoredNar {
   stream: Readable;
   /** Size of the whole file, whatever the range. */
@@ -35,8 +37,20 @@ export interface Storage {
   /** Hashes of every legacy narinfo file in storage (any order). */
   listLegacyNarInfos(): AsyncIterable<string>;
   deleteLegacyNarInfo(hash: string): Promise<void>;
+  /**
+   * Small files kept beside the NARs: NAR listings (`ls`, `<hash>.ls`) and build logs (`log`,
+   * `<drv name>`), stored at `store/<kind>/<h0>/<h0h1>/<name>`.
+   */
+  getAuxFile(kind: AuxKind, name: string): Promise<Buffer | undefined>;
+  /** Stores a small file atomically (whole or not at all). */
+  putAuxFile(kind: AuxKind, name: string, data: Buffer): Promise<void>;
   /** The legacy signing key file (`config/cache.key`), if an older ncps left one. */
   getLegacySecretKey(): Promise<string | undefined>;
+}
+
+/** Where a small auxiliary file lives, relative to the storage root or bucket. */
+export function auxKey(kind: AuxKind, name: string): string {
+  return ['store', kind, ...fanOut(name)].join('/');
 }
 
 /** `abcd….nar.xz` → [`a`, `ab`, name]: ncps's two-level fan-out. */

@@ -3,7 +3,10 @@
 // preferred one, yet a slow preferred one that does not have the path costs only its own latency.
 // Anything that goes wrong upstream (timeouts, 5xx, bad narinfos) counts as "not there".
 
+import { spawn } from 'node:child_process';
 import type { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import { brotliDecompress, gunzip, inflate } from 'node:zlib';
 import { Agent, interceptors, request, type Dispatcher } from 'undici';
 import { parseNarInfo, type NarInfo } from '../nix';
 import type { Logger } from '../telemetry/logger';
@@ -172,6 +175,28 @@ export class UpstreamPool {
     }
   }
 
+  /**
+   * A small file (NAR listing, build log) by its path relative to the upstreams, from the
+   * best-priority upstream that has it. Content-Encoding is undone, so what is returned is the file.
+   */
+  async fetchSmallFile(relative: string, limit: number): Promise<Buffer | undefined> {
+    for (const upstream of this.candidates()) {
+      try {
+        const res = await this.get(new URL(relative, upstream.baseUrl));
+        if (res.statusCode !== 200) {
+          res.body.resume();
+          if (isAbsent(res.statusCode)) continue;
+          throw new Error(`HTTP ${res.statusCode}`);
+        }
+        const raw = await readLimitedBuffer(res.body, limit);
+        return await decodeContent(String(res.headers['content-encoding'] ?? 'identity'), raw);
+      } catch (error) {
+        this.options.logger.warn({ upstream: upstream.baseUrl.href, path: relative, err: (error as Error).message }, 'upstream fetch failed');
+      }
+    }
+    return undefined;
+  }
+
   /** Opens a NAR download; undefined when the upstream does not have it. */
   async fetchFile(url: URL, signal?: AbortSignal): Promise<UpstreamBody | undefined> {
     const res = await this.get(url, signal);
@@ -205,7 +230,7 @@ function isAbsent(status: number): boolean {
   return status === 404 || status === 403 || status === 410;
 }
 
-async function readLimited(body: Readable, limit: number): Promise<string> {
+async function readLimitedBuffer(body: Readable, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let total = 0;
   for await (const chunk of body) {
@@ -216,5 +241,43 @@ async function readLimited(body: Readable, limit: number): Promise<string> {
     }
     chunks.push(chunk as Buffer);
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks);
+}
+
+async function readLimited(body: Readable, limit: number): Promise<string> {
+  return (await readLimitedBuffer(body, limit)).toString('utf8');
+}
+
+/** Undoes a Content-Encoding (binary caches serve listings and logs compressed that way). */
+async function decodeContent(encoding: string, data: Buffer): Promise<Buffer> {
+  switch (encoding.trim().toLowerCase()) {
+    case '':
+    case 'identity':
+      return data;
+    case 'br':
+      return promisify(brotliDecompress)(data);
+    case 'gzip':
+    case 'x-gzip':
+      return promisify(gunzip)(data);
+    case 'deflate':
+      return promisify(inflate)(data);
+    case 'zstd':
+      return runFilter('zstd', ['-dcq'], data);
+    case 'xz':
+      return runFilter('xz', ['-dc'], data);
+    default:
+      throw new Error(`unsupported Content-Encoding ${encoding}`);
+  }
+}
+
+function runFilter(command: string, args: string[], input: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'ignore'] });
+    const chunks: Buffer[] = [];
+    child.stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
+    child.once('error', reject);
+    child.once('close', (code) => (code === 0 ? resolve(Buffer.concat(chunks)) : reject(new Error(`${command} exited ${code}`))));
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(input);
+  });
 }

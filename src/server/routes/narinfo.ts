@@ -2,8 +2,14 @@
 
 import type { FastifyInstance } from 'fastify';
 import type { Cache } from '../../cache/cache';
-import { NARINFO_FILE_NAME } from '../../cache/names';
+import { LISTING_FILE_NAME, NARINFO_FILE_NAME } from '../../cache/names';
 import { badRequest } from '../errors';
+import { serveAuxFile } from './aux-files';
+
+export function listingName(file: string): string {
+  if (!LISTING_FILE_NAME.test(file)) throw badRequest('invalid NAR listing name: expected <32 characters of nix32>.ls');
+  return file;
+}
 
 /** The store path hash of a `<hash>.narinfo` file name; undefined for other names (not ours). */
 export function narInfoHashOf(file: string): string | undefined {
@@ -20,6 +26,7 @@ export function registerNarInfoRoutes(app: FastifyInstance, cache: Cache, prefix
     url: `${prefix}/:file`,
     config: { kind: 'narinfo' },
     handler: async (request, reply) => {
+      if (request.params.file.endsWith('.ls')) return serveAuxFile(request, reply, cache, 'ls', listingName(request.params.file), upstream);
       const hash = narInfoHashOf(request.params.file);
       if (!hash) return reply.callNotFound();
       // HEAD needs the narinfo too: only a verified narinfo may be announced as present.

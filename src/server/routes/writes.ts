@@ -6,7 +6,9 @@ import type { Readable } from 'node:stream';
 import { CacheWrites, RejectedWrite } from '../../cache/writes';
 import { HttpError } from '../errors';
 import { checkedNarName } from './nar';
-import { narInfoHashOf } from './narinfo';
+import { MAX_AUX_BYTES } from '../../cache/cache';
+import { logName } from './aux-files';
+import { listingName, narInfoHashOf } from './narinfo';
 
 export interface WriteRoutesOptions {
   allowPut: boolean;
@@ -25,15 +27,15 @@ function notAllowed(reply: FastifyReply, flag: string): FastifyReply {
     .send(`method not allowed: start ncps with ${flag} to enable it\n`);
 }
 
-async function readText(body: Readable, limit: number): Promise<string> {
+async function readBody(body: Readable, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let total = 0;
   for await (const chunk of body) {
     total += (chunk as Buffer).length;
-    if (total > limit) throw new HttpError(413, `narinfo larger than ${limit} bytes`);
+    if (total > limit) throw new HttpError(413, `request body larger than ${limit} bytes`);
     chunks.push(chunk as Buffer);
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks);
 }
 
 async function translate(work: () => Promise<void>): Promise<void> {
@@ -57,10 +59,20 @@ export function registerWriteRoutes(app: FastifyInstance, writes: CacheWrites, o
     const { file } = request.params;
     // nix copy only writes nix-cache-info when GET said 404, which ours never does; accept it.
     if (file === 'nix-cache-info') return reply.code(204).send();
+    if (file.endsWith('.ls')) {
+      await writes.putAuxFile('ls', listingName(file), await readBody(request.body as Readable, MAX_AUX_BYTES));
+      return reply.code(204).send();
+    }
     const hash = narInfoHashOf(file);
     if (!hash) return reply.callNotFound();
-    const text = await readText(request.body as Readable, MAX_NARINFO_BYTES);
+    const text = (await readBody(request.body as Readable, MAX_NARINFO_BYTES)).toString('utf8');
     await translate(() => writes.putNarInfo(hash, text));
+    return reply.code(204).send();
+  });
+
+  app.put<{ Params: { name: string } }>('/upload/log/:name', { config: write }, async (request, reply) => {
+    if (!options.allowPut) return notAllowed(reply, '--cache-allow-put-verb');
+    await writes.putAuxFile('log', logName(request.params.name), await readBody(request.body as Readable, MAX_AUX_BYTES));
     return reply.code(204).send();
   });
 
