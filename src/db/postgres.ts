@@ -3,7 +3,7 @@
 // writer lock, this relies on row locks, upserts and advisory locks instead.
 
 import pg from 'pg';
-import { NixHash, parseCompression, type Compression, type NarInfo } from '../nix';
+import type { NarInfo } from '../nix';
 import type { Dialect, Migration } from './migrations';
 import {
   runMigrations,
@@ -14,6 +14,7 @@ import {
   type SchemaStatus,
 } from '../migrate/schema';
 import type { Database, NarFileRecord, PinRecord, RemovedNarFile, ServerLease, StoreStats } from './database';
+import { narFileFromRow, narInfoFromRow, type NarFileRow, type NarInfoRow } from './rows';
 
 export const POSTGRES_DIALECT: Dialect = {
   name: 'postgres',
@@ -62,33 +63,7 @@ const IDLE_TIMEOUT_MS = 10_000;
 /** How long to wait for a connection (including a free slot in the pool) before failing. */
 const CONNECT_TIMEOUT_MS = 30_000;
 
-interface NarInfoRow {
-  id: number;
-  store_path: string;
-  url: string;
-  compression: string | null;
-  file_hash: string | null;
-  file_size: number | null;
-  nar_hash: string;
-  nar_size: number;
-  deriver: string | null;
-  system: string | null;
-  ca: string | null;
-  extra_fields: string | null;
-  refs: string[];
-  sigs: string[];
-}
 
-interface NarFileRow {
-  name: string;
-  compression: string;
-  file_hash: string | null;
-  file_size: number | null;
-  nar_hash: string;
-  nar_size: number;
-  upstream_url: string | null;
-  stored_at: number | null;
-}
 
 type Queryable = Pick<pg.PoolClient, 'query'>;
 
@@ -285,16 +260,7 @@ export class PostgresDatabase implements Database {
     );
     const row = rows[0];
     if (!row) return undefined;
-    return {
-      name: row.name,
-      compression: row.compression,
-      fileHash: row.file_hash ?? undefined,
-      fileSize: row.file_size ?? undefined,
-      narHash: row.nar_hash,
-      narSize: row.nar_size,
-      upstreamUrl: row.upstream_url ?? undefined,
-      storedAt: row.stored_at ?? undefined,
-    };
+    return narFileFromRow(row);
   }
 
   async markNarFileStored(name: string, size: number): Promise<boolean> {
@@ -507,22 +473,3 @@ function migrationTarget(client: Queryable): MigrationTarget {
   };
 }
 
-function narInfoFromRow(row: NarInfoRow): NarInfo {
-  const narInfo: NarInfo = {
-    storePath: row.store_path,
-    url: row.url,
-    compression: parseCompression(row.compression ?? undefined) as Compression,
-    compressionGiven: row.compression !== null,
-    narHash: NixHash.parse(row.nar_hash),
-    narSize: row.nar_size,
-    references: row.refs,
-    sigs: row.sigs,
-    extra: row.extra_fields ? (JSON.parse(row.extra_fields) as Array<[string, string]>) : [],
-  };
-  if (row.file_hash !== null) narInfo.fileHash = NixHash.parse(row.file_hash);
-  if (row.file_size !== null) narInfo.fileSize = row.file_size;
-  if (row.deriver !== null) narInfo.deriver = row.deriver;
-  if (row.system !== null) narInfo.system = row.system;
-  if (row.ca !== null) narInfo.ca = row.ca;
-  return narInfo;
-}

@@ -4,8 +4,9 @@
 import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { NixHash, parseCompression, type NarInfo, type Compression } from '../nix';
+import type { NarInfo } from '../nix';
 import type { Dialect, Migration } from './migrations';
+import { narFileFromRow, narInfoFromRow, type NarFileRow, type NarInfoRow } from './rows';
 import { SQLITE_QUERIES } from './sqlite-queries';
 import {
   runMigrations,
@@ -26,33 +27,9 @@ const SQLITE_DIALECT: Dialect = {
   bigint: 'INTEGER',
 };
 
-interface NarInfoRow {
-  id: number;
-  store_path: string;
-  url: string;
-  compression: string | null;
-  file_hash: string | null;
-  file_size: number | null;
-  nar_hash: string;
-  nar_size: number;
-  deriver: string | null;
-  system: string | null;
-  ca: string | null;
-  extra_fields: string | null;
-  refs: string | null;
-  sigs: string | null;
-}
+/** SQLite aggregates references and signatures into one string each (group_concat). */
+type SqliteNarInfoRow = Omit<NarInfoRow, 'refs' | 'sigs'> & { refs: string | null; sigs: string | null };
 
-interface NarFileRow {
-  name: string;
-  compression: string;
-  file_hash: string | null;
-  file_size: number | null;
-  nar_hash: string;
-  nar_size: number;
-  upstream_url: string | null;
-  stored_at: number | null;
-}
 
 /** Accepts `sqlite:/path`, `sqlite:///path` and `sqlite://relative` forms; returns the file path. */
 export function sqlitePathFromUrl(url: string): string {
@@ -89,7 +66,7 @@ export class SqliteDatabase implements Database {
     const db = this.db;
     const q = SQLITE_QUERIES;
     return {
-      getNarInfo: db.prepare<[string], NarInfoRow>(q.getNarInfo),
+      getNarInfo: db.prepare<[string], SqliteNarInfoRow>(q.getNarInfo),
       deleteNarInfo: db.prepare<[string]>(q.deleteNarInfo),
       upsertNarFile: db.prepare(q.upsertNarFile),
       insertNarInfo: db.prepare(q.insertNarInfo),
@@ -189,7 +166,8 @@ export class SqliteDatabase implements Database {
 
   async getNarInfo(hash: string): Promise<NarInfo | undefined> {
     const row = this.sql.getNarInfo.get(hash);
-    return row ? narInfoFromRow(row) : undefined;
+    if (!row) return undefined;
+    return narInfoFromRow({ ...row, refs: row.refs ? row.refs.split(' ') : [], sigs: row.sigs ? row.sigs.split('\n') : [] });
   }
 
   async putNarInfo(hash: string, narInfo: NarInfo, narFile: NarFileRecord): Promise<RemovedNarFile[]> {
@@ -238,16 +216,7 @@ export class SqliteDatabase implements Database {
   async getNarFile(name: string): Promise<NarFileRecord | undefined> {
     const row = this.sql.getNarFile.get(name);
     if (!row) return undefined;
-    return {
-      name: row.name,
-      compression: row.compression,
-      fileHash: row.file_hash ?? undefined,
-      fileSize: row.file_size ?? undefined,
-      narHash: row.nar_hash,
-      narSize: row.nar_size,
-      upstreamUrl: row.upstream_url ?? undefined,
-      storedAt: row.stored_at ?? undefined,
-    };
+    return narFileFromRow(row);
   }
 
   async markNarFileStored(name: string, size: number): Promise<boolean> {
@@ -346,22 +315,3 @@ export class SqliteDatabase implements Database {
   }
 }
 
-function narInfoFromRow(row: NarInfoRow): NarInfo {
-  const narInfo: NarInfo = {
-    storePath: row.store_path,
-    url: row.url,
-    compression: parseCompression(row.compression ?? undefined) as Compression,
-    compressionGiven: row.compression !== null,
-    narHash: NixHash.parse(row.nar_hash),
-    narSize: row.nar_size,
-    references: row.refs ? row.refs.split(' ') : [],
-    sigs: row.sigs ? row.sigs.split('\n') : [],
-    extra: row.extra_fields ? (JSON.parse(row.extra_fields) as Array<[string, string]>) : [],
-  };
-  if (row.file_hash !== null) narInfo.fileHash = NixHash.parse(row.file_hash);
-  if (row.file_size !== null) narInfo.fileSize = row.file_size;
-  if (row.deriver !== null) narInfo.deriver = row.deriver;
-  if (row.system !== null) narInfo.system = row.system;
-  if (row.ca !== null) narInfo.ca = row.ca;
-  return narInfo;
-}

@@ -1,0 +1,66 @@
+// Rows as both engines return them, and their conversion to the cache's types. The SQL differs per
+// engine; the shape of what comes back does not (references and signatures arrive as arrays).
+
+import { NixHash, parseCompression, type NarInfo } from '../nix';
+import type { NarFileRecord } from './database';
+
+export interface NarInfoRow {
+  store_path: string;
+  url: string;
+  compression: string | null;
+  file_hash: string | null;
+  file_size: number | null;
+  nar_hash: string;
+  nar_size: number;
+  deriver: string | null;
+  system: string | null;
+  ca: string | null;
+  extra_fields: string | null;
+  refs: string[];
+  sigs: string[];
+}
+
+export interface NarFileRow {
+  name: string;
+  compression: string;
+  file_hash: string | null;
+  file_size: number | null;
+  nar_hash: string;
+  nar_size: number;
+  upstream_url: string | null;
+  stored_at: number | null;
+}
+
+export function narInfoFromRow(row: NarInfoRow): NarInfo {
+  const narInfo: NarInfo = {
+    storePath: row.store_path,
+    url: row.url,
+    // NULL: the narinfo had no Compression line (which means bzip2), kept so it formats the same.
+    compression: parseCompression(row.compression ?? undefined),
+    compressionGiven: row.compression !== null,
+    narHash: NixHash.parse(row.nar_hash),
+    narSize: row.nar_size,
+    references: row.refs,
+    sigs: row.sigs,
+    extra: row.extra_fields ? (JSON.parse(row.extra_fields) as Array<[string, string]>) : [],
+  };
+  if (row.file_hash !== null) narInfo.fileHash = NixHash.parse(row.file_hash);
+  if (row.file_size !== null) narInfo.fileSize = row.file_size;
+  if (row.deriver !== null) narInfo.deriver = row.deriver;
+  if (row.system !== null) narInfo.system = row.system;
+  if (row.ca !== null) narInfo.ca = row.ca;
+  return narInfo;
+}
+
+export function narFileFromRow(row: NarFileRow): NarFileRecord {
+  return {
+    name: row.name,
+    compression: row.compression,
+    fileHash: row.file_hash ?? undefined,
+    fileSize: row.file_size ?? undefined,
+    narHash: row.nar_hash,
+    narSize: row.nar_size,
+    upstreamUrl: row.upstream_url ?? undefined,
+    storedAt: row.stored_at ?? undefined,
+  };
+}
