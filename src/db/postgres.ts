@@ -14,7 +14,16 @@ import {
   type SchemaStatus,
 } from '../migrate/schema';
 import type { Database, NarFileRecord, PinRecord, RemovedNarFile, ServerLease, StoreStats } from './database';
-import { narFileFromRow, narInfoFromRow, type NarFileRow, type NarInfoRow } from './rows';
+import {
+  leaseFromRow,
+  narFileFromRow,
+  narInfoFromRow,
+  removedNarFileFromRow,
+  type LeaseRow,
+  type NarFileRow,
+  type NarInfoRow,
+  type RemovedNarFileRow,
+} from './rows';
 
 export const POSTGRES_DIALECT: Dialect = {
   name: 'postgres',
@@ -238,15 +247,8 @@ export class PostgresDatabase implements Database {
       }
       const orphaned: RemovedNarFile[] = [];
       if (previous !== null && previous !== file.rows[0]!.id) {
-        await client.query('SELECT id FROM nar_files WHERE id = $1 FOR UPDATE', [previous]);
-        const removed = await client.query<{ name: string; size: number | null; stored_at: number | null }>(
-          `DELETE FROM nar_files WHERE id = $1
-             AND NOT EXISTS (SELECT 1 FROM narinfos WHERE nar_file_id = nar_files.id)
-           RETURNING name, file_size AS size, stored_at`,
-          [previous],
-        );
-        const row = removed.rows[0];
-        if (row) orphaned.push({ name: row.name, size: row.stored_at === null ? 0 : (row.size ?? 0) });
+        const removed = await deleteNarFileIfUnused(client, previous);
+        if (removed) orphaned.push(removed);
       }
       return orphaned;
     });
@@ -305,17 +307,8 @@ export class PostgresDatabase implements Database {
       const orphanedNarFiles: RemovedNarFile[] = [];
       const narFileId = deleted.rows[0]!.nar_file_id;
       if (narFileId !== null) {
-        // Lock the file first; the check below then runs on a fresh snapshot that sees any
-        // narinfo another instance committed for it meanwhile.
-        await client.query('SELECT id FROM nar_files WHERE id = $1 FOR UPDATE', [narFileId]);
-        const removed = await client.query<{ name: string; size: number | null; stored_at: number | null }>(
-          `DELETE FROM nar_files WHERE id = $1
-             AND NOT EXISTS (SELECT 1 FROM narinfos WHERE nar_file_id = nar_files.id)
-           RETURNING name, file_size AS size, stored_at`,
-          [narFileId],
-        );
-        const row = removed.rows[0];
-        if (row) orphanedNarFiles.push({ name: row.name, size: row.stored_at === null ? 0 : (row.size ?? 0) });
+        const removed = await deleteNarFileIfUnused(client, narFileId);
+        if (removed) orphanedNarFiles.push(removed);
       }
       return { deleted: true, orphanedNarFiles };
     });
@@ -392,20 +385,11 @@ export class PostgresDatabase implements Database {
   }
 
   async liveLeases(since: number): Promise<ServerLease[]> {
-    const { rows } = await this.pool.query<{
-      instance_id: string;
-      hostname: string;
-      pid: number;
-      started_at: number;
-      heartbeat_at: number;
-    }>('SELECT instance_id, hostname, pid, started_at, heartbeat_at FROM server_leases WHERE heartbeat_at >= $1', [since]);
-    return rows.map((r) => ({
-      instanceId: r.instance_id,
-      hostname: r.hostname,
-      pid: r.pid,
-      startedAt: r.started_at,
-      heartbeatAt: r.heartbeat_at,
-    }));
+    const { rows } = await this.pool.query<LeaseRow>(
+      'SELECT instance_id, hostname, pid, started_at, heartbeat_at FROM server_leases WHERE heartbeat_at >= $1',
+      [since],
+    );
+    return rows.map(leaseFromRow);
   }
 
   async getSetting(key: string): Promise<string | undefined> {
@@ -473,3 +457,18 @@ function migrationTarget(client: Queryable): MigrationTarget {
   };
 }
 
+
+/**
+ * Deletes a NAR file record that no narinfo references any more. The row is locked first, so the
+ * check runs on a snapshot that sees any narinfo another instance committed for it meanwhile.
+ */
+async function deleteNarFileIfUnused(client: Queryable, id: number): Promise<RemovedNarFile | undefined> {
+  await client.query('SELECT id FROM nar_files WHERE id = $1 FOR UPDATE', [id]);
+  const removed = await client.query<RemovedNarFileRow>(
+    `DELETE FROM nar_files WHERE id = $1
+       AND NOT EXISTS (SELECT 1 FROM narinfos WHERE nar_file_id = nar_files.id)
+     RETURNING name, file_size AS size, stored_at`,
+    [id],
+  );
+  return removed.rows[0] ? removedNarFileFromRow(removed.rows[0]) : undefined;
+}

@@ -2,7 +2,7 @@
 // engine; the shape of what comes back does not (references and signatures arrive as arrays).
 
 import { NixHash, parseCompression, type NarInfo } from '../nix';
-import type { NarFileRecord } from './database';
+import type { NarFileRecord, RemovedNarFile, ServerLease } from './database';
 
 export interface NarInfoRow {
   store_path: string;
@@ -62,5 +62,34 @@ export function narFileFromRow(row: NarFileRow): NarFileRecord {
     narSize: row.nar_size,
     upstreamUrl: row.upstream_url ?? undefined,
     storedAt: row.stored_at ?? undefined,
+  };
+}
+
+/** A NAR file record just deleted: its size counts as freed only if its bytes were stored. */
+export interface RemovedNarFileRow {
+  name: string;
+  size: number | null;
+  stored_at: number | null;
+}
+
+export function removedNarFileFromRow(row: RemovedNarFileRow): RemovedNarFile {
+  return { name: row.name, size: row.stored_at === null ? 0 : (row.size ?? 0) };
+}
+
+export interface LeaseRow {
+  instance_id: string;
+  hostname: string;
+  pid: number;
+  started_at: number;
+  heartbeat_at: number;
+}
+
+export function leaseFromRow(row: LeaseRow): ServerLease {
+  return {
+    instanceId: row.instance_id,
+    hostname: row.hostname,
+    pid: row.pid,
+    startedAt: row.started_at,
+    heartbeatAt: row.heartbeat_at,
   };
 }

@@ -6,7 +6,16 @@ import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import type { NarInfo } from '../nix';
 import type { Dialect, Migration } from './migrations';
-import { narFileFromRow, narInfoFromRow, type NarFileRow, type NarInfoRow } from './rows';
+import {
+  leaseFromRow,
+  narFileFromRow,
+  narInfoFromRow,
+  removedNarFileFromRow,
+  type LeaseRow,
+  type NarFileRow,
+  type NarInfoRow,
+  type RemovedNarFileRow,
+} from './rows';
 import { SQLITE_QUERIES } from './sqlite-queries';
 import {
   runMigrations,
@@ -77,7 +86,7 @@ export class SqliteDatabase implements Database {
       touchNarInfo: db.prepare(q.touchNarInfo),
       touchNarFile: db.prepare(q.touchNarFile),
       narFileIdOf: db.prepare<[string], { nar_file_id: number | null }>(q.narFileIdOf),
-      deleteNarFileIfUnused: db.prepare<[number], { name: string; size: number | null; stored_at: number | null }>(q.deleteNarFileIfUnused),
+      deleteNarFileIfUnused: db.prepare<[number], RemovedNarFileRow>(q.deleteNarFileIfUnused),
       narInfosOfFile: db.prepare<[string], { hash: string }>(q.narInfosOfFile),
       deleteNarFileByName: db.prepare<[string]>(q.deleteNarFileByName),
       leastRecentlyUsed: db.prepare<[number], { hash: string }>(q.leastRecentlyUsed),
@@ -87,7 +96,7 @@ export class SqliteDatabase implements Database {
       listPins: db.prepare<[], { hash: string; store_path: string | null; created_at: number }>(q.listPins),
       renewLease: db.prepare(q.renewLease),
       removeLease: db.prepare<[string]>(q.removeLease),
-      liveLeases: db.prepare<[number], { instance_id: string; hostname: string; pid: number; started_at: number; heartbeat_at: number }>(q.liveLeases),
+      liveLeases: db.prepare<[number], LeaseRow>(q.liveLeases),
       getSetting: db.prepare<[string], { value: string }>(q.getSetting),
       insertSetting: db.prepare(q.insertSetting),
     };
@@ -207,7 +216,7 @@ export class SqliteDatabase implements Database {
       const orphaned: RemovedNarFile[] = [];
       if (previous !== null && previous !== narFileId) {
         const removed = sql.deleteNarFileIfUnused.get(previous);
-        if (removed) orphaned.push({ name: removed.name, size: removed.stored_at === null ? 0 : (removed.size ?? 0) });
+        if (removed) orphaned.push(removedNarFileFromRow(removed));
       }
       return orphaned;
     }).immediate();
@@ -246,7 +255,7 @@ export class SqliteDatabase implements Database {
       const orphanedNarFiles: RemovedNarFile[] = [];
       if (row.nar_file_id !== null) {
         const removed = sql.deleteNarFileIfUnused.get(row.nar_file_id);
-        if (removed) orphanedNarFiles.push({ name: removed.name, size: removed.stored_at === null ? 0 : (removed.size ?? 0) });
+        if (removed) orphanedNarFiles.push(removedNarFileFromRow(removed));
       }
       return { deleted: true, orphanedNarFiles };
     }).immediate();
@@ -292,13 +301,7 @@ export class SqliteDatabase implements Database {
   }
 
   async liveLeases(since: number): Promise<ServerLease[]> {
-    return this.sql.liveLeases.all(since).map((r) => ({
-      instanceId: r.instance_id,
-      hostname: r.hostname,
-      pid: r.pid,
-      startedAt: r.started_at,
-      heartbeatAt: r.heartbeat_at,
-    }));
+    return this.sql.liveLeases.all(since).map(leaseFromRow);
   }
 
   async getSetting(key: string): Promise<string | undefined> {
