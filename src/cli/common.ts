@@ -88,6 +88,12 @@ export function createLocker(config: LoadedConfig, logger: Logger): Locker & { c
     if (backend === 'redis') throw new ConfigError('--cache-lock-backend=redis needs --cache-redis-addrs');
     return new LocalLocker();
   }
+  // Redis addresses alone select Redis locks (as in ncps before the backend flag existed), unless
+  // the backend is set to local explicitly.
+  if (backend === 'local' && config.isSet('cache.lock.backend')) {
+    logger.warn('--cache-lock-backend=local: the Redis addresses are not used for locks; several instances will not coordinate');
+    return new LocalLocker();
+  }
   const { RedisLocker } = require('../lock/redis') as typeof import('../lock/redis');
   return new RedisLocker({
     addrs,

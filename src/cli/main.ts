@@ -63,14 +63,13 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 if (require.main === module) {
+  // Exit explicitly once the command is done: a client still trying to reconnect (Redis, say)
+  // after a failed start must not keep the process alive, or systemd would never restart it.
   main(process.argv.slice(2)).then(
-    (code) => {
-      // serve keeps running and exits on a signal; every other command ends here.
-      if (code !== -1) process.exitCode = code;
-    },
+    (code) => process.exit(code),
     (error: unknown) => {
       process.stderr.write(`ncps: ${String(error)}\n`);
-      process.exitCode = 1;
+      process.exit(1);
     },
   );
 }

@@ -12,6 +12,7 @@ import { ConfigError, helpText, loadConfig, type LoadedConfig } from '../config/
 import { SqliteDatabase } from '../db/sqlite';
 import { LeaseKeeper } from '../lock/lease';
 import { hasLegacyNarInfos, LegacyNarInfoMigrator } from '../migrate/narinfo';
+import { instrumentLocker } from '../lock/instrumented';
 import { createLocker, describeDatabase, openConfiguredDatabase, openConfiguredStorage } from './common';
 import { parsePublicKey, type PublicKey } from '../nix';
 import { buildApp } from '../server/app';
@@ -124,11 +125,15 @@ async function serve(argv: string[]): Promise<number> {
   const logger = createLogger(config.get<string>('log.level'));
   for (const warning of config.warnings) logger.warn(warning);
 
+  const metrics = new Metrics({ maxSizeBytes: settings.maxSizeBytes, defaultMetrics: settings.prometheus });
+  const metricsForLocks = metrics;
   const storage = openConfiguredStorage(config);
   await storage.check?.();
   const removed = (await storage.cleanTempDir?.(60 * 60 * 1000)) ?? 0;
   if (removed > 0) logger.info({ removed }, 'removed stale partial downloads');
 
+  const locker = instrumentLocker(createLocker(config, logger), metricsForLocks);
+  await locker.check?.();
   const db = openConfiguredDatabase(config);
   const applied = await db.migrate();
   if (applied.length > 0) {
@@ -156,8 +161,7 @@ async function serve(argv: string[]): Promise<number> {
   // Health is checked in the background: an upstream that is down at start must not delay serving.
   void upstreams.start();
 
-  const locker = createLocker(config, logger);
-  await locker.check?.();
+
   const legacy = (await hasLegacyNarInfos(storage))
     ? new LegacyNarInfoMigrator({
         db,
@@ -168,7 +172,6 @@ async function serve(argv: string[]): Promise<number> {
       })
     : undefined;
   if (legacy) logger.info('storage holds narinfo files from an older ncps: they move into the database as clients ask for them (or run ncps migrate-narinfo)');
-  const metrics = new Metrics({ maxSizeBytes: settings.maxSizeBytes, defaultMetrics: settings.prometheus });
   const cache = new Cache({
     db,
     storage,
@@ -199,7 +202,8 @@ async function serve(argv: string[]): Promise<number> {
     logger,
     metrics,
     hostname: settings.hostname,
-    publicKey: signingKey.publicKey.text,
+    // Without signing, clients must not be told to trust a key that signs nothing.
+    publicKey: settings.signNarInfo ? signingKey.publicKey.text : undefined,
     getToken: settings.getToken,
     putToken: settings.putToken,
     allowPut: settings.allowPut,

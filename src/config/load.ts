@@ -7,7 +7,7 @@ import path from 'node:path';
 import convict from 'convict';
 import YAML from 'yaml';
 import { convictFormats } from './formats';
-import { optionsFor, type OptionSpec } from './options';
+import { OPTIONS, optionsFor, type OptionSpec } from './options';
 
 /** A configuration mistake: the CLI prints it and exits with status 2. */
 export class ConfigError extends Error {}
@@ -29,6 +29,8 @@ export interface LoadedConfig {
   warnings: string[];
   /** Every value with sensitive ones masked, for debugging output. */
   redacted(): ConfigValues;
+  /** Whether a flag, variable or config key set this option (rather than its default). */
+  isSet(key: string): boolean;
 }
 
 /** Defaults are written as a user would type them ("3s", "10G"); the schema holds parsed values. */
@@ -181,10 +183,12 @@ export function loadConfig(
   const configFile = args.flags.get('config')?.at(-1) ?? env.NCPS_CONFIG_FILE ?? '';
   if (configFile) {
     const byKey = new Map(options.map((o) => [o.key, o]));
+    const everyKey = new Set(OPTIONS.map((o) => o.key));
     for (const [key, value] of readConfigFile(configFile)) {
       const option = byKey.get(key);
-      if (!option) throw new ConfigError(`unknown key "${key}" in config file ${configFile}`);
-      apply(option, value, configFile);
+      if (option) apply(option, value, configFile);
+      // One file serves every command: keys of other commands (server.addr for migrate) are fine.
+      else if (!everyKey.has(key)) throw new ConfigError(`unknown key "${key}" in config file ${configFile}`);
     }
   }
 
@@ -212,6 +216,7 @@ export function loadConfig(
     get: <T>(key: string) => conf.get(key) as T,
     warnings,
     redacted: () => JSON.parse(conf.toString()) as ConfigValues,
+    isSet: (key: string) => given.has(key),
   };
   return { config, args };
 }

@@ -135,7 +135,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'CACHE_DATABASE_URL',
     format: 'string',
     default: '',
-    doc: 'Database URL: sqlite:/path/db.sqlite. Defaults to sqlite:<local storage>/db/db.sqlite.',
+    doc: 'Database URL: sqlite:/path/db.sqlite, or postgres://user:password@host:5432/db (also postgresql://, and postgresql:///db?host=/run/postgresql for a unix socket). Defaults to sqlite:<local storage>/db/db.sqlite.',
     scope: 'database',
     sensitive: true,
   },

@@ -6,6 +6,8 @@ import pg from 'pg';
 import type { NarInfo } from '../nix';
 import type { Dialect, Migration } from './migrations';
 import {
+  FOREIGN_SCHEMA_MESSAGE,
+  IncompatibleSchemaError,
   runMigrations,
   schemaStatus,
   type AppliedMigration,
@@ -430,6 +432,11 @@ function migrationTarget(client: Queryable): MigrationTarget {
         `SELECT to_regclass('schema_migrations') IS NOT NULL AS present`,
       );
       if (!exists.rows[0]?.present) return [];
+      const ours = await client.query(
+        `SELECT 1 FROM information_schema.columns
+         WHERE table_name = 'schema_migrations' AND column_name = 'compat_floor' AND table_schema = current_schema()`,
+      );
+      if (ours.rowCount === 0) throw new IncompatibleSchemaError(FOREIGN_SCHEMA_MESSAGE);
       const { rows } = await client.query<AppliedMigration>(
         'SELECT version, compat_floor AS "compatFloor" FROM schema_migrations ORDER BY version',
       );

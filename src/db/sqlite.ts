@@ -18,6 +18,8 @@ import {
 } from './rows';
 import { SQLITE_QUERIES } from './sqlite-queries';
 import {
+  FOREIGN_SCHEMA_MESSAGE,
+  IncompatibleSchemaError,
   runMigrations,
   schemaStatus,
   type AppliedMigration,
@@ -116,6 +118,8 @@ export class SqliteDatabase implements Database {
       appliedMigrations: async () => {
         const exists = db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`).get();
         if (!exists) return [];
+        const columns = db.prepare<[], { name: string }>(`PRAGMA table_info(schema_migrations)`).all().map((c) => c.name);
+        if (!columns.includes('compat_floor')) throw new IncompatibleSchemaError(FOREIGN_SCHEMA_MESSAGE);
         return db
           .prepare<[], AppliedMigration>('SELECT version, compat_floor AS compatFloor FROM schema_migrations ORDER BY version')
           .all();

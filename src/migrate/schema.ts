@@ -11,6 +11,12 @@ export interface AppliedMigration {
 /** The database was migrated by a newer ncps that no longer supports this one. */
 export class IncompatibleSchemaError extends Error {}
 
+/** A schema_migrations table that is not ours: most likely a database of the Go ncps. */
+export const FOREIGN_SCHEMA_MESSAGE =
+  'this database has a schema_migrations table that ncps-ts did not write (a database of the Go ncps?). ' +
+  'Its schema cannot be adopted: point --cache-database-url at a new database and keep --cache-storage-local; ' +
+  'NARs already in storage are reused, and narinfo files in storage are migrated (ncps migrate-narinfo).';
+
 export interface MigrationTarget {
   dialect: Dialect;
   /** Creates the bookkeeping table when missing and lists the migrations applied. */

@@ -116,6 +116,11 @@ export function buildApp(options: AppOptions): FastifyInstance {
     if (error instanceof HttpError) {
       return reply.code(error.statusCode).type('text/plain; charset=utf-8').send(`${error.message}\n`);
     }
+    if ((error as Error).name === 'LockUnavailableError') {
+      // Redis is down: answer "not here" (a 5xx would make Nix disable the substituter) and say why.
+      logger.error({ err: (error as Error).message, url: request.url }, 'lock service unavailable');
+      return reply.code(404).type('text/plain; charset=utf-8').send('not available right now: the lock service is unreachable\n');
+    }
     const status = (error as { statusCode?: number }).statusCode;
     if (status !== undefined && status >= 400 && status < 500) {
       return reply.code(status).type('text/plain; charset=utf-8').send(`${(error as Error).message}\n`);
