@@ -13,6 +13,7 @@ import { Progress } from '../migrate/progress';
 import { storedSigningKey } from '../cache/signing-key';
 import { createLogger } from '../telemetry/logger';
 import { Metrics } from '../telemetry/metrics';
+import { VERSION } from './version';
 import { createLocker, describeDatabase, openConfiguredDatabase, openConfiguredStorage } from './common';
 import { LEASE_STALE_MS } from '../lock/lease';
 
@@ -35,6 +36,17 @@ async function migrateNarinfo(argv: string[]): Promise<number> {
   const db = openConfiguredDatabase(config);
   const locker: Locker & { check?(): Promise<void> } = createLocker(config, logger);
   const metrics = new Metrics({ maxSizeBytes: 0 });
+  // ncps_migration_* go out over OTLP when asked (the upgrading guide's "progress monitoring and
+  // metrics with OpenTelemetry"); the final export happens at shutdown.
+  const otel = config.get<boolean>('opentelemetry.enabled')
+    ? await (require('../telemetry/otel') as typeof import('../telemetry/otel')).startOpenTelemetry({
+        url: config.get<string>('opentelemetry.grpc-url'),
+        registry: metrics.registry,
+        logger,
+        serviceVersion: VERSION,
+        exportIntervalMs: 5_000,
+      })
+    : undefined;
   try {
     await storage.check?.();
     await locker.check?.();
@@ -105,6 +117,7 @@ async function migrateNarinfo(argv: string[]): Promise<number> {
     if (failures.length > 20) process.stdout.write(`  … and ${failures.length - 20} more (see the log)\n`);
     return counts.failed > 0 ? 1 : 0;
   } finally {
+    await otel?.shutdown();
     await locker.close();
     await db.close();
   }
