@@ -9,6 +9,11 @@ import { withLock } from '../lock/locker';
 import {
   decodeNix32,
   formatNarInfo,
+  formatRealisation,
+  parseRealisation,
+  realisationVerifies,
+  signRealisation,
+  type Realisation,
   isNix32,
   narFileExtension,
   narInfoFingerprint,
@@ -73,6 +78,11 @@ export interface NarResult {
   stream?: Readable;
   /** The part of the file the stream carries, when a range was asked for and honoured. */
   range?: ResolvedRange | 'unsatisfiable';
+}
+
+/** Storage name of a realisation: the id without its `sha256:` (so the fan-out spreads). */
+export function realisationFileName(id: string): string {
+  return `${id.replace(/^sha256:/, '')}.doi`;
 }
 
 /** Listings and logs are read whole into memory: bounded. */
@@ -404,6 +414,38 @@ export class Cache {
     }
     await storage.putAuxFile(kind, name, data);
     return data;
+  }
+
+  /**
+   * A realisation (`sha256:<hex>!<output>`): from storage, else from the upstreams, accepted only
+   * with a signature from a trusted key (like narinfos), then signed by us and kept.
+   */
+  async getRealisation(id: string, read: ReadOptions): Promise<string | undefined> {
+    const { storage, upstreams, trustedKeys, signingKey, logger } = this.options;
+    const name = realisationFileName(id);
+    const stored = await storage.getAuxFile('realisations', name);
+    if (stored || !read.upstream) return stored?.toString('utf8');
+    const negativeKey = `realisation:${id}`;
+    if (this.absent.has(negativeKey)) return undefined;
+    const data = await upstreams.fetchSmallFile(`realisations/${id}.doi`, MAX_AUX_BYTES);
+    let accepted: Realisation | undefined;
+    if (data) {
+      try {
+        const realisation = parseRealisation(data.toString('utf8'));
+        if (realisation.id !== id) logger.warn({ id, got: realisation.id }, 'upstream realisation is for another id; ignored');
+        else if (!realisationVerifies(realisation, trustedKeys)) logger.warn({ id }, 'upstream realisation has no signature from a trusted key; ignored');
+        else accepted = signingKey ? signRealisation(realisation, signingKey) : realisation;
+      } catch (error) {
+        logger.warn({ id, err: (error as Error).message }, 'upstream sent an invalid realisation; ignored');
+      }
+    }
+    if (!accepted) {
+      this.absent.add(negativeKey);
+      return undefined;
+    }
+    const text = formatRealisation(accepted);
+    await storage.putAuxFile('realisations', name, Buffer.from(text));
+    return text;
   }
 
   /** Forgets what this instance remembers about a path (it was uploaded, deleted or evicted). */

@@ -18,13 +18,19 @@ import {
   signNarInfo,
   storePathHash,
   NarInfoError,
+  RealisationError,
+  formatRealisation,
+  parseRealisation,
+  realisationVerifies,
+  signRealisation,
   type NarInfo,
+  type Realisation,
   type PublicKey,
   type SecretKey,
 } from '../nix';
 import type { AuxKind, Storage } from '../storage/storage';
 import type { Logger } from '../telemetry/logger';
-import type { Cache } from './cache';
+import { realisationFileName, type Cache } from './cache';
 
 /** A request the cache refuses; the status tells the client why. */
 export class RejectedWrite extends Error {
@@ -131,6 +137,24 @@ export class CacheWrites {
   /** Stores an uploaded NAR listing or build log. */
   async putAuxFile(kind: AuxKind, name: string, data: Buffer): Promise<void> {
     await this.options.storage.putAuxFile(kind, name, data);
+  }
+
+  /** Stores an uploaded realisation: checked like an uploaded narinfo, then signed by us. */
+  async putRealisation(id: string, text: string): Promise<void> {
+    const { storage, signingKey, requiredUploadKeys } = this.options;
+    let realisation: Realisation;
+    try {
+      realisation = parseRealisation(text);
+    } catch (error) {
+      if (error instanceof RealisationError) throw new RejectedWrite(400, `invalid realisation: ${error.message}`);
+      throw error;
+    }
+    if (realisation.id !== id) throw new RejectedWrite(400, `realisation is for ${realisation.id}, not for ${id}`);
+    if (requiredUploadKeys && !realisationVerifies(realisation, requiredUploadKeys)) {
+      throw new RejectedWrite(403, 'realisation is not signed by a trusted upload key');
+    }
+    const served = signingKey ? signRealisation(realisation, signingKey) : realisation;
+    await storage.putAuxFile('realisations', realisationFileName(id), Buffer.from(formatRealisation(served)));
   }
 
   /** Deletes a narinfo, then (database first) any NAR file no narinfo needs any more. */

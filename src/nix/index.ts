@@ -5,3 +5,4 @@ export * from './store-path.js';
 export * from './compression.js';
 export * from './narinfo.js';
 export * from './signing.js';
+export * from './realisation.js';

@@ -11,7 +11,7 @@ export interface ByteRange {
   end: number;
 }
 
-export type AuxKind = 'ls' | 'log';
+export type AuxKind = 'ls' | 'log' | 'realisations';
 
 export interface StoredNar {
   stream: Readable;
@@ -38,8 +38,9 @@ export interface Storage {
   listLegacyNarInfos(): AsyncIterable<string>;
   deleteLegacyNarInfo(hash: string): Promise<void>;
   /**
-   * Small files kept beside the NARs: NAR listings (`ls`, `<hash>.ls`) and build logs (`log`,
-   * `<drv name>`), stored at `store/<kind>/<h0>/<h0h1>/<name>`.
+   * Small files kept beside the NARs: NAR listings (`ls`, `<hash>.ls`), build logs (`log`,
+   * `<drv name>`) and realisations (`realisations`, `<drv hash hex>!<output>.doi`), stored at
+   * `store/<kind>/<h0>/<h0h1>/<name>`.
    */
   getAuxFile(kind: AuxKind, name: string): Promise<Buffer | undefined>;
   /** Stores a small file atomically (whole or not at all). */

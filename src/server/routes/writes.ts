@@ -7,7 +7,7 @@ import { CacheWrites, RejectedWrite } from '../../cache/writes';
 import { HttpError } from '../errors';
 import { checkedNarName } from './nar';
 import { MAX_AUX_BYTES } from '../../cache/cache';
-import { logName } from './aux-files';
+import { logName, realisationId } from './aux-files';
 import { listingName, narInfoHashOf } from './narinfo';
 
 export interface WriteRoutesOptions {
@@ -73,6 +73,14 @@ export function registerWriteRoutes(app: FastifyInstance, writes: CacheWrites, o
   app.put<{ Params: { name: string } }>('/upload/log/:name', { config: write }, async (request, reply) => {
     if (!options.allowPut) return notAllowed(reply, '--cache-allow-put-verb');
     await writes.putAuxFile('log', logName(request.params.name), await readBody(request.body as Readable, MAX_AUX_BYTES));
+    return reply.code(204).send();
+  });
+
+  app.put<{ Params: { file: string } }>('/upload/realisations/:file', { config: write }, async (request, reply) => {
+    if (!options.allowPut) return notAllowed(reply, '--cache-allow-put-verb');
+    const id = realisationId(request.params.file);
+    const text = (await readBody(request.body as Readable, MAX_NARINFO_BYTES)).toString('utf8');
+    await translate(() => writes.putRealisation(id, text));
     return reply.code(204).send();
   });
 
