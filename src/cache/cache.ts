@@ -14,7 +14,6 @@ import {
   realisationVerifies,
   signRealisation,
   type Realisation,
-  isNix32,
   narFileExtension,
   narInfoFingerprint,
   signNarInfo,
@@ -35,7 +34,7 @@ import { InvalidLegacyNarInfo, type LegacyNarInfoMigrator } from '../migrate/nar
 import { NarInfoMemo } from './narinfo-memo';
 import { NegativeCache } from './negative-cache';
 import { AlreadyStored, NarDownload, NotFoundUpstream, type ExpectedFile } from './download';
-import { NAR_FILE_NAME } from './names';
+import { HASH_NAMED_NAR } from './names';
 import { resolveRange, type RangeSpec, type ResolvedRange } from './range';
 
 export interface CacheOptions {
@@ -480,10 +479,8 @@ function expectedFile(record: NarFileRecord): ExpectedFile {
 export function servedNarName(narInfo: NarInfo): string {
   const ext = narFileExtension(narInfo.compression);
   const own = /^nar\/([^/?#]+)$/.exec(narInfo.url)?.[1];
-  if (own && NAR_FILE_NAME.test(own) && own.endsWith(`.nar${ext}`)) {
-    const base = own.slice(0, own.length - `.nar${ext}`.length);
-    if (isNix32(base, 52)) return own;
-  }
+  const match = own ? HASH_NAMED_NAR.exec(own) : null;
+  if (own && match && (match[2] ?? '') === ext) return own;
   const hash = narInfo.fileHash ?? narInfo.narHash;
   return `${hash.nix32Digest()}.nar${ext}`;
 }

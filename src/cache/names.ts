@@ -20,6 +20,12 @@ export const LOG_NAME = new RegExp(`^${NIX32}{32}-[A-Za-z0-9+\\-._?=]{1,211}$`);
  */
 export const NAR_FILE_NAME = new RegExp(`^(?:${NIX32}{52}|${NIX32}{32}-${NIX32}{52})\\.nar(\\.[A-Za-z0-9]+)?$`);
 
+/**
+ * `<52 nix32>.nar[.ext]` where the hash is the sha256 of the file itself: what `nix copy` writes
+ * and what ncps serves (uploads must be named this way; upstream names of this form are kept).
+ */
+export const HASH_NAMED_NAR = new RegExp(`^(${NIX32}{52})\\.nar(\\.[a-z0-9]+)?$`);
+
 export type NarNameCheck = { ok: true; compression: Compression } | { ok: false; reason: string };
 
 export function checkNarFileName(name: string): NarNameCheck {

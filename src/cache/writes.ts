@@ -31,6 +31,7 @@ import {
 import type { AuxKind, Storage } from '../storage/storage';
 import type { Logger } from '../telemetry/logger';
 import { realisationFileName, type Cache } from './cache';
+import { HASH_NAMED_NAR } from './names';
 
 /** A request the cache refuses; the status tells the client why. */
 export class RejectedWrite extends Error {
@@ -53,14 +54,12 @@ export interface CacheWritesOptions {
   maxNarInfoBytes?: number;
 }
 
-const NAR_NAME = /^([0-9a-df-np-sv-z]{52})\.nar(\.[a-z0-9]+)?$/;
-
 export class CacheWrites {
   constructor(private readonly options: CacheWritesOptions) {}
 
   /** Stores an uploaded NAR once its bytes hash to the name it was uploaded under. */
   async putNar(name: string, body: Readable): Promise<void> {
-    const match = NAR_NAME.exec(name);
+    const match = HASH_NAMED_NAR.exec(name);
     if (!match) throw new RejectedWrite(400, 'uploaded NARs must be named <sha256 of the file, nix32>.nar[.ext]');
     const { storage } = this.options;
     const tempFile = path.join(storage.tempDir, `upload-${name}.${randomBytes(6).toString('hex')}.part`);
@@ -103,7 +102,7 @@ export class CacheWrites {
       throw new RejectedWrite(403, 'narinfo is not signed by a trusted upload key');
     }
     const name = /^nar\/([^/]+)$/.exec(narInfo.url)?.[1];
-    const match = name ? NAR_NAME.exec(name) : null;
+    const match = name ? HASH_NAMED_NAR.exec(name) : null;
     if (!name || !match || (match[2] ?? '') !== narFileExtension(narInfo.compression)) {
       throw new RejectedWrite(400, `narinfo URL must be nar/<file hash>.nar${narFileExtension(narInfo.compression)}`);
     }

@@ -5,8 +5,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { StoreStats } from '../db/database';
 
-export type ServedSource = 'cache' | 'upstream';
-
 export class Metrics {
   readonly registry = new Registry();
 
