@@ -13,7 +13,12 @@ import {
   parseRealisation,
   realisationVerifies,
   signRealisation,
-  type Realisation,
+  BUILD_TRACE_DIR,
+  buildTraceVerifies,
+  formatBuildTraceValue,
+  parseBuildTraceValue,
+  signBuildTrace,
+  type BuildTraceKey,
   narFileExtension,
   narInfoFingerprint,
   signNarInfo,
@@ -82,6 +87,11 @@ export interface NarResult {
 /** Storage name of a realisation: the id without its `sha256:` (so the fan-out spreads). */
 export function realisationFileName(id: string): string {
   return `${id.replace(/^sha256:/, '')}.doi`;
+}
+
+/** Storage name of a build trace entry: its cache path under `build-trace-v2/`. */
+export function buildTraceFileName(key: BuildTraceKey): string {
+  return `${key.drvPath}/${key.outputName}.doi`;
 }
 
 /** Listings and logs are read whole into memory: bounded. */
@@ -420,31 +430,58 @@ export class Cache {
    * with a signature from a trusted key (like narinfos), then signed by us and kept.
    */
   async getRealisation(id: string, read: ReadOptions): Promise<string | undefined> {
-    const { storage, upstreams, trustedKeys, signingKey, logger } = this.options;
-    const name = realisationFileName(id);
-    const stored = await storage.getAuxFile('realisations', name);
+    const { trustedKeys, signingKey } = this.options;
+    return this.getSignedEntry('realisations', realisationFileName(id), `realisations/${id}.doi`, read, (text) => {
+      const realisation = parseRealisation(text);
+      if (realisation.id !== id) throw new Error(`it is for ${realisation.id}`);
+      if (!realisationVerifies(realisation, trustedKeys)) return undefined;
+      return formatRealisation(signingKey ? signRealisation(realisation, signingKey) : realisation);
+    });
+  }
+
+  /** A build trace entry (Nix >= 2.35), under the same rules as realisations. */
+  async getBuildTrace(key: BuildTraceKey, read: ReadOptions): Promise<string | undefined> {
+    const { trustedKeys, signingKey } = this.options;
+    const name = buildTraceFileName(key);
+    return this.getSignedEntry('build-trace-v2', name, `${BUILD_TRACE_DIR}/${name}`, read, (text) => {
+      const value = parseBuildTraceValue(text);
+      if (!buildTraceVerifies(key, value, trustedKeys)) return undefined;
+      return formatBuildTraceValue(signingKey ? signBuildTrace(key, value, signingKey) : value);
+    });
+  }
+
+  /**
+   * A small signed JSON file: from storage, else fetched from the upstreams and passed to
+   * `accept`, which returns what to keep and serve, or undefined when no trusted key signed it.
+   */
+  private async getSignedEntry(
+    kind: AuxKind,
+    name: string,
+    upstreamPath: string,
+    read: ReadOptions,
+    accept: (text: string) => string | undefined,
+  ): Promise<string | undefined> {
+    const { storage, upstreams, logger } = this.options;
+    const stored = await storage.getAuxFile(kind, name);
     if (stored || !read.upstream) return stored?.toString('utf8');
-    const negativeKey = `realisation:${id}`;
+    const negativeKey = `${kind}:${name}`;
     if (this.absent.has(negativeKey)) return undefined;
-    const data = await upstreams.fetchSmallFile(`realisations/${id}.doi`, MAX_AUX_BYTES);
-    let accepted: Realisation | undefined;
+    const data = await upstreams.fetchSmallFile(upstreamPath, MAX_AUX_BYTES);
+    let accepted: string | undefined;
     if (data) {
       try {
-        const realisation = parseRealisation(data.toString('utf8'));
-        if (realisation.id !== id) logger.warn({ id, got: realisation.id }, 'upstream realisation is for another id; ignored');
-        else if (!realisationVerifies(realisation, trustedKeys)) logger.warn({ id }, 'upstream realisation has no signature from a trusted key; ignored');
-        else accepted = signingKey ? signRealisation(realisation, signingKey) : realisation;
+        accepted = accept(data.toString('utf8'));
+        if (accepted === undefined) logger.warn({ path: upstreamPath }, 'upstream entry has no signature from a trusted key; ignored');
       } catch (error) {
-        logger.warn({ id, err: (error as Error).message }, 'upstream sent an invalid realisation; ignored');
+        logger.warn({ path: upstreamPath, err: (error as Error).message }, 'upstream sent an invalid entry; ignored');
       }
     }
-    if (!accepted) {
+    if (accepted === undefined) {
       this.absent.add(negativeKey);
       return undefined;
     }
-    const text = formatRealisation(accepted);
-    await storage.putAuxFile('realisations', name, Buffer.from(text));
-    return text;
+    await storage.putAuxFile(kind, name, Buffer.from(accepted));
+    return accepted;
   }
 
   /** Forgets what this instance remembers about a path (it was uploaded, deleted or evicted). */

@@ -19,6 +19,13 @@ import {
   storePathHash,
   NarInfoError,
   RealisationError,
+  BuildTraceError,
+  buildTraceVerifies,
+  formatBuildTraceValue,
+  parseBuildTraceValue,
+  signBuildTrace,
+  type BuildTraceKey,
+  type BuildTraceValue,
   formatRealisation,
   parseRealisation,
   realisationVerifies,
@@ -30,7 +37,7 @@ import {
 } from '../nix';
 import type { AuxKind, Storage } from '../storage/storage';
 import type { Logger } from '../telemetry/logger';
-import { realisationFileName, type Cache } from './cache';
+import { buildTraceFileName, realisationFileName, type Cache } from './cache';
 import { HASH_NAMED_NAR } from './names';
 
 /** A request the cache refuses; the status tells the client why. */
@@ -154,6 +161,34 @@ export class CacheWrites {
     }
     const served = signingKey ? signRealisation(realisation, signingKey) : realisation;
     await storage.putAuxFile('realisations', realisationFileName(id), Buffer.from(formatRealisation(served)));
+  }
+
+  /**
+   * Stores an uploaded build trace entry, checked and signed like a realisation. An entry already
+   * kept for the same output path keeps its signatures; one for another output path is replaced
+   * (the newest build wins, as with narinfos) and the replacement is logged.
+   */
+  async putBuildTrace(key: BuildTraceKey, text: string): Promise<void> {
+    const { storage, signingKey, requiredUploadKeys, logger } = this.options;
+    let value: BuildTraceValue;
+    try {
+      value = parseBuildTraceValue(text);
+    } catch (error) {
+      if (error instanceof BuildTraceError) throw new RejectedWrite(400, `invalid build trace entry: ${error.message}`);
+      throw error;
+    }
+    if (requiredUploadKeys && !buildTraceVerifies(key, value, requiredUploadKeys)) {
+      throw new RejectedWrite(403, 'build trace entry is not signed by a trusted upload key');
+    }
+    const name = buildTraceFileName(key);
+    const previous = await storage.getAuxFile('build-trace-v2', name);
+    if (previous) {
+      const kept = parseBuildTraceValue(previous.toString('utf8'));
+      if (kept.outPath === value.outPath) value = { ...value, signatures: [...new Set([...kept.signatures, ...value.signatures])] };
+      else logger.warn({ drvPath: key.drvPath, output: key.outputName, was: kept.outPath, now: value.outPath }, 'build trace entry replaced by one for another output path');
+    }
+    const served = signingKey ? signBuildTrace(key, value, signingKey) : value;
+    await storage.putAuxFile('build-trace-v2', name, Buffer.from(formatBuildTraceValue(served)));
   }
 
   /** Deletes a narinfo, then (database first) any NAR file no narinfo needs any more. */

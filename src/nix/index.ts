@@ -6,3 +6,4 @@ export * from './compression.js';
 export * from './narinfo.js';
 export * from './signing.js';
 export * from './realisation.js';
+export * from './build-trace.js';

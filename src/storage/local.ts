@@ -115,7 +115,7 @@ export class LocalStorage implements Storage {
   async putAuxFile(kind: AuxKind, name: string, data: Buffer): Promise<void> {
     const target = path.join(this.root, auxKey(kind, name));
     await mkdir(path.dirname(target), { recursive: true });
-    const staging = path.join(this.tempDir, `${kind}-${name}.${process.pid}.${Date.now()}.part`);
+    const staging = path.join(this.tempDir, `${kind}-${name.replaceAll('/', '^')}.${process.pid}.${Date.now()}.part`);
     await writeFile(staging, data);
     await this.putNarFromFileAt(staging, target);
   }

@@ -11,7 +11,7 @@ export interface ByteRange {
   end: number;
 }
 
-export type AuxKind = 'ls' | 'log' | 'realisations';
+export type AuxKind = 'ls' | 'log' | 'realisations' | 'build-trace-v2';
 
 export interface StoredNar {
   stream: Readable;
@@ -39,8 +39,8 @@ export interface Storage {
   deleteLegacyNarInfo(hash: string): Promise<void>;
   /**
    * Small files kept beside the NARs: NAR listings (`ls`, `<hash>.ls`), build logs (`log`,
-   * `<drv name>`) and realisations (`realisations`, `<drv hash hex>!<output>.doi`), stored at
-   * `store/<kind>/<h0>/<h0h1>/<name>`.
+   * `<drv name>`), realisations (`realisations`, `<drv hash hex>!<output>.doi`) and build trace
+   * entries (`build-trace-v2`, `<drv name>/<output>.doi`), stored at `store/<kind>/<h0>/<h0h1>/<name>`.
    */
   getAuxFile(kind: AuxKind, name: string): Promise<Buffer | undefined>;
   /** Stores a small file atomically (whole or not at all). */

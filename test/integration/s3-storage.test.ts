@@ -221,6 +221,17 @@ describe('S3 storage (s3rver)', { skip, timeout: 300_000 }, () => {
     assert.deepEqual(await readAll(got.stream), content);
   });
 
+  it('keeps listings and build trace entries under store/<kind>/<h0>/<h0h1>/<name>', async () => {
+    const listing = `${nix32Name(32)}.ls`;
+    const trace = `${nix32Name(32)}-producer.drv/out.doi`;
+    await storage.putAuxFile('ls', listing, Buffer.from('{"version":1}'));
+    await storage.putAuxFile('build-trace-v2', trace, Buffer.from('{"outPath":"x"}'));
+    assert.deepEqual(await listKeys(`store/ls/${listing[0]}/`), [`store/ls/${listing[0]}/${listing.slice(0, 2)}/${listing}`]);
+    assert.deepEqual(await listKeys(`store/build-trace-v2/${trace[0]}/`), [`store/build-trace-v2/${trace[0]}/${trace.slice(0, 2)}/${trace}`]);
+    assert.equal((await storage.getAuxFile('build-trace-v2', trace))?.toString(), '{"outPath":"x"}');
+    assert.equal(await storage.getAuxFile('build-trace-v2', `${nix32Name(32)}-producer.drv/out.doi`), undefined);
+  });
+
   it('returns undefined for absent NARs, narinfos and keys', async () => {
     const name = narName();
     assert.equal(await storage.getNar(name), undefined);

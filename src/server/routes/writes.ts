@@ -7,7 +7,7 @@ import { CacheWrites, RejectedWrite } from '../../cache/writes';
 import { HttpError } from '../errors';
 import { checkedNarName } from './nar';
 import { MAX_AUX_BYTES } from '../../cache/cache';
-import { logName, realisationId } from './aux-files';
+import { buildTraceKey, logName, realisationId } from './aux-files';
 import { listingName, narInfoHashOf } from './narinfo';
 
 export interface WriteRoutesOptions {
@@ -81,6 +81,14 @@ export function registerWriteRoutes(app: FastifyInstance, writes: CacheWrites, o
     const id = realisationId(request.params.file);
     const text = (await readBody(request.body as Readable, MAX_NARINFO_BYTES)).toString('utf8');
     await translate(() => writes.putRealisation(id, text));
+    return reply.code(204).send();
+  });
+
+  app.put<{ Params: { drv: string; file: string } }>('/upload/build-trace-v2/:drv/:file', { config: write }, async (request, reply) => {
+    if (!options.allowPut) return notAllowed(reply, '--cache-allow-put-verb');
+    const key = buildTraceKey(request.params.drv, request.params.file);
+    const text = (await readBody(request.body as Readable, MAX_NARINFO_BYTES)).toString('utf8');
+    await translate(() => writes.putBuildTrace(key, text));
     return reply.code(204).send();
   });
 
