@@ -10,6 +10,7 @@ import type { Storage } from '../storage/storage';
 import type { Logger } from '../telemetry/logger';
 import type { Metrics } from '../telemetry/metrics';
 import { MEMO_TTL_MS } from './narinfo-memo';
+import type { OrphanSweeper } from './orphans';
 
 export interface LruOptions {
   db: Database;
@@ -21,6 +22,8 @@ export interface LruOptions {
   lockTtlMs: number;
   /** Called for each evicted narinfo, before its NAR is removed (the cache drops its memo). */
   onEvicted?: (hash: string) => void;
+  /** Removes unrecorded files before the size is measured; run at most once per SWEEP_INTERVAL_MS. */
+  sweeper?: OrphanSweeper;
 }
 
 export interface LruResult {
@@ -34,9 +37,13 @@ export const DEFAULT_LRU_SCHEDULE = '0 * * * *';
 
 const BATCH = 200;
 
+/** Walking all of storage is not free (S3 lists 1000 keys a request): the sweep runs at most this often. */
+export const SWEEP_INTERVAL_MS = 6 * 60 * 60 * 1000;
+
 export class LruCleaner {
   private job?: Cron;
   private running?: Promise<LruResult>;
+  private lastSweep = 0;
 
   constructor(private readonly options: LruOptions) {}
 
@@ -65,6 +72,10 @@ export class LruCleaner {
     }
     try {
       metrics.lruRuns.inc();
+      if (this.options.sweeper && Date.now() - this.lastSweep >= SWEEP_INTERVAL_MS) {
+        this.lastSweep = Date.now();
+        await this.options.sweeper.run().catch((error: Error) => logger.error({ err: error.message }, 'orphan sweep failed'));
+      }
       let { storedBytes } = await db.storeStats();
       let evictedNarInfos = 0;
       let freedBytes = 0;
@@ -75,9 +86,11 @@ export class LruCleaner {
           break;
         }
         const doomed: string[] = [];
+        const evicted: string[] = [];
         for (const hash of candidates) {
           const { deleted, orphanedNarFiles } = await db.deleteNarInfo(hash);
           if (deleted) evictedNarInfos++;
+          evicted.push(hash);
           this.options.onEvicted?.(hash);
           for (const file of orphanedNarFiles) {
             doomed.push(file.name);
@@ -90,6 +103,7 @@ export class LruCleaner {
         // memo expire before its NAR goes (database first, then files, with a gap in between).
         if (doomed.length > 0) await new Promise((resolve) => setTimeout(resolve, MEMO_TTL_MS + 100));
         for (const name of doomed) await storage.deleteNar(name);
+        for (const hash of evicted) await storage.deleteAuxFile('ls', `${hash}.ls`);
       }
       metrics.lruBytesFreed.inc(freedBytes);
       if (evictedNarInfos > 0) logger.info({ evictedNarInfos, freedBytes, sizeAfter: storedBytes }, 'LRU clean-up evicted paths');

@@ -38,7 +38,9 @@ import {
 import type { AuxKind, Storage } from '../storage/storage';
 import type { Logger } from '../telemetry/logger';
 import { buildTraceFileName, realisationFileName, type Cache } from './cache';
+import { withLock, type Locker } from '../lock/locker';
 import { HASH_NAMED_NAR } from './names';
+import { narFileLockKey } from './orphans';
 
 /** A request the cache refuses; the status tells the client why. */
 export class RejectedWrite extends Error {
@@ -59,6 +61,8 @@ export interface CacheWritesOptions {
   /** When set, uploaded narinfos must verify against one of these keys. */
   requiredUploadKeys: readonly PublicKey[] | undefined;
   maxNarInfoBytes?: number;
+  locker: Locker;
+  lockTtlMs: number;
 }
 
 export class CacheWrites {
@@ -94,7 +98,7 @@ export class CacheWrites {
 
   /** Stores an uploaded narinfo whose NAR is already stored and matches it. */
   async putNarInfo(hash: string, text: string): Promise<void> {
-    const { db, storage, signingKey, requiredUploadKeys, cache } = this.options;
+    const { db, storage, signingKey, requiredUploadKeys, cache, locker, lockTtlMs } = this.options;
     let narInfo: NarInfo;
     try {
       narInfo = parseNarInfo(text);
@@ -118,22 +122,27 @@ export class CacheWrites {
     if (!fileHash || fileHash.algorithm !== 'sha256' || fileHash.nix32Digest() !== nameHash) {
       throw new RejectedWrite(400, 'narinfo FileHash does not match its NAR file name');
     }
-    const size = await storage.statNar(name);
-    if (size === undefined) throw new RejectedWrite(400, `upload ${narInfo.url} before its narinfo`);
-    const expectedSize = narInfo.fileSize ?? (narInfo.compression === 'none' ? narInfo.narSize : undefined);
-    if (expectedSize !== undefined && expectedSize !== size) {
-      throw new RejectedWrite(400, `narinfo FileSize ${expectedSize} does not match the uploaded NAR (${size} bytes)`);
-    }
-    const served = signingKey ? signNarInfo(narInfo, signingKey) : narInfo;
-    const orphaned = await db.putNarInfo(hash, served, {
-      name,
-      compression: served.compression,
-      fileHash: fileHash.toNix32(),
-      fileSize: size,
-      narHash: served.narHash.toNix32(),
-      narSize: served.narSize,
+    // Held while the NAR is checked and recorded: the orphan sweep takes the same lock before it
+    // removes an unrecorded NAR, so it cannot remove this one between the check and the record.
+    const orphaned = await withLock(locker, narFileLockKey(name), lockTtlMs, async () => {
+      const size = await storage.statNar(name);
+      if (size === undefined) throw new RejectedWrite(400, `upload ${narInfo.url} before its narinfo`);
+      const expectedSize = narInfo.fileSize ?? (narInfo.compression === 'none' ? narInfo.narSize : undefined);
+      if (expectedSize !== undefined && expectedSize !== size) {
+        throw new RejectedWrite(400, `narinfo FileSize ${expectedSize} does not match the uploaded NAR (${size} bytes)`);
+      }
+      const served = signingKey ? signNarInfo(narInfo, signingKey) : narInfo;
+      const replaced = await db.putNarInfo(hash, served, {
+        name,
+        compression: served.compression,
+        fileHash: fileHash.toNix32(),
+        fileSize: size,
+        narHash: served.narHash.toNix32(),
+        narSize: served.narSize,
+      });
+      await db.markNarFileStored(name, size);
+      return replaced;
     });
-    await db.markNarFileStored(name, size);
     // A re-upload in another compression replaces the narinfo; its old NAR must not linger.
     for (const orphan of orphaned) await storage.deleteNar(orphan.name);
     cache.forget(hash);
@@ -196,13 +205,17 @@ export class CacheWrites {
     const { deleted, orphanedNarFiles } = await this.options.db.deleteNarInfo(hash);
     this.options.cache.forget(hash);
     for (const file of orphanedNarFiles) await this.options.storage.deleteNar(file.name);
+    await this.options.storage.deleteAuxFile('ls', `${hash}.ls`);
     return deleted;
   }
 
   /** Deletes a NAR file and every narinfo that points at it, so none is left dangling. */
   async deleteNar(name: string): Promise<boolean> {
     const hashes = await this.options.db.deleteNarFile(name);
-    for (const hash of hashes) this.options.cache.forget(hash);
+    for (const hash of hashes) {
+      this.options.cache.forget(hash);
+      await this.options.storage.deleteAuxFile('ls', `${hash}.ls`);
+    }
     const existed = (await this.options.storage.statNar(name)) !== undefined;
     await this.options.storage.deleteNar(name);
     return existed || hashes.length > 0;

@@ -12,6 +12,7 @@ import type { Locker } from '../lock/locker';
 import { LocalStorage } from '../storage/local';
 import type { Storage } from '../storage/storage';
 import type { Logger } from '../telemetry/logger';
+import { LEASE_STALE_MS } from '../lock/lease';
 
 export function defaultDataDir(): string {
   const base = process.env.XDG_DATA_HOME || path.join(os.homedir(), '.local', 'share');
@@ -111,4 +112,20 @@ export function createLocker(config: LoadedConfig, logger: Logger): Locker & { c
     ...(config.get<string>('cache.redis.username') ? { username: config.get<string>('cache.redis.username') } : {}),
     ...(config.get<string>('cache.redis.password') ? { password: config.get<string>('cache.redis.password') } : {}),
   });
+}
+
+/**
+ * Without Redis, offline commands cannot coordinate with a running server; they refuse when a
+ * server renewed its lease recently, unless --force. Returns the message to print, if refused.
+ */
+export async function liveServerRefusal(db: Database, command: string, force: boolean): Promise<string | undefined> {
+  if (force) return undefined;
+  const live = await db.liveLeases(Date.now() - LEASE_STALE_MS);
+  if (live.length === 0) return undefined;
+  const who = live.map((l) => `${l.hostname} (pid ${l.pid})`).join(', ');
+  return (
+    `ncps ${command}: an ncps server is using this database: ${who}.\n` +
+    'Stop it first (systemctl stop ncps), or run with --cache-redis-addrs so both coordinate, ' +
+    'or pass --force if you are sure it is not running.\n'
+  );
 }

@@ -5,6 +5,7 @@ import { ConfigError } from '../config/load';
 import { migrateCommand } from './migrate';
 import { migrateNarinfoCommand } from './migrate-narinfo';
 import { serveCommand } from './serve';
+import { sweepOrphansCommand } from './sweep-orphans';
 
 import { VERSION } from './version';
 
@@ -17,6 +18,7 @@ const COMMANDS: Record<string, Command> = {
   serve: serveCommand,
   migrate: migrateCommand,
   'migrate-narinfo': migrateNarinfoCommand,
+  'sweep-orphans': sweepOrphansCommand,
 };
 
 function usage(): string {

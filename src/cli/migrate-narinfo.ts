@@ -14,8 +14,7 @@ import { storedSigningKey } from '../cache/signing-key';
 import { createLogger } from '../telemetry/logger';
 import { Metrics } from '../telemetry/metrics';
 import { VERSION } from './version';
-import { createLocker, describeDatabase, openConfiguredDatabase, openConfiguredStorage } from './common';
-import { LEASE_STALE_MS } from '../lock/lease';
+import { createLocker, describeDatabase, liveServerRefusal, openConfiguredDatabase, openConfiguredStorage } from './common';
 
 const SUMMARY = 'Move narinfo files kept in storage by older ncps versions into the database.';
 
@@ -62,14 +61,9 @@ async function migrateNarinfo(argv: string[]): Promise<number> {
     const signingKey = databaseReady ? await storedSigningKey(db) : undefined;
 
     if (redisAddrs.length === 0 && !dryRun) {
-      const live = await db.liveLeases(Date.now() - LEASE_STALE_MS);
-      if (live.length > 0 && !config.get<boolean>('force')) {
-        const who = live.map((l) => `${l.hostname} (pid ${l.pid})`).join(', ');
-        process.stderr.write(
-          `ncps migrate-narinfo: an ncps server is using this database: ${who}.\n` +
-            'Stop it first (systemctl stop ncps), or run with --cache-redis-addrs so both coordinate, ' +
-            'or pass --force if you are sure it is not running.\n',
-        );
+      const refusal = await liveServerRefusal(db, 'migrate-narinfo', config.get<boolean>('force'));
+      if (refusal) {
+        process.stderr.write(refusal);
         return 1;
       }
     }

@@ -6,6 +6,7 @@ import os from 'node:os';
 import { Cron } from 'croner';
 import { Cache } from '../cache/cache';
 import { DEFAULT_LRU_SCHEDULE, LruCleaner } from '../cache/lru';
+import { OrphanSweeper } from '../cache/orphans';
 import { CacheWrites } from '../cache/writes';
 import { loadSigningKey } from '../cache/signing-key';
 import { ConfigError, helpText, loadConfig, type LoadedConfig } from '../config/load';
@@ -192,6 +193,8 @@ async function serve(argv: string[]): Promise<number> {
     logger,
     signingKey: settings.signNarInfo ? signingKey : undefined,
     requiredUploadKeys: settings.requiredUploadKeys,
+    locker,
+    lockTtlMs: settings.downloadLockTtlMs,
   });
   if (settings.requiredUploadKeys?.length === 0) {
     logger.warn('--cache-require-trusted-signature is set without any --cache-trusted-upload-key: every upload will be refused');
@@ -223,6 +226,7 @@ async function serve(argv: string[]): Promise<number> {
       maxSizeBytes: settings.maxSizeBytes,
       lockTtlMs: settings.lruLockTtlMs,
       onEvicted: (hash) => cache.forget(hash),
+      sweeper: new OrphanSweeper({ db, storage, locker, logger, metrics, lockTtlMs: settings.lruLockTtlMs }),
     });
     lru.start(settings.lruSchedule || DEFAULT_LRU_SCHEDULE, settings.lruTimezone);
   } else if (settings.lruSchedule) {

@@ -21,7 +21,7 @@ export interface OptionSpec {
   default: unknown;
   doc: string;
   /** Which commands accept it; global options are accepted everywhere. */
-  scope: 'global' | 'serve' | 'storage' | 'database' | 'redis' | 'migration' | 'narinfo-migration';
+  scope: 'global' | 'serve' | 'storage' | 'database' | 'redis' | 'migration' | 'narinfo-migration' | 'offline';
   sensitive?: boolean;
   /** Older flag names that still work, with a warning. */
   aliases?: readonly string[];
@@ -497,7 +497,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     format: 'bool',
     default: false,
     doc: 'Run without Redis even though an ncps server was seen using the database recently (only when you know it is stopped).',
-    scope: 'narinfo-migration',
+    scope: 'offline',
   },
 ];
 
@@ -505,7 +505,8 @@ export const COMMAND_SCOPES: Record<string, ReadonlyArray<OptionSpec['scope']>> 
   serve: ['global', 'serve', 'storage', 'database', 'redis'],
   'migrate up': ['global', 'storage', 'database', 'migration'],
   'migrate status': ['global', 'storage', 'database'],
-  'migrate-narinfo': ['global', 'storage', 'database', 'redis', 'migration', 'narinfo-migration'],
+  'migrate-narinfo': ['global', 'storage', 'database', 'redis', 'migration', 'narinfo-migration', 'offline'],
+  'sweep-orphans': ['global', 'storage', 'database', 'redis', 'migration', 'offline'],
 };
 
 export function optionsFor(command: string): OptionSpec[] {

@@ -32,8 +32,9 @@ const SECTIONS: Array<[string, OptionSpec['scope']]> = [
   ['Storage', 'storage'],
   ['Database', 'database'],
   ['Redis and locks', 'redis'],
-  ['Migrations (`migrate up`, `migrate-narinfo`)', 'migration'],
+  ['Dry runs (`migrate up`, `migrate-narinfo`, `sweep-orphans`)', 'migration'],
   ['Narinfo migration (`migrate-narinfo`)', 'narinfo-migration'],
+  ['Beside a running server (`migrate-narinfo`, `sweep-orphans`)', 'offline'],
 ];
 
 export function configurationReference(): string {

@@ -49,6 +49,10 @@ export interface Database {
   deleteNarInfo(hash: string): Promise<{ deleted: boolean; orphanedNarFiles: RemovedNarFile[] }>;
   /** Deletes a NAR file's record and every narinfo pointing at it; returns those narinfo hashes. */
   deleteNarFile(name: string): Promise<string[]>;
+  /** Which of these NAR file names have a record (stored, or still downloading). */
+  knownNarFiles(names: readonly string[]): Promise<Set<string>>;
+  /** Which of these store path hashes have a narinfo. */
+  knownNarInfos(hashes: readonly string[]): Promise<Set<string>>;
   /** Narinfos by least recent use, leaving out pinned closures. */
   leastRecentlyUsed(limit: number): Promise<string[]>;
   storeStats(): Promise<StoreStats>;

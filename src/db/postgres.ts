@@ -330,6 +330,16 @@ export class PostgresDatabase implements Database {
     });
   }
 
+  async knownNarFiles(names: readonly string[]): Promise<Set<string>> {
+    const { rows } = await this.pool.query<{ name: string }>('SELECT name FROM nar_files WHERE name = ANY($1::text[])', [names]);
+    return new Set(rows.map((r) => r.name));
+  }
+
+  async knownNarInfos(hashes: readonly string[]): Promise<Set<string>> {
+    const { rows } = await this.pool.query<{ hash: string }>('SELECT hash FROM narinfos WHERE hash = ANY($1::text[])', [hashes]);
+    return new Set(rows.map((r) => r.hash));
+  }
+
   async leastRecentlyUsed(limit: number): Promise<string[]> {
     const { rows } = await this.pool.query<{ hash: string }>(
       `WITH RECURSIVE pinned(hash) AS (

@@ -91,6 +91,8 @@ export class SqliteDatabase implements Database {
       deleteNarFileIfUnused: db.prepare<[number], RemovedNarFileRow>(q.deleteNarFileIfUnused),
       narInfosOfFile: db.prepare<[string], { hash: string }>(q.narInfosOfFile),
       deleteNarFileByName: db.prepare<[string]>(q.deleteNarFileByName),
+      knownNarFiles: db.prepare<[string], { value: string }>(q.knownNarFiles),
+      knownNarInfos: db.prepare<[string], { value: string }>(q.knownNarInfos),
       leastRecentlyUsed: db.prepare<[number], { hash: string }>(q.leastRecentlyUsed),
       storeStats: db.prepare<[], { narinfos: number; files: number; bytes: number | null }>(q.storeStats),
       addPin: db.prepare(q.addPin),
@@ -273,6 +275,14 @@ export class SqliteDatabase implements Database {
       sql.deleteNarFileByName.run(name);
       return hashes;
     }).immediate();
+  }
+
+  async knownNarFiles(names: readonly string[]): Promise<Set<string>> {
+    return new Set(this.sql.knownNarFiles.all(JSON.stringify(names)).map((r) => r.value));
+  }
+
+  async knownNarInfos(hashes: readonly string[]): Promise<Set<string>> {
+    return new Set(this.sql.knownNarInfos.all(JSON.stringify(hashes)).map((r) => r.value));
   }
 
   async leastRecentlyUsed(limit: number): Promise<string[]> {

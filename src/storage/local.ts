@@ -4,7 +4,7 @@
 import { mkdirSync } from 'node:fs';
 import { copyFile, mkdir, open, readFile, readdir, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { auxKey, fanOut, type AuxKind, type ByteRange, type Storage, type StoredNar } from './storage';
+import { auxKey, fanOut, inFanOut, type AuxKind, type ByteRange, type ListableAuxKind, type Storage, type StoredFileInfo, type StoredNar } from './storage';
 
 export class LocalStorage implements Storage {
   readonly root: string;
@@ -87,13 +87,35 @@ export class LocalStorage implements Storage {
   }
 
   async *listLegacyNarInfos(): AsyncIterable<string> {
-    const top = path.join(this.root, 'store', 'narinfo');
+    for await (const { name } of this.walk(path.join(this.root, 'store', 'narinfo'), false)) {
+      const hash = /^([0-9a-df-np-sv-z]{32})\.narinfo$/.exec(name)?.[1];
+      if (hash) yield hash;
+    }
+  }
+
+  listNars(): AsyncIterable<StoredFileInfo> {
+    return this.walk(path.join(this.root, 'store', 'nar'), true);
+  }
+
+  listAuxFiles(kind: ListableAuxKind): AsyncIterable<StoredFileInfo> {
+    return this.walk(path.join(this.root, 'store', kind), true);
+  }
+
+  /**
+   * The regular files of a fan-out tree (`top/<a>/<ab>/<name>`). Only files where ncps's layout
+   * puts them are listed: anything else in the tree is not ours to touch.
+   */
+  private async *walk(top: string, withStat: boolean): AsyncIterable<StoredFileInfo> {
     for (const first of await readdir(top).catch(() => [] as string[])) {
       for (const second of await readdir(path.join(top, first)).catch(() => [] as string[])) {
-        for (const file of await readdir(path.join(top, first, second)).catch(() => [] as string[])) {
-          const hash = /^([0-9a-df-np-sv-z]{32})\.narinfo$/.exec(file)?.[1];
-          // Only files where ncps's layout puts them: anything else is not ours to touch.
-          if (hash && hash.startsWith(second) && second.startsWith(first)) yield hash;
+        for (const name of await readdir(path.join(top, first, second)).catch(() => [] as string[])) {
+          if (!inFanOut(first, second, name)) continue;
+          if (!withStat) {
+            yield { name, size: 0, modifiedAt: 0 };
+            continue;
+          }
+          const info = await stat(path.join(top, first, second, name)).catch(() => undefined);
+          if (info?.isFile()) yield { name, size: info.size, modifiedAt: info.mtimeMs };
         }
       }
     }
@@ -118,6 +140,10 @@ export class LocalStorage implements Storage {
     const staging = path.join(this.tempDir, `${kind}-${name.replaceAll('/', '^')}.${process.pid}.${Date.now()}.part`);
     await writeFile(staging, data);
     await this.putNarFromFileAt(staging, target);
+  }
+
+  async deleteAuxFile(kind: AuxKind, name: string): Promise<void> {
+    await rm(path.join(this.root, auxKey(kind, name)), { force: true });
   }
 
   async getLegacySecretKey(): Promise<string | undefined> {

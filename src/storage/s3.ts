@@ -23,7 +23,7 @@ import {
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { auxKey, fanOut, type AuxKind, type ByteRange, type Storage, type StoredNar } from './storage';
+import { auxKey, fanOut, inFanOut, type AuxKind, type ByteRange, type ListableAuxKind, type Storage, type StoredFileInfo, type StoredNar } from './storage';
 
 const MiB = 1024 * 1024;
 const NARINFO_PREFIX = 'store/narinfo/';
@@ -206,27 +206,34 @@ export class S3Storage implements Storage {
     return this.readText('config/cache.key');
   }
 
-  /**
-   * Hashes of the legacy narinfo files in the bucket (`store/narinfo/<h0>/<h0h1>/<hash>.narinfo`),
-   * page by page. Keys that are not where the layout puts them are skipped: they could not be
-   * read or deleted by hash anyway.
-   */
+  /** Hashes of the legacy narinfo files in the bucket (`store/narinfo/<h0>/<h0h1>/<hash>.narinfo`). */
   async *listLegacyNarInfos(): AsyncIterable<string> {
+    for await (const { name } of this.walk(NARINFO_PREFIX)) {
+      const hash = /^([0-9a-df-np-sv-z]{32})\.narinfo$/.exec(name)?.[1];
+      if (hash) yield hash;
+    }
+  }
+
+  listNars(): AsyncIterable<StoredFileInfo> {
+    return this.walk('store/nar/');
+  }
+
+  listAuxFiles(kind: ListableAuxKind): AsyncIterable<StoredFileInfo> {
+    return this.walk(`store/${kind}/`);
+  }
+
+  /**
+   * The objects of a fan-out tree (`<prefix><a>/<ab>/<name>`), page by page. Keys that are not
+   * where the layout puts them are skipped: they could not be read or deleted by name anyway.
+   */
+  private async *walk(prefix: string): AsyncIterable<StoredFileInfo> {
     let ContinuationToken: string | undefined;
     do {
-      const page = await this.client.send(
-        new ListObjectsV2Command({
-          Bucket: this.bucket,
-          Prefix: NARINFO_PREFIX,
-          MaxKeys: this.listPageSize,
-          ContinuationToken,
-        }),
-      );
+      const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, MaxKeys: this.listPageSize, ContinuationToken }));
       for (const object of page.Contents ?? []) {
-        const key = object.Key;
-        if (!key?.endsWith('.narinfo')) continue;
-        const hash = key.slice(key.lastIndexOf('/') + 1, -'.narinfo'.length);
-        if (hash && this.narInfoKey(hash) === key) yield hash;
+        const parts = object.Key?.slice(prefix.length).split('/');
+        if (!parts || parts.length !== 3 || !inFanOut(parts[0]!, parts[1]!, parts[2]!)) continue;
+        yield { name: parts[2]!, size: object.Size ?? 0, modifiedAt: object.LastModified?.getTime() ?? Date.now() };
       }
       ContinuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (ContinuationToken);
@@ -249,6 +256,10 @@ export class S3Storage implements Storage {
   /** A single PutObject: the object appears whole or not at all. */
   async putAuxFile(kind: AuxKind, name: string, data: Buffer): Promise<void> {
     await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: auxKey(kind, name), Body: data }));
+  }
+
+  async deleteAuxFile(kind: AuxKind, name: string): Promise<void> {
+    await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: auxKey(kind, name) }));
   }
 
   close(): void {

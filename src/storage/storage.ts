@@ -19,6 +19,18 @@ export interface StoredNar {
   size: number;
 }
 
+/** A file found by walking storage. */
+export interface StoredFileInfo {
+  /** File name as the get/delete methods take it (`<hash>.nar.xz`, `<hash>.ls`). */
+  name: string;
+  size: number;
+  /** Last modification, in milliseconds since the epoch. */
+  modifiedAt: number;
+}
+
+/** Aux files named by one flat file name, which storage can list. */
+export type ListableAuxKind = 'ls';
+
 export interface Storage {
   /** Opens a stored NAR, or returns undefined when it is not there. */
   getNar(name: string, range?: ByteRange): Promise<StoredNar | undefined>;
@@ -30,6 +42,8 @@ export interface Storage {
    */
   putNarFromFile(name: string, tempFile: string): Promise<void>;
   deleteNar(name: string): Promise<void>;
+  /** Every NAR file in storage, in no particular order (for the orphan sweep). */
+  listNars(): AsyncIterable<StoredFileInfo>;
   /** A local directory for downloads in progress. */
   readonly tempDir: string;
   /** Legacy narinfo files (`store/narinfo/<h0>/<h0h1>/<hash>.narinfo`), from before the database. */
@@ -45,6 +59,9 @@ export interface Storage {
   getAuxFile(kind: AuxKind, name: string): Promise<Buffer | undefined>;
   /** Stores a small file atomically (whole or not at all). */
   putAuxFile(kind: AuxKind, name: string, data: Buffer): Promise<void>;
+  deleteAuxFile(kind: AuxKind, name: string): Promise<void>;
+  /** Every aux file of a kind, in no particular order (for the orphan sweep). */
+  listAuxFiles(kind: ListableAuxKind): AsyncIterable<StoredFileInfo>;
   /** The legacy signing key file (`config/cache.key`), if an older ncps left one. */
   getLegacySecretKey(): Promise<string | undefined>;
 }
@@ -52,6 +69,12 @@ export interface Storage {
 /** Where a small auxiliary file lives, relative to the storage root or bucket. */
 export function auxKey(kind: AuxKind, name: string): string {
   return ['store', kind, ...fanOut(name)].join('/');
+}
+
+/** True when `name` sits where the fan-out puts it (`<a>/<ab>/<ab…>`): anything else is not ours. */
+export function inFanOut(first: string, second: string, name: string): boolean {
+  const [a, ab] = fanOut(name);
+  return first === a && second === ab;
 }
 
 /** `abcd….nar.xz` → [`a`, `ab`, name]: ncps's two-level fan-out. */

@@ -38,6 +38,13 @@ export class Metrics {
   readonly utilization = new Gauge({ name: 'ncps_cache_utilization_ratio', help: 'Store size divided by the maximum size.', registers: [this.registry] });
   readonly lruRuns = new Counter({ name: 'ncps_lru_cleanup_runs_total', help: 'LRU clean-up runs.', registers: [this.registry] });
   readonly lruBytesFreed = new Counter({ name: 'ncps_lru_bytes_freed_total', help: 'Bytes freed by LRU clean-up.', registers: [this.registry] });
+  readonly orphanFilesRemoved = new Counter({
+    name: 'ncps_orphan_files_removed_total',
+    help: 'Files in storage that no database record needed, removed by the orphan sweep.',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+  readonly orphanBytesRemoved = new Counter({ name: 'ncps_orphan_bytes_removed_total', help: 'Bytes removed by the orphan sweep.', registers: [this.registry] });
   readonly upstreamNarInfoDuration = new Histogram({
     name: 'ncps_upstream_narinfo_fetch_duration_seconds',
     help: 'Time to look a narinfo up across the upstreams.',

@@ -459,6 +459,20 @@ for (const engine of [sqliteEngine, postgresEngine]) {
       assert.deepStrictEqual(await db.getNarInfo(x.hash), x.narInfo);
     });
 
+    it('knownNarFiles and knownNarInfos pick out the recorded names from a batch', async () => {
+      const db = await migrated();
+      const a = fixture('kn-a');
+      const b = fixture('kn-b');
+      for (const f of [a, b]) await put(db, f);
+      assert.deepEqual(await db.knownNarFiles([]), new Set());
+      assert.deepEqual(await db.knownNarFiles([a.narFile.name, 'unknown.nar.xz', b.narFile.name]), new Set([a.narFile.name, b.narFile.name]));
+      assert.deepEqual(await db.knownNarInfos([b.hash, fixture('kn-c').hash]), new Set([b.hash]));
+      const many = Array.from({ length: 600 }, (_, i) => `missing-${i}.nar`);
+      assert.deepEqual(await db.knownNarFiles([...many, a.narFile.name]), new Set([a.narFile.name]), 'a batch of hundreds');
+      await db.deleteNarInfo(a.hash);
+      assert.deepEqual(await db.knownNarFiles([a.narFile.name]), new Set(), 'gone with its last narinfo');
+    });
+
     it('storeStats counts all narinfos but only stored NAR files', async () => {
       const db = await migrated();
       assert.deepEqual(await db.storeStats(), { narInfoCount: 0, narFileCount: 0, storedBytes: 0 });

@@ -1,0 +1,141 @@
+// The orphan sweep: files in storage that no database record needs. They come from a `nix copy`
+// interrupted between a NAR and its narinfo, a crash between a commit to storage and the database,
+// or listings uploaded for paths that never arrived. Nothing else would ever remove them, and the
+// size limit (which counts database records) would not see them.
+//
+// A file is only an orphan once it is older than a grace period: `nix copy` uploads each NAR (and
+// listing) before its narinfo. The upload of a narinfo and the removal of its NAR take the same
+// per-file lock, so a narinfo can never be committed for a NAR that is being removed.
+
+import type { Database } from '../db/database';
+import type { Locker } from '../lock/locker';
+import { hasLegacyNarInfos } from '../migrate/narinfo';
+import type { Storage, StoredFileInfo } from '../storage/storage';
+import type { Logger } from '../telemetry/logger';
+import type { Metrics } from '../telemetry/metrics';
+
+/** Files younger than this are never removed: a `nix copy` may still be on its way to the narinfo. */
+export const ORPHAN_GRACE_MS = 60 * 60 * 1000;
+
+const BATCH = 500;
+
+/** The lock a narinfo upload holds while it checks and records its NAR. */
+export function narFileLockKey(name: string): string {
+  return `nar-file:${name}`;
+}
+
+export interface OrphanSweepOptions {
+  db: Database;
+  storage: Storage;
+  locker: Locker;
+  logger: Logger;
+  metrics: Metrics;
+  lockTtlMs: number;
+  graceMs?: number;
+  dryRun?: boolean;
+}
+
+export interface SweepResult {
+  /** Why nothing was looked at, when nothing was. */
+  skipped?: string;
+  scanned: number;
+  /** Removed (or, in a dry run, that would be). */
+  nars: { files: number; bytes: number };
+  listings: { files: number; bytes: number };
+}
+
+export class OrphanSweeper {
+  constructor(private readonly options: OrphanSweepOptions) {}
+
+  async run(now = Date.now()): Promise<SweepResult> {
+    const { locker, storage, logger, lockTtlMs } = this.options;
+    const result: SweepResult = { scanned: 0, nars: { files: 0, bytes: 0 }, listings: { files: 0, bytes: 0 } };
+    // NARs of narinfo files an older ncps kept in storage have no record until those files are
+    // migrated: until then, no NAR can be told to be an orphan.
+    if (await hasLegacyNarInfos(storage)) {
+      logger.info('orphan sweep skipped: storage still holds narinfo files from an older ncps (run ncps migrate-narinfo)');
+      return { ...result, skipped: 'legacy narinfo files are not migrated yet' };
+    }
+    const lock = await locker.tryAcquire('orphan-sweep', lockTtlMs);
+    if (!lock) return { ...result, skipped: 'a sweep is already running elsewhere' };
+    try {
+      const cutoff = now - (this.options.graceMs ?? ORPHAN_GRACE_MS);
+      await this.sweep(storage.listNars(), cutoff, result, result.nars, (batch) => this.unknownNars(batch), (file) => this.removeNar(file));
+      await this.sweep(
+        storage.listAuxFiles('ls'),
+        cutoff,
+        result,
+        result.listings,
+        (batch) => this.unknownListings(batch),
+        async (file) => {
+          if (!this.options.dryRun) await storage.deleteAuxFile('ls', file.name);
+          return true;
+        },
+      );
+    } finally {
+      await lock.release();
+    }
+    const removed = result.nars.files + result.listings.files;
+    if (removed > 0 || this.options.dryRun) {
+      logger.info({ ...result, dryRun: this.options.dryRun ?? false }, this.options.dryRun ? 'orphan sweep (dry run)' : 'orphan sweep removed files');
+    }
+    return result;
+  }
+
+  private async sweep(
+    files: AsyncIterable<StoredFileInfo>,
+    cutoff: number,
+    result: SweepResult,
+    tally: { files: number; bytes: number },
+    unknown: (batch: StoredFileInfo[]) => Promise<StoredFileInfo[]>,
+    remove: (file: StoredFileInfo) => Promise<boolean>,
+  ): Promise<void> {
+    const { metrics, dryRun } = this.options;
+    let batch: StoredFileInfo[] = [];
+    const flush = async () => {
+      for (const file of await unknown(batch)) {
+        if (!(await remove(file))) continue;
+        tally.files++;
+        tally.bytes += file.size;
+        if (!dryRun) {
+          metrics.orphanFilesRemoved.inc({ kind: file.name.endsWith('.ls') ? 'listing' : 'nar' });
+          metrics.orphanBytesRemoved.inc(file.size);
+        }
+      }
+      batch = [];
+    };
+    for await (const file of files) {
+      result.scanned++;
+      if (file.modifiedAt > cutoff) continue;
+      batch.push(file);
+      if (batch.length >= BATCH) await flush();
+    }
+    await flush();
+  }
+
+  private async unknownNars(batch: StoredFileInfo[]): Promise<StoredFileInfo[]> {
+    const known = await this.options.db.knownNarFiles(batch.map((f) => f.name));
+    return batch.filter((f) => !known.has(f.name));
+  }
+
+  private async unknownListings(batch: StoredFileInfo[]): Promise<StoredFileInfo[]> {
+    const withHash = batch.filter((f) => /^[0-9a-df-np-sv-z]{32}\.ls$/.test(f.name));
+    const known = await this.options.db.knownNarInfos(withHash.map((f) => f.name.slice(0, 32)));
+    return withHash.filter((f) => !known.has(f.name.slice(0, 32)));
+  }
+
+  /** Removes a NAR unless a narinfo upload holds it or a record appeared since the batch was read. */
+  private async removeNar(file: StoredFileInfo): Promise<boolean> {
+    const { db, storage, locker, lockTtlMs, dryRun } = this.options;
+    if (dryRun) return true;
+    const lock = await locker.tryAcquire(narFileLockKey(file.name), lockTtlMs);
+    if (!lock) return false;
+    try {
+      if ((await db.knownNarFiles([file.name])).size > 0) return false;
+      await storage.deleteNar(file.name);
+      return true;
+    } finally {
+      await lock.release();
+    }
+  }
+}

@@ -1,0 +1,74 @@
+// `ncps sweep-orphans`: removes files from storage that no database record needs (NARs whose
+// narinfo never arrived, listings of paths that are gone), older than an hour. The server does
+// the same before its LRU clean-ups when --cache-max-size is set; this is for stores without a
+// size limit, or to see what a sweep would remove (--dry-run).
+
+import { ConfigError, helpText, loadConfig } from '../config/load';
+import { OrphanSweeper } from '../cache/orphans';
+import { createLogger } from '../telemetry/logger';
+import { Metrics } from '../telemetry/metrics';
+import { createLocker, describeDatabase, liveServerRefusal, openConfiguredDatabase, openConfiguredStorage } from './common';
+
+const SUMMARY = 'Remove files from storage that no database record needs (older than an hour).';
+
+function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}
+
+async function sweepOrphans(argv: string[]): Promise<number> {
+  const { config, args } = loadConfig('sweep-orphans', argv, process.env);
+  if (args.help) {
+    process.stdout.write(helpText('sweep-orphans', SUMMARY));
+    return 0;
+  }
+  if (args.positionals.length > 0) throw new ConfigError(`unexpected argument "${args.positionals[0]}"`);
+  const logger = createLogger(config.get<string>('log.level'));
+  for (const warning of config.warnings) logger.warn(warning);
+  const dryRun = config.get<boolean>('dry-run');
+
+  const storage = openConfiguredStorage(config);
+  const db = openConfiguredDatabase(config);
+  const locker = createLocker(config, logger);
+  try {
+    await storage.check?.();
+    await locker.check?.();
+    const { pending } = await db.schemaStatus!();
+    if (pending.length > 0) {
+      process.stderr.write('ncps sweep-orphans: the database schema is not migrated yet; run ncps migrate up (or start the server) first.\n');
+      return 1;
+    }
+    // A server's uploads take per-file locks that only Redis shares with this process.
+    if (config.get<string[]>('cache.redis.addrs').length === 0 && !dryRun) {
+      const refusal = await liveServerRefusal(db, 'sweep-orphans', config.get<boolean>('force'));
+      if (refusal) {
+        process.stderr.write(refusal);
+        return 1;
+      }
+    }
+    logger.info({ storage: storage.describe, database: describeDatabase(config), dryRun }, 'looking for orphaned files');
+    const sweeper = new OrphanSweeper({ db, storage, locker, logger, metrics: new Metrics({ maxSizeBytes: 0 }), lockTtlMs: 60_000, dryRun });
+    const result = await sweeper.run();
+    if (result.skipped) {
+      process.stdout.write(`nothing swept: ${result.skipped}\n`);
+      return 1;
+    }
+    const verb = dryRun ? 'would remove' : 'removed';
+    process.stdout.write(
+      `${dryRun ? 'dry run: ' : ''}${result.scanned} files looked at; ${verb} ${result.nars.files} NARs ` +
+        `(${formatBytes(result.nars.bytes)}) and ${result.listings.files} listings (${formatBytes(result.listings.bytes)})\n`,
+    );
+    return 0;
+  } finally {
+    await locker.close();
+    await db.close();
+  }
+}
+
+export const sweepOrphansCommand = { summary: SUMMARY, run: sweepOrphans };

@@ -1,0 +1,157 @@
+// The orphan sweep: NARs whose narinfo never arrived and listings of paths that are not there are
+// removed once they are older than an hour — by `ncps sweep-orphans` and before the server's LRU
+// clean-ups — while recorded files, young files and stores with unmigrated narinfo files are left
+// alone. Deleting or evicting a narinfo takes its listing along.
+
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { rm, utimes } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { encodeNix32, generateSecretKey } from '../../src/nix';
+import { request } from '../helpers/http';
+import { legacyNarInfoPath, narPath, randomStoreHash, syntheticNarInfo, writeLegacyNarInfo } from '../helpers/legacy';
+import { runNcps, startNcps, type NcpsProcess } from '../helpers/ncps';
+import { cleanupTempDirs, makeTempDir, sleep } from '../helpers/nix';
+
+const TIMEOUT = 120_000;
+const TWO_HOURS_AGO = new Date(Date.now() - 2 * 60 * 60 * 1000);
+
+interface Uploaded {
+  hash: string;
+  narName: string;
+  narFile: string;
+  listingFile: string;
+}
+
+function listingPath(dataDir: string, hash: string): string {
+  return path.join(dataDir, 'store', 'ls', hash.slice(0, 1), hash.slice(0, 2), `${hash}.ls`);
+}
+
+/** PUTs a NAR (and, unless told not to, its narinfo and listing) the way `nix copy` does. */
+async function upload(ncps: NcpsProcess, opts: { narinfo: boolean; listing: boolean }): Promise<Uploaded> {
+  const hash = randomStoreHash();
+  const bytes = randomBytes(4096 + Math.floor(Math.random() * 4096));
+  const sha = `sha256:${encodeNix32(createHash('sha256').update(bytes).digest())}`;
+  const narName = `${sha.slice('sha256:'.length)}.nar`;
+  const put = async (url: string, body: string | Buffer) => {
+    const res = await request(ncps.url, url, { method: 'PUT', body });
+    assert.equal(res.status, 204, `PUT ${url}: ${res.text}`);
+  };
+  await put(`/upload/nar/${narName}`, bytes);
+  if (opts.listing) await put(`/upload/${hash}.ls`, '{"version":1,"root":{"type":"regular","size":1}}');
+  if (opts.narinfo) {
+    const narinfo = [
+      `StorePath: /nix/store/${hash}-orphan-test`,
+      `URL: nar/${narName}`,
+      'Compression: none',
+      `FileHash: ${sha}`,
+      `FileSize: ${bytes.length}`,
+      `NarHash: ${sha}`,
+      `NarSize: ${bytes.length}`,
+      'References: ',
+      '',
+    ].join('\n');
+    await put(`/upload/${hash}.narinfo`, narinfo);
+  }
+  return { hash, narName, narFile: narPath(ncps.dataDir, narName), listingFile: listingPath(ncps.dataDir, hash) };
+}
+
+async function backdate(...files: string[]): Promise<void> {
+  for (const file of files) await utimes(file, TWO_HOURS_AGO, TWO_HOURS_AGO);
+}
+
+function sweep(dataDir: string, ...args: string[]) {
+  return runNcps(['sweep-orphans', `--cache-storage-local=${dataDir}`, `--cache-database-url=sqlite:${path.join(dataDir, 'db.sqlite')}`, ...args]);
+}
+
+const WRITE_ARGS = ['--cache-allow-put-verb', '--cache-allow-delete-verb'];
+
+describe('orphan sweep', { timeout: 10 * TIMEOUT }, () => {
+  let dataDir: string;
+  let ncps: NcpsProcess | undefined;
+  let kept: Uploaded;
+  let orphanNar: Uploaded;
+  let orphanListing: Uploaded;
+  let youngOrphan: Uploaded;
+
+  before(async () => {
+    dataDir = await makeTempDir('orphans');
+    ncps = await startNcps({ upstreams: [], publicKeys: [], dataDir, extraArgs: WRITE_ARGS });
+    kept = await upload(ncps, { narinfo: true, listing: true });
+    orphanNar = await upload(ncps, { narinfo: false, listing: false });
+    orphanListing = await upload(ncps, { narinfo: false, listing: true });
+    youngOrphan = await upload(ncps, { narinfo: false, listing: false });
+    await backdate(kept.narFile, kept.listingFile, orphanNar.narFile, orphanListing.listingFile);
+  });
+
+  after(async () => {
+    await ncps?.stop();
+    await cleanupTempDirs();
+  });
+
+  it('refuses to run beside a live server without Redis, unless only a dry run', { timeout: TIMEOUT }, async () => {
+    const r = await sweep(dataDir);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, /an ncps server is using this database/);
+    assert.ok(existsSync(orphanNar.narFile), 'nothing was removed');
+    const dry = await sweep(dataDir, '--dry-run');
+    assert.equal(dry.code, 0, dry.stdout + dry.stderr);
+    // Old so far: one orphan NAR and one orphan listing (the other orphan NARs are young).
+    assert.match(dry.stdout, /dry run: \d+ files looked at; would remove 1 NARs \([^)]+\) and 1 listings/);
+    for (const f of [orphanNar.narFile, orphanListing.listingFile, orphanListing.narFile]) assert.ok(existsSync(f), `${f} is still there`);
+  });
+
+  it('removes old unrecorded NARs and listings, and nothing else', { timeout: TIMEOUT }, async () => {
+    await ncps!.stop();
+    ncps = undefined;
+    await backdate(orphanListing.narFile);
+    const r = await sweep(dataDir);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /removed 2 NARs \([^)]+\) and 1 listings/);
+    assert.equal(existsSync(orphanNar.narFile), false, 'old NAR without narinfo removed');
+    assert.equal(existsSync(orphanListing.narFile), false);
+    assert.equal(existsSync(orphanListing.listingFile), false, 'listing of a path that is not there removed');
+    assert.ok(existsSync(youngOrphan.narFile), 'a NAR younger than an hour may still get its narinfo: kept');
+    assert.ok(existsSync(kept.narFile) && existsSync(kept.listingFile), 'recorded NAR and listing kept');
+
+    ncps = await startNcps({ upstreams: [], publicKeys: [], dataDir, extraArgs: WRITE_ARGS });
+    assert.equal((await request(ncps.url, `/${kept.hash}.narinfo`)).status, 200);
+    assert.equal((await request(ncps.url, `/nar/${kept.narName}`)).status, 200);
+    assert.equal((await request(ncps.url, `/${kept.hash}.ls`)).status, 200);
+  });
+
+  it('deleting a narinfo removes its listing too', { timeout: TIMEOUT }, async () => {
+    assert.equal((await request(ncps!.url, `/${kept.hash}.narinfo`, { method: 'DELETE' })).status, 204);
+    assert.equal(existsSync(kept.listingFile), false);
+    assert.equal(existsSync(kept.narFile), false);
+  });
+
+  it('does nothing while storage holds narinfo files an older ncps left', { timeout: TIMEOUT }, async () => {
+    await ncps!.stop();
+    ncps = undefined;
+    const legacyHash = randomStoreHash();
+    await writeLegacyNarInfo(dataDir, legacyHash, syntheticNarInfo(legacyHash, generateSecretKey('old-ncps')));
+    await backdate(youngOrphan.narFile);
+    const r = await sweep(dataDir);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /nothing swept: legacy narinfo files are not migrated yet/);
+    assert.ok(existsSync(youngOrphan.narFile), 'the NAR may belong to an unmigrated narinfo: kept');
+    await rm(legacyNarInfoPath(dataDir, legacyHash));
+  });
+
+  it('runs before the server\'s LRU clean-up, and counts what it removed', { timeout: TIMEOUT }, async () => {
+    ncps = await startNcps({
+      upstreams: [],
+      publicKeys: [],
+      dataDir,
+      extraArgs: [...WRITE_ARGS, '--prometheus-enabled', '--cache-max-size=1G', '--cache-lru-schedule=*/1 * * * * *'],
+    });
+    const deadline = Date.now() + 30_000;
+    while (existsSync(youngOrphan.narFile) && Date.now() < deadline) await sleep(200);
+    assert.equal(existsSync(youngOrphan.narFile), false, `the LRU run swept the orphan:\n${ncps.logs().slice(-3000)}`);
+    const metrics = (await request(ncps.url, '/metrics')).text;
+    assert.match(metrics, /^ncps_orphan_files_removed_total\{kind="nar"\} 1$/m);
+  });
+});
