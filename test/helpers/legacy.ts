@@ -20,16 +20,8 @@ import {
   signFingerprint,
   type SecretKey,
 } from '../../src/nix';
-import {
-  buildClosure,
-  generateKeyPair,
-  hashPart,
-  makeBinaryCache,
-  makeTempDir,
-  type Closure,
-  type Compression,
-  type KeyPair,
-} from './nix';
+import { signedBinaryCache } from './fixture';
+import { hashPart, makeTempDir, type Closure, type Compression, type KeyPair } from './nix';
 
 /** ncps's two-level fan-out: `abcd…` → [`a`, `ab`]. */
 function fanOut(name: string): [string, string] {
@@ -124,12 +116,8 @@ export async function makeLegacySource(opts: {
   leafBytes?: number;
   compression?: Compression;
 }): Promise<LegacySource> {
-  const keyDir = await makeTempDir('legacy-key');
-  const oldKey = await generateKeyPair(opts.keyName ?? 'old-ncps-1', keyDir);
-  const closure = await buildClosure({ label: opts.label, ...(opts.leafBytes !== undefined ? { leafBytes: opts.leafBytes } : {}) });
-  const cacheDir = await makeTempDir(`legacy-cache-${opts.label}`);
-  await makeBinaryCache(cacheDir, closure.paths, { secretKeyFile: oldKey.secretKeyFile, compression: opts.compression ?? 'xz' });
-  return { closure, oldKey, cacheDir };
+  const { key, closure, cacheDir } = await signedBinaryCache({ ...opts, keyName: opts.keyName ?? 'old-ncps-1' });
+  return { closure, oldKey: key, cacheDir };
 }
 
 export interface LegacyDataDir extends LegacySource {

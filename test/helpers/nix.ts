@@ -167,13 +167,15 @@ export async function deleteBuiltPaths(): Promise<void> {
 
 export type Compression = 'xz' | 'zstd' | 'none';
 
-/** Writes a signed binary cache of `paths` into `dir` with `nix copy --to file://…`. */
+/** Writes a signed binary cache of `paths` into `dir` with `nix copy --to file://…`; with
+ * `narListing`, also the `<hash>.ls` listings. */
 export async function makeBinaryCache(
   dir: string,
   paths: readonly string[],
-  opts: { secretKeyFile: string; compression: Compression },
+  opts: { secretKeyFile: string; compression: Compression; narListing?: boolean },
 ): Promise<void> {
-  const to = `file://${dir}?secret-key=${opts.secretKeyFile}&compression=${opts.compression}`;
+  const listing = opts.narListing ? '&write-nar-listing=true' : '';
+  const to = `file://${dir}?secret-key=${opts.secretKeyFile}&compression=${opts.compression}${listing}`;
   const r = await run(
     'nix',
     ['--extra-experimental-features', 'nix-command', 'copy', '--to', to, ...BUILD_OPTIONS, ...paths],

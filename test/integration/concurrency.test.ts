@@ -4,24 +4,11 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { startSignedCache, substituteAndVerify, teardown, type SignedCache } from '../helpers/fixture';
 import { downloadHashed, request, type HashedDownload } from '../helpers/http';
 import { narHashOfFile, narUrlPath, nix32Encode, normaliseHash, parseNarinfo, type Narinfo } from '../helpers/narinfo';
 import { startNcps, type NcpsProcess } from '../helpers/ncps';
-import {
-  buildClosure,
-  cleanupTempDirs,
-  deleteBuiltPaths,
-  generateKeyPair,
-  hashPart,
-  makeBinaryCache,
-  makeTempDir,
-  nixAvailable,
-  sleep,
-  substitute,
-  verifyStorePath,
-  type KeyPair,
-} from '../helpers/nix';
-import { startStaticCache, type StaticCache } from '../helpers/static-cache';
+import { buildClosure, hashPart, makeTempDir, nixAvailable, sleep, type Closure } from '../helpers/nix';
 
 const skip = nixAvailable() ? false : 'nix-bin not installed';
 const TIMEOUT = 180_000;
@@ -47,36 +34,24 @@ async function assertBodyMatches(ni: Narinfo, d: HashedDownload, savedFile?: str
 }
 
 describe('concurrent downloads of one uncached NAR', { skip }, () => {
-  let key: KeyPair;
-  let cacheDir: string;
-  let upstream: StaticCache;
+  let upstream: SignedCache;
   let ncps: NcpsProcess | undefined;
 
   before(
     async () => {
-      key = await generateKeyPair('test-upstream-1', await makeTempDir('keys'));
-      cacheDir = await makeTempDir('upstream-big');
-      upstream = await startStaticCache(cacheDir, { bytesPerSecond: 20_000_000 });
-      ncps = await startNcps({ upstreams: [upstream.url], publicKeys: [key.publicKey] });
+      upstream = await startSignedCache({ label: 'big', compression: 'none', bytesPerSecond: 20_000_000 });
+      ncps = await startNcps({ upstreams: [upstream.url], publicKeys: [upstream.key.publicKey] });
     },
     { timeout: TIMEOUT },
   );
 
-  after(
-    async () => {
-      await ncps?.stop();
-      await upstream?.stop();
-      await deleteBuiltPaths();
-      await cleanupTempDirs();
-    },
-    { timeout: TIMEOUT },
-  );
+  after(() => teardown(ncps, upstream), { timeout: TIMEOUT });
 
   /** Builds a closure whose leaf NAR is `leafBytes` big and publishes it uncompressed upstream. */
-  async function publish(label: string, leafBytes: number): Promise<{ leaf: string; top: string; paths: string[]; upstreamNarPath: string }> {
+  async function publish(label: string, leafBytes: number): Promise<Closure & { upstreamNarPath: string }> {
     const closure = await buildClosure({ label, leafBytes });
-    await makeBinaryCache(cacheDir, closure.paths, { secretKeyFile: key.secretKeyFile, compression: 'none' });
-    const up = parseNarinfo(await readFile(path.join(cacheDir, `${hashPart(closure.leaf)}.narinfo`), 'utf8'));
+    await upstream.publish(closure);
+    const up = parseNarinfo(await readFile(path.join(upstream.dir, `${hashPart(closure.leaf)}.narinfo`), 'utf8'));
     return { ...closure, upstreamNarPath: narUrlPath(up.url) };
   }
 
@@ -151,8 +126,6 @@ describe('concurrent downloads of one uncached NAR', { skip }, () => {
     assert.ok(upstream.count('GET', pub.upstreamNarPath) >= 1);
 
     // And the real client agrees: the stored NAR is complete and correct.
-    const r = await substitute(pub.top, { substituter: ncps.url, trustedPublicKey: await ncps.publicKey() });
-    assert.equal(r.code, 0, `${r.stderr}\n--- ncps logs (tail)\n${ncps.logs().slice(-6000)}`);
-    for (const p of pub.paths) assert.equal(await verifyStorePath(r.storeRoot, p), true, p);
+    await substituteAndVerify(pub, { substituter: ncps.url, trustedPublicKey: await ncps.publicKey(), ncps });
   });
 });

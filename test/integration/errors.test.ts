@@ -3,24 +3,11 @@ import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { startSignedCache, substituteAndVerify, teardown, type SignedCache } from '../helpers/fixture';
 import { request } from '../helpers/http';
 import { parseNarinfo } from '../helpers/narinfo';
 import { freePort, startNcps, type NcpsProcess } from '../helpers/ncps';
-import {
-  buildClosure,
-  cleanupTempDirs,
-  deleteBuiltPaths,
-  generateKeyPair,
-  hashPart,
-  makeBinaryCache,
-  makeTempDir,
-  nixAvailable,
-  substitute,
-  verifyStorePath,
-  type Closure,
-  type KeyPair,
-} from '../helpers/nix';
-import { startStaticCache, type StaticCache } from '../helpers/static-cache';
+import { buildClosure, generateKeyPair, hashPart, makeTempDir, nixAvailable, type Closure, type KeyPair } from '../helpers/nix';
 
 const skip = nixAvailable() ? false : 'nix-bin not installed';
 const TIMEOUT = 120_000;
@@ -33,51 +20,38 @@ describe('error handling', { skip }, () => {
   let forged: Closure; // signed by a different key that carries the configured key's name
   let hanging: Closure; // upstream hangs on its narinfo
   let failing: Closure; // upstream answers 500 for its narinfo
-  let cacheDir: string;
-  let upstream: StaticCache;
+  let upstream: SignedCache;
   let ncps: NcpsProcess | undefined;
   let validNarHash: string; // a well-formed 52-character nix32 hash
 
   before(
     async () => {
-      const keyDir = await makeTempDir('keys');
-      goodKey = await generateKeyPair('test-upstream-1', keyDir);
-      const foreignKey = await generateKeyPair('someone-else-1', keyDir);
-      const forgedKey = await generateKeyPair('test-upstream-1', await makeTempDir('forged-key'));
-      assert.notEqual(forgedKey.publicKey, goodKey.publicKey);
-
-      cacheDir = await makeTempDir('upstream-errors');
       good = await buildClosure({ label: 'err-good' });
       foreign = await buildClosure({ label: 'err-foreign' });
       forged = await buildClosure({ label: 'err-forged' });
       hanging = await buildClosure({ label: 'err-hang' });
       failing = await buildClosure({ label: 'err-500' });
-      const publish = async (c: Closure, k: KeyPair): Promise<void> =>
-        makeBinaryCache(cacheDir, c.paths, { secretKeyFile: k.secretKeyFile, compression: 'xz' });
-      await publish(good, goodKey);
-      await publish(foreign, foreignKey);
-      await publish(forged, forgedKey);
-      await publish(hanging, goodKey);
-      await publish(failing, goodKey);
-      validNarHash = parseNarinfo(await readFile(path.join(cacheDir, `${hashPart(good.top)}.narinfo`), 'utf8'))
+
+      upstream = await startSignedCache({ label: 'errors' });
+      goodKey = upstream.key;
+      const foreignKey = await generateKeyPair('someone-else-1', await makeTempDir('keys'));
+      const forgedKey = await generateKeyPair('test-upstream-1', await makeTempDir('forged-key'));
+      assert.notEqual(forgedKey.publicKey, goodKey.publicKey);
+      await upstream.publish(good);
+      await upstream.publish(foreign, { signedBy: foreignKey });
+      await upstream.publish(forged, { signedBy: forgedKey });
+      await upstream.publish(hanging);
+      await upstream.publish(failing);
+      validNarHash = parseNarinfo(await readFile(path.join(upstream.dir, `${hashPart(good.top)}.narinfo`), 'utf8'))
         .narHash.replace(/^sha256:/, '');
       assert.equal(validNarHash.length, 52);
 
-      upstream = await startStaticCache(cacheDir);
       ncps = await startNcps({ upstreams: [upstream.url], publicKeys: [goodKey.publicKey], extraArgs: TIMEOUT_ARGS });
     },
     { timeout: TIMEOUT },
   );
 
-  after(
-    async () => {
-      await ncps?.stop();
-      await upstream?.stop();
-      await deleteBuiltPaths();
-      await cleanupTempDirs();
-    },
-    { timeout: TIMEOUT },
-  );
+  after(() => teardown(ncps, upstream), { timeout: TIMEOUT });
 
   const narinfoRequests = (storePath: string): number =>
     upstream.count('GET', `/${hashPart(storePath)}.narinfo`) + upstream.count('HEAD', `/${hashPart(storePath)}.narinfo`);
@@ -99,7 +73,7 @@ describe('error handling', { skip }, () => {
       assert.equal(head.status, 404, `${what}, HEAD: ${head.status}`);
 
       // Nothing of it may have landed in ncps's storage (no narinfo file, no prefetched NAR).
-      const up = parseNarinfo(await readFile(path.join(cacheDir, `${hashPart(c.top)}.narinfo`), 'utf8'));
+      const up = parseNarinfo(await readFile(path.join(upstream.dir, `${hashPart(c.top)}.narinfo`), 'utf8'));
       const needles = [hashPart(c.top), up.narHash.replace(/^sha256:/, ''), (up.fileHash ?? '').replace(/^sha256:/, '')];
       const files: string[] = await readdir(ncps.dataDir, { recursive: true, encoding: 'utf8' });
       const stored = files.filter((f) => needles.some((n) => n !== '' && path.basename(f).includes(n)));
@@ -208,8 +182,6 @@ describe('error handling', { skip }, () => {
     assert.ok(ncps);
     assert.equal(ncps.proc.exitCode, null, 'ncps must not have exited');
     assert.equal((await request(ncps.url, '/healthz')).status, 200);
-    const r = await substitute(good.top, { substituter: ncps.url, trustedPublicKey: await ncps.publicKey() });
-    assert.equal(r.code, 0, `${r.stderr}\n--- ncps logs (tail)\n${ncps.logs().slice(-6000)}`);
-    for (const p of good.paths) assert.equal(await verifyStorePath(r.storeRoot, p), true, p);
+    await substituteAndVerify(good, { substituter: ncps.url, trustedPublicKey: await ncps.publicKey(), ncps });
   });
 });

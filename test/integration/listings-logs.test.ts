@@ -7,21 +7,10 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { signedUpstream, teardown, type SignedUpstream } from '../helpers/fixture';
 import { request } from '../helpers/http';
 import { startNcps, type NcpsProcess } from '../helpers/ncps';
-import {
-  buildClosure,
-  cleanupTempDirs,
-  deleteBuiltPaths,
-  generateKeyPair,
-  hashPart,
-  makeTempDir,
-  nixAvailable,
-  run,
-  type Closure,
-  type KeyPair,
-} from '../helpers/nix';
-import { startStaticCache, type StaticCache } from '../helpers/static-cache';
+import { hashPart, makeTempDir, nixAvailable, run, type Closure } from '../helpers/nix';
 
 const skip = nixAvailable() ? false : 'nix-bin not installed';
 
@@ -32,34 +21,23 @@ async function nix(args: string[]): Promise<{ code: number; stdout: string; stde
 }
 
 describe('NAR listings and build logs', { skip, timeout: 240_000 }, () => {
-  let key: KeyPair;
   let closure: Closure;
-  let upstream: StaticCache;
+  let upstream: SignedUpstream;
   let ncps: NcpsProcess;
   let drv: string;
   const LOG = 'building the top path\nall went well\n';
 
   before(async () => {
-    key = await generateKeyPair('listing-upstream-1', await makeTempDir('keys'));
-    closure = await buildClosure({ label: 'listing' });
-    const dir = await makeTempDir('listing-cache');
-    const to = `file://${dir}?secret-key=${key.secretKeyFile}&compression=xz&write-nar-listing=true`;
-    const copied = await nix(['copy', '--to', to, ...closure.paths]);
-    assert.equal(copied.code, 0, copied.stderr);
+    upstream = await signedUpstream({ label: 'listing', keyName: 'listing-upstream-1', narListing: true });
+    closure = upstream.closure;
     drv = (await run('nix-store', ['-q', '--deriver', closure.top])).stdout.trim();
     assert.match(drv, /\.drv$/);
-    mkdirSync(path.join(dir, 'log'), { recursive: true });
-    writeFileSync(path.join(dir, 'log', path.basename(drv)), LOG);
-    upstream = await startStaticCache(dir);
-    ncps = await startNcps({ upstreams: [upstream.url], publicKeys: [key.publicKey] });
+    mkdirSync(path.join(upstream.dir, 'log'), { recursive: true });
+    writeFileSync(path.join(upstream.dir, 'log', path.basename(drv)), LOG);
+    ncps = await startNcps({ upstreams: [upstream.url], publicKeys: [upstream.key.publicKey] });
   });
 
-  after(async () => {
-    await ncps?.stop();
-    await upstream?.stop();
-    await deleteBuiltPaths();
-    await cleanupTempDirs();
-  });
+  after(() => teardown(ncps, upstream));
 
   it('serves listings for nix store ls and logs for nix log, and keeps them', async () => {
     const hash = hashPart(closure.top);

@@ -6,26 +6,11 @@ import assert from 'node:assert/strict';
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { startSignedCache, substituteAndVerify, substituteClosure, teardown, type SignedCache } from '../helpers/fixture';
 import { downloadHashed, request } from '../helpers/http';
 import { narUrlPath, nix32Encode, normaliseHash, parseNarinfo, type Narinfo } from '../helpers/narinfo';
 import { startNcps, type NcpsProcess } from '../helpers/ncps';
-import {
-  buildClosure,
-  cleanupTempDirs,
-  deleteBuiltPaths,
-  generateKeyPair,
-  hashPart,
-  makeBinaryCache,
-  makeTempDir,
-  nixAvailable,
-  sleep,
-  substitute,
-  verifyStorePath,
-  type Closure,
-  type KeyPair,
-  type SubstituteResult,
-} from '../helpers/nix';
-import { startStaticCache, type StaticCache } from '../helpers/static-cache';
+import { buildClosure, hashPart, nixAvailable, sleep, type Closure } from '../helpers/nix';
 
 const skip = nixAvailable() ? false : 'nix-bin not installed';
 const TIMEOUT = 600_000;
@@ -61,14 +46,8 @@ function metric(text: string, name: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-function diag(r: SubstituteResult, ncps?: NcpsProcess): string {
-  return `nix-store exit ${r.code}\n--- nix stderr\n${r.stderr.slice(-4000)}\n--- ncps logs (tail)\n${ncps?.logs().slice(-6000) ?? ''}`;
-}
-
 describe('LRU eviction', { skip }, () => {
-  let key: KeyPair;
-  let cacheDir: string;
-  let upstream: StaticCache;
+  let upstream: SignedCache;
   let ncps: NcpsProcess | undefined;
   // Filled in this order; `pinned` is pinned, `touched` is read again last.
   const labels = ['touched', 'oldest', 'pinned', 'middle', 'newest'] as const;
@@ -79,32 +58,22 @@ describe('LRU eviction', { skip }, () => {
 
   before(
     async () => {
-      key = await generateKeyPair('test-upstream-1', await makeTempDir('keys'));
-      cacheDir = await makeTempDir('upstream-lru');
+      upstream = await startSignedCache({ label: 'lru', compression: 'none' });
       for (const label of labels) {
         const c = await buildClosure({ label: `lru-${label}`, leafBytes: 2 * MiB });
         closures.set(label, c);
-        await makeBinaryCache(cacheDir, c.paths, { secretKeyFile: key.secretKeyFile, compression: 'none' });
+        await upstream.publish(c);
       }
-      upstream = await startStaticCache(cacheDir);
       ncps = await startNcps({
         upstreams: [upstream.url],
-        publicKeys: [key.publicKey],
+        publicKeys: [upstream.key.publicKey],
         extraArgs: [`--cache-put-token=${TOKEN}`, '--prometheus-enabled'],
       });
     },
     { timeout: TIMEOUT },
   );
 
-  after(
-    async () => {
-      await ncps?.stop();
-      await upstream?.stop();
-      await deleteBuiltPaths();
-      await cleanupTempDirs();
-    },
-    { timeout: TIMEOUT },
-  );
+  after(() => teardown(ncps, upstream), { timeout: TIMEOUT });
 
   async function narinfo(storePath: string): Promise<Narinfo | undefined> {
     assert.ok(ncps);
@@ -135,8 +104,7 @@ describe('LRU eviction', { skip }, () => {
     // batched access times of one closure are all written before the next closure is touched.
     for (const label of labels) {
       const c = get(label);
-      const r = await substitute(c.top, { substituter: ncps.url, trustedPublicKey: ncpsKey });
-      assert.equal(r.code, 0, diag(r, ncps));
+      await substituteClosure(c, { substituter: ncps.url, trustedPublicKey: ncpsKey, ncps });
       for (const p of c.paths) {
         const ni = await narinfo(p);
         assert.ok(ni, `${p} should be served after substitution`);
@@ -182,7 +150,7 @@ describe('LRU eviction', { skip }, () => {
     assert.equal(code, 0, `ncps should exit 0 on SIGTERM:\n${ncps.logs().slice(-3000)}`);
     ncps = await startNcps({
       upstreams: [upstream.url],
-      publicKeys: [key.publicKey],
+      publicKeys: [upstream.key.publicKey],
       dataDir,
       extraArgs: [`--cache-put-token=${TOKEN}`, '--prometheus-enabled', `--cache-max-size=${maxKiB}K`, '--cache-lru-schedule=*/1 * * * * *'],
     });
@@ -234,9 +202,7 @@ describe('LRU eviction', { skip }, () => {
 
     // The real client still gets the pinned closure (and the recently used one) from ncps alone.
     for (const label of ['pinned', 'touched'] as const) {
-      const r = await substitute(get(label).top, { substituter: ncps.url, trustedPublicKey: ncpsKey });
-      assert.equal(r.code, 0, `${label}: ${diag(r, ncps)}`);
-      for (const p of get(label).paths) assert.equal(await verifyStorePath(r.storeRoot, p), true, `${label}: ${p}`);
+      await substituteAndVerify(get(label), { substituter: ncps.url, trustedPublicKey: ncpsKey, ncps, what: label });
     }
   });
 });

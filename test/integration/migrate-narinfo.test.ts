@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import BetterSqlite3 from 'better-sqlite3';
 import { LATEST_SCHEMA_VERSION } from '../../src/db/migrations';
 import { generateSecretKey, parseSecretKey } from '../../src/nix';
+import { substituteAndVerify, teardown } from '../helpers/fixture';
 import { request } from '../helpers/http';
 import {
   createV1Database,
@@ -28,7 +29,7 @@ import {
   type LegacyDataDir,
 } from '../helpers/legacy';
 import { freePort, NCPS_BUNDLE, REPO_ROOT, runNcps, startNcps, type NcpsProcess } from '../helpers/ncps';
-import { cleanupTempDirs, deleteBuiltPaths, makeTempDir, nixAvailable, sleep, substitute, verifyStorePath, type SubstituteResult } from '../helpers/nix';
+import { cleanupTempDirs, makeTempDir, nixAvailable, sleep } from '../helpers/nix';
 import type { RunResult } from '../helpers/proc';
 
 const skipNix = nixAvailable() ? false : 'nix-bin not installed';
@@ -39,10 +40,6 @@ const UNRELATED_KEY = generateSecretKey('unrelated-upstream-1').publicKey.text;
 
 function runDiag(r: RunResult): string {
   return `exit ${r.code}${r.signal ? ` (${r.signal})` : ''}\n--- stdout\n${r.stdout.slice(-6000)}\n--- stderr\n${r.stderr.slice(-4000)}`;
-}
-
-function diag(r: SubstituteResult, ncps?: NcpsProcess): string {
-  return `nix-store exit ${r.code}\n--- nix stderr\n${r.stderr}\n--- ncps logs (tail)\n${ncps?.logs().slice(-6000) ?? ''}`;
 }
 
 function migrateNarinfo(args: string[], timeoutMs = 240_000): Promise<RunResult> {
@@ -121,14 +118,7 @@ describe('migrate-narinfo on a data directory made by the real Nix client', { sk
     { timeout: HOOK_TIMEOUT },
   );
 
-  after(
-    async () => {
-      await ncps?.stop();
-      await deleteBuiltPaths();
-      await cleanupTempDirs();
-    },
-    { timeout: HOOK_TIMEOUT },
-  );
+  after(() => teardown(ncps), { timeout: HOOK_TIMEOUT });
 
   it('--dry-run reports the count and changes nothing', { timeout: TIMEOUT }, async () => {
     const r = await migrateNarinfo([`--cache-storage-local=${legacy.dataDir}`, '--dry-run']);
@@ -172,9 +162,7 @@ describe('migrate-narinfo on a data directory made by the real Nix client', { sk
       readyTimeoutMs: 60_000,
     });
     assert.equal(await ncps.publicKey(), legacy.oldKey.publicKey);
-    const r = await substitute(legacy.closure.top, { substituter: ncps.url, trustedPublicKey: legacy.oldKey.publicKey });
-    assert.equal(r.code, 0, diag(r, ncps));
-    for (const p of legacy.closure.paths) assert.equal(await verifyStorePath(r.storeRoot, p), true, p);
+    await substituteAndVerify(legacy.closure, { substituter: ncps.url, trustedPublicKey: legacy.oldKey.publicKey, ncps });
     assert.deepEqual(await listLegacyNarInfoFiles(legacy.dataDir), []);
     assert.ok(!existsSync(path.join(legacy.dataDir, 'store', 'narinfo')) || (await listLegacyNarInfoFiles(legacy.dataDir)).length === 0);
   });

@@ -6,13 +6,12 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { startSignedCache, substituteAndVerify, teardown, type SignedCache } from '../helpers/fixture';
 import { request, type HttpResponse } from '../helpers/http';
 import { hasValidSignature, narUrlPath, normaliseHash, parseNarinfo, sha256Nix32, type Narinfo } from '../helpers/narinfo';
 import { freePort, startNcps, type NcpsProcess } from '../helpers/ncps';
 import {
   buildClosure,
-  cleanupTempDirs,
-  deleteBuiltPaths,
   generateKeyPair,
   hashPart,
   makeBinaryCache,
@@ -25,9 +24,7 @@ import {
   type Closure,
   type KeyPair,
   type RunResult,
-  type SubstituteResult,
 } from '../helpers/nix';
-import { startStaticCache, type StaticCache } from '../helpers/static-cache';
 
 const skip = nixAvailable() ? false : 'nix-bin not installed';
 const TIMEOUT = 180_000;
@@ -88,7 +85,7 @@ function describeResponse(what: string, r: HttpResponse, ncps?: NcpsProcess): st
   return `${what} answered ${r.status}: ${r.text.slice(0, 300)}${tail(ncps, 3000)}`;
 }
 
-function nixDiag(r: RunResult | SubstituteResult, ncps?: NcpsProcess): string {
+function nixDiag(r: RunResult, ncps?: NcpsProcess): string {
   return `exit ${r.code}\n--- nix stderr\n${r.stderr.slice(-4000)}${tail(ncps)}`;
 }
 
@@ -201,8 +198,7 @@ describe('operations', { skip }, () => {
   let pinC: Closure;
   let metC: Closure;
   let lateC: Closure; // published upstream only during the negative-cache test
-  let upstreamDir: string;
-  let upstream: StaticCache;
+  let upstream: SignedCache;
 
   const started: NcpsProcess[] = [];
   /** ncps in front of the static upstream, or (with `upstreamUrl`) of an upstream it does not trust. */
@@ -248,24 +244,13 @@ describe('operations', { skip }, () => {
       pinC = await buildClosure({ label: 'ops-pin' });
       metC = await buildClosure({ label: 'ops-metrics', leafBytes: 256 * 1024 });
       lateC = await buildClosure({ label: 'ops-late' });
-      upstreamDir = await makeTempDir('upstream-ops');
-      for (const c of [pub, authC, pinC, metC]) {
-        await makeBinaryCache(upstreamDir, c.paths, { secretKeyFile: upstreamKey.secretKeyFile, compression: 'xz' });
-      }
-      upstream = await startStaticCache(upstreamDir);
+      upstream = await startSignedCache({ label: 'ops', key: upstreamKey });
+      for (const c of [pub, authC, pinC, metC]) await upstream.publish(c);
     },
     { timeout: 600_000 },
   );
 
-  after(
-    async () => {
-      for (const n of started) await n.stop();
-      await upstream?.stop();
-      await deleteBuiltPaths();
-      await cleanupTempDirs();
-    },
-    { timeout: TIMEOUT },
-  );
+  after(() => teardown(...started, upstream), { timeout: TIMEOUT });
 
   // -------------------------------------------------------------------------------------------
   describe('uploads', () => {
@@ -313,9 +298,7 @@ describe('operations', { skip }, () => {
       }
 
       // The upstream does not exist: everything must come from what was uploaded.
-      const r = await substitute(copied.top, { substituter: put.url, trustedPublicKey: ncpsKey });
-      assert.equal(r.code, 0, nixDiag(r, put));
-      for (const p of copied.paths) assert.equal(await verifyStorePath(r.storeRoot, p), true, `${p} should be valid`);
+      await substituteAndVerify(copied, { substituter: put.url, trustedPublicKey: ncpsKey, ncps: put });
     });
 
     it('accepts nix copy with compression zstd and none as well', { timeout: TIMEOUT }, async () => {
@@ -330,15 +313,13 @@ describe('operations', { skip }, () => {
           assert.equal(ni.compression, compression);
           assert.ok(ni.url.endsWith(ext), `${compression}: URL ${ni.url}`);
         }
-        const s = await substitute(c.top, { substituter: put.url, trustedPublicKey: ncpsKey });
-        assert.equal(s.code, 0, `${compression}: ${nixDiag(s, put)}`);
-        for (const p of c.paths) assert.equal(await verifyStorePath(s.storeRoot, p), true, `${compression}: ${p}`);
+        await substituteAndVerify(c, { substituter: put.url, trustedPublicKey: ncpsKey, ncps: put, what: compression });
       }
     });
 
     it('never asks the upstream for GET/HEAD under /upload', { timeout: TIMEOUT }, async () => {
       const n = await ncpsWith({ extraArgs: ['--cache-allow-put-verb'] });
-      const leaf = await publishedPath(upstreamDir, pub.leaf);
+      const leaf = await publishedPath(upstream.dir, pub.leaf);
       const np = `/${leaf.hash}.narinfo`;
       const narPath = `/nar/${leaf.narName}`;
       assert.equal((await request(upstream.url, np)).status, 200, 'the upstream has the path');
@@ -587,10 +568,9 @@ describe('operations', { skip }, () => {
     });
 
     it('leaves no NAR behind when a narinfo is deleted while its NAR is being fetched from upstream', { timeout: TIMEOUT }, async () => {
-      const dir = await makeTempDir('upstream-in-flight');
-      await makeBinaryCache(dir, inFlight.paths, { secretKeyFile: upstreamKey.secretKeyFile, compression: 'none' });
-      const slow = await startStaticCache(dir, { bytesPerSecond: 4_000_000 });
+      const slow = await startSignedCache({ label: 'in-flight', key: upstreamKey, compression: 'none', bytesPerSecond: 4_000_000 });
       try {
+        await slow.publish(inFlight);
         const m = await startNcps({ upstreams: [slow.url], publicKeys: [upstreamKey.publicKey], extraArgs: ['--cache-allow-delete-verb'] });
         started.push(m);
         const hash = hashPart(inFlight.leaf);
@@ -700,9 +680,7 @@ describe('operations', { skip }, () => {
       const netrc = path.join(dir, 'netrc');
       await writeFile(netrc, `machine 127.0.0.1 login x password ${READ_TOKEN}\n`);
       const logStart = n.logs().length;
-      const r = await substitute(authC.top, { substituter: n.url, trustedPublicKey: ncpsKey, options: { 'netrc-file': netrc } });
-      assert.equal(r.code, 0, nixDiag(r, n));
-      for (const p of authC.paths) assert.equal(await verifyStorePath(r.storeRoot, p), true, `${p} should be valid`);
+      await substituteAndVerify(authC, { substituter: n.url, trustedPublicKey: ncpsKey, options: { 'netrc-file': netrc }, ncps: n });
       // Diagnostic only: did Nix send the credentials up front, or only after a 401 challenge?
       const lines = n
         .logs()
@@ -885,7 +863,7 @@ describe('operations', { skip }, () => {
       const t1 = Date.now();
       assert.equal((await request(n.url, `/${late}.narinfo`, { timeoutMs: 20_000 })).status, 404);
       assert.equal(asked(late), 1);
-      await makeBinaryCache(upstreamDir, lateC.paths, { secretKeyFile: upstreamKey.secretKeyFile, compression: 'xz' });
+      await upstream.publish(lateC);
       assert.equal((await request(upstream.url, `/${late}.narinfo`)).status, 200, 'now published upstream');
       const cached = await request(n.url, `/${late}.narinfo`, { timeoutMs: 20_000 });
       if (Date.now() - t1 < 1_800) assert.equal(cached.status, 404, 'still remembered as absent within the TTL');
@@ -962,7 +940,7 @@ describe('operations', { skip }, () => {
     });
 
     it('counts a NAR miss and hit, the bytes served from the cache and the store size', { timeout: TIMEOUT }, async () => {
-      const leaf = await publishedPath(upstreamDir, metC.leaf);
+      const leaf = await publishedPath(upstream.dir, metC.leaf);
       const ni = await request(m.url, `/${leaf.hash}.narinfo`, { timeoutMs: 20_000 });
       assert.equal(ni.status, 200, describeResponse('GET narinfo', ni, m));
       const narPath = narUrlPath(parseNarinfo(ni.text).url);

@@ -6,24 +6,10 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { MIGRATIONS } from '../../src/db/migrations';
+import { signedUpstream, substituteAndVerify, teardown, type SignedUpstream } from '../helpers/fixture';
 import { startNcps, type NcpsProcess } from '../helpers/ncps';
-import {
-  buildClosure,
-  cleanupTempDirs,
-  deleteBuiltPaths,
-  generateKeyPair,
-  hashPart,
-  makeBinaryCache,
-  makeTempDir,
-  nixAvailable,
-  substitute,
-  verifyStorePath,
-  type Closure,
-  type KeyPair,
-  type SubstituteResult,
-} from '../helpers/nix';
+import { hashPart, nixAvailable } from '../helpers/nix';
 import { postgresAvailable, postgresUnavailableReason, startPostgres, type PostgresServer } from '../helpers/postgres';
-import { startStaticCache, type StaticCache } from '../helpers/static-cache';
 
 const skip = !nixAvailable()
   ? 'nix-bin not installed'
@@ -35,23 +21,11 @@ const ALL_VERSIONS = MIGRATIONS.map((m) => m.version);
 /** Trust auth ignores it; it is there to check that ncps never logs it. */
 const PASSWORD = 'not-for-the-logs';
 
-function diag(r: SubstituteResult, ncps?: NcpsProcess): string {
-  return `nix-store exit ${r.code}\n--- nix stderr\n${r.stderr}\n--- ncps logs (tail)\n${(ncps?.logs() ?? '').slice(-6000)}`;
-}
-
-async function assertClosureValid(storeRoot: string, closure: Closure): Promise<void> {
-  for (const p of closure.paths) {
-    assert.equal(await verifyStorePath(storeRoot, p), true, `${p} should be valid in the chroot store ${storeRoot}`);
-  }
-}
-
 describe('ncps serve on PostgreSQL', { skip, timeout: 600_000 }, () => {
   let pg: PostgresServer;
   let dbName: string;
   let dbUrl: string;
-  let upstreamKey: KeyPair;
-  let closure: Closure;
-  let upstream: StaticCache;
+  let upstream: SignedUpstream;
   let ncps: NcpsProcess | undefined;
   const others: NcpsProcess[] = [];
   let ncpsKey: string;
@@ -64,13 +38,8 @@ describe('ncps serve on PostgreSQL', { skip, timeout: 600_000 }, () => {
       const plain = await pg.createDatabase('serve');
       dbName = decodeURIComponent(new URL(plain).pathname.slice(1));
       dbUrl = plain.replace('postgresql://postgres@', `postgresql://postgres:${PASSWORD}@`);
-      const keyDir = await makeTempDir('keys');
-      upstreamKey = await generateKeyPair('test-upstream-1', keyDir);
-      closure = await buildClosure({ label: 'subst-postgres' });
-      const cacheDir = await makeTempDir('upstream-postgres');
-      await makeBinaryCache(cacheDir, closure.paths, { secretKeyFile: upstreamKey.secretKeyFile, compression: 'xz' });
-      upstream = await startStaticCache(cacheDir);
-      ncps = await startNcps({ upstreams: [upstream.url], publicKeys: [upstreamKey.publicKey], extraArgs: withDatabase(dbUrl) });
+      upstream = await signedUpstream({ label: 'subst-postgres' });
+      ncps = await startNcps({ upstreams: [upstream.url], publicKeys: [upstream.key.publicKey], extraArgs: withDatabase(dbUrl) });
     },
     { timeout: TIMEOUT },
   );
@@ -78,10 +47,7 @@ describe('ncps serve on PostgreSQL', { skip, timeout: 600_000 }, () => {
   after(
     async () => {
       await Promise.all([ncps, ...others].map((p) => p?.stop()));
-      await upstream?.stop();
-      await pg?.stop();
-      await deleteBuiltPaths();
-      await cleanupTempDirs();
+      await teardown(upstream, pg);
     },
     { timeout: TIMEOUT },
   );
@@ -101,9 +67,8 @@ describe('ncps serve on PostgreSQL', { skip, timeout: 600_000 }, () => {
 
   it("lets the Nix client substitute the whole closure, trusting only ncps's key", { timeout: TIMEOUT }, async () => {
     assert.ok(ncps);
-    const r = await substitute(closure.top, { substituter: ncps.url, trustedPublicKey: ncpsKey });
-    assert.equal(r.code, 0, diag(r, ncps));
-    await assertClosureValid(r.storeRoot, closure);
+    const closure = upstream.closure;
+    await substituteAndVerify(closure, { substituter: ncps.url, trustedPublicKey: ncpsKey, ncps });
 
     // The narinfos ncps cached are rows in PostgreSQL, with their references.
     const rows = await pg.query<{ hash: string; refs: number }>(
@@ -124,17 +89,15 @@ describe('ncps serve on PostgreSQL', { skip, timeout: 600_000 }, () => {
     assert.equal(code, 0, `ncps should exit 0 on SIGTERM; logs:\n${ncps.logs().slice(-4000)}`);
     await upstream.stop();
 
-    ncps = await startNcps({ upstreams: [upstream.url], publicKeys: [upstreamKey.publicKey], dataDir, extraArgs: withDatabase(dbUrl) });
+    ncps = await startNcps({ upstreams: [upstream.url], publicKeys: [upstream.key.publicKey], dataDir, extraArgs: withDatabase(dbUrl) });
     assert.equal(await ncps.publicKey(), ncpsKey, 'the signing key must come back from PostgreSQL');
     assert.doesNotMatch(ncps.logs(), /database migrated/, 'nothing left to migrate on restart');
 
-    const r = await substitute(closure.top, { substituter: ncps.url, trustedPublicKey: ncpsKey });
-    assert.equal(r.code, 0, diag(r, ncps));
-    await assertClosureValid(r.storeRoot, closure);
+    await substituteAndVerify(upstream.closure, { substituter: ncps.url, trustedPublicKey: ncpsKey, ncps });
   });
 
   it('a second instance with its own storage but the same database signs with the same key', { timeout: TIMEOUT }, async () => {
-    const second = await startNcps({ upstreams: [upstream.url], publicKeys: [upstreamKey.publicKey], extraArgs: withDatabase(dbUrl) });
+    const second = await startNcps({ upstreams: [upstream.url], publicKeys: [upstream.key.publicKey], extraArgs: withDatabase(dbUrl) });
     others.push(second);
     assert.notEqual(second.dataDir, ncps?.dataDir);
     assert.equal(await second.publicKey(), ncpsKey);
@@ -145,7 +108,7 @@ describe('ncps serve on PostgreSQL', { skip, timeout: 600_000 }, () => {
     const freshUrl = await pg.createDatabase('race');
     const freshName = decodeURIComponent(new URL(freshUrl).pathname.slice(1));
     const started = await Promise.allSettled(
-      [1, 2, 3].map(() => startNcps({ upstreams: [upstream.url], publicKeys: [upstreamKey.publicKey], extraArgs: withDatabase(freshUrl) })),
+      [1, 2, 3].map(() => startNcps({ upstreams: [upstream.url], publicKeys: [upstream.key.publicKey], extraArgs: withDatabase(freshUrl) })),
     );
     for (const s of started) if (s.status === 'fulfilled') others.push(s.value);
     for (const s of started) assert.equal(s.status, 'fulfilled', s.status === 'rejected' ? String(s.reason) : '');

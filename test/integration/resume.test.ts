@@ -6,20 +6,9 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { assertClosureValid, signedUpstream, substituteClosure, teardown, type SignedUpstream } from '../helpers/fixture';
 import { startNcps, type NcpsProcess } from '../helpers/ncps';
-import {
-  buildClosure,
-  cleanupTempDirs,
-  deleteBuiltPaths,
-  generateKeyPair,
-  makeBinaryCache,
-  makeTempDir,
-  nixAvailable,
-  substitute,
-  verifyStorePath,
-  type Closure,
-} from '../helpers/nix';
-import { startStaticCache, type StaticCache } from '../helpers/static-cache';
+import { nixAvailable } from '../helpers/nix';
 
 const skip = nixAvailable() ? false : 'nix-bin not installed';
 
@@ -66,35 +55,24 @@ async function startCuttingProxy(port: number, cutAfter: number) {
 }
 
 describe('resuming an interrupted download', { skip, timeout: 180_000 }, () => {
-  let closure: Closure;
-  let upstream: StaticCache;
+  let upstream: SignedUpstream;
   let ncps: NcpsProcess;
 
   before(async () => {
-    const key = await generateKeyPair('resume-upstream-1', await makeTempDir('keys'));
-    closure = await buildClosure({ label: 'resume', leafBytes: 4 * 1024 * 1024 });
-    const dir = await makeTempDir('resume-cache');
-    await makeBinaryCache(dir, closure.paths, { secretKeyFile: key.secretKeyFile, compression: 'none' });
-    upstream = await startStaticCache(dir);
-    ncps = await startNcps({ upstreams: [upstream.url], publicKeys: [key.publicKey] });
+    upstream = await signedUpstream({ label: 'resume', keyName: 'resume-upstream-1', leafBytes: 4 * 1024 * 1024, compression: 'none' });
+    ncps = await startNcps({ upstreams: [upstream.url], publicKeys: [upstream.key.publicKey] });
   });
 
-  after(async () => {
-    await ncps?.stop();
-    await upstream?.stop();
-    await deleteBuiltPaths();
-    await cleanupTempDirs();
-  });
+  after(() => teardown(ncps, upstream));
 
   it('continues from where it stopped, with a Range request that ncps answers', async () => {
     const proxy = await startCuttingProxy(ncps.port, 1024 * 1024);
     try {
-      const result = await substitute(closure.top, { substituter: proxy.url, trustedPublicKey: await ncps.publicKey() });
-      assert.equal(result.code, 0, result.stderr);
+      const result = await substituteClosure(upstream.closure, { substituter: proxy.url, trustedPublicKey: await ncps.publicKey(), ncps });
       assert.ok(proxy.wasCut(), 'the first NAR response was interrupted');
       assert.ok(proxy.requests.some((r) => /range: bytes=\d+-/i.test(r)), `Nix resumed with a Range request: ${proxy.requests.join('\n')}`);
       assert.match(ncps.logs(), /"status":206/, 'ncps answered the range');
-      for (const p of closure.paths) assert.ok(await verifyStorePath(result.storeRoot, p), p);
+      await assertClosureValid(result.storeRoot, upstream.closure);
     } finally {
       await proxy.close();
     }

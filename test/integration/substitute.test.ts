@@ -4,72 +4,30 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { signedUpstream, substituteAndVerify, teardown, type SignedUpstream } from '../helpers/fixture';
 import { downloadHashed, request } from '../helpers/http';
 import { hasValidSignature, narHashOfFile, narUrlPath, nix32Encode, normaliseHash, parseNarinfo } from '../helpers/narinfo';
 import { startNcps, type NcpsProcess } from '../helpers/ncps';
-import {
-  buildClosure,
-  cleanupTempDirs,
-  deleteBuiltPaths,
-  generateKeyPair,
-  hashPart,
-  makeBinaryCache,
-  makeTempDir,
-  nixAvailable,
-  substitute,
-  verifyStorePath,
-  type Closure,
-  type Compression,
-  type KeyPair,
-  type SubstituteResult,
-} from '../helpers/nix';
-import { startStaticCache, type StaticCache } from '../helpers/static-cache';
+import { hashPart, makeTempDir, nixAvailable, type Compression } from '../helpers/nix';
 
 const skip = nixAvailable() ? false : 'nix-bin not installed';
 const TIMEOUT = 120_000;
 
-function diag(r: SubstituteResult, ncps?: NcpsProcess): string {
-  const logs = ncps ? ncps.logs() : '';
-  return `nix-store exit ${r.code}\n--- nix stderr\n${r.stderr}\n--- ncps logs (tail)\n${logs.slice(-6000)}`;
-}
-
-async function assertClosureValid(storeRoot: string, closure: Closure): Promise<void> {
-  for (const p of closure.paths) {
-    assert.equal(await verifyStorePath(storeRoot, p), true, `${p} should be valid in the chroot store ${storeRoot}`);
-  }
-}
-
 for (const compression of ['xz', 'zstd', 'none'] as const satisfies readonly Compression[]) {
   describe(`substitution through ncps (upstream compression: ${compression})`, { skip }, () => {
-    let upstreamKey: KeyPair;
-    let closure: Closure;
-    let cacheDir: string;
-    let upstream: StaticCache;
+    let upstream: SignedUpstream;
     let ncps: NcpsProcess | undefined;
     let ncpsKey: string;
 
     before(
       async () => {
-        const keyDir = await makeTempDir('keys');
-        upstreamKey = await generateKeyPair('test-upstream-1', keyDir);
-        closure = await buildClosure({ label: `subst-${compression}` });
-        cacheDir = await makeTempDir(`upstream-${compression}`);
-        await makeBinaryCache(cacheDir, closure.paths, { secretKeyFile: upstreamKey.secretKeyFile, compression });
-        upstream = await startStaticCache(cacheDir);
-        ncps = await startNcps({ upstreams: [upstream.url], publicKeys: [upstreamKey.publicKey] });
+        upstream = await signedUpstream({ label: `subst-${compression}`, compression });
+        ncps = await startNcps({ upstreams: [upstream.url], publicKeys: [upstream.key.publicKey] });
       },
       { timeout: TIMEOUT },
     );
 
-    after(
-      async () => {
-        await ncps?.stop();
-        await upstream?.stop();
-        await deleteBuiltPaths();
-        await cleanupTempDirs();
-      },
-      { timeout: TIMEOUT },
-    );
+    after(() => teardown(ncps, upstream), { timeout: TIMEOUT });
 
     it('publishes its own public key named after --cache-hostname', { timeout: TIMEOUT }, async () => {
       assert.ok(ncps);
@@ -77,7 +35,7 @@ for (const compression of ['xz', 'zstd', 'none'] as const satisfies readonly Com
       const [name, b64] = ncpsKey.split(':');
       assert.equal(name, 'ncps-test');
       assert.equal(Buffer.from(b64 ?? '', 'base64').length, 32, `public key ${ncpsKey} should hold 32 bytes`);
-      assert.notEqual(ncpsKey, upstreamKey.publicKey);
+      assert.notEqual(ncpsKey, upstream.key.publicKey);
 
       const info = await request(ncps.url, '/nix-cache-info');
       assert.equal(info.status, 200);
@@ -86,16 +44,14 @@ for (const compression of ['xz', 'zstd', 'none'] as const satisfies readonly Com
 
     it('lets the Nix client substitute the whole closure, trusting only ncps\'s key', { timeout: TIMEOUT }, async () => {
       assert.ok(ncps);
-      const r = await substitute(closure.top, { substituter: ncps.url, trustedPublicKey: ncpsKey });
-      assert.equal(r.code, 0, diag(r, ncps));
-      await assertClosureValid(r.storeRoot, closure);
+      await substituteAndVerify(upstream.closure, { substituter: ncps.url, trustedPublicKey: ncpsKey, ncps });
     });
 
     it('serves narinfos re-signed as ncps-test that keep the upstream signature', { timeout: TIMEOUT }, async () => {
       assert.ok(ncps);
-      for (const storePath of closure.paths) {
+      for (const storePath of upstream.closure.paths) {
         const hash = hashPart(storePath);
-        const upstreamText = await readFile(path.join(cacheDir, `${hash}.narinfo`), 'utf8');
+        const upstreamText = await readFile(path.join(upstream.dir, `${hash}.narinfo`), 'utf8');
         const up = parseNarinfo(upstreamText);
 
         const res = await request(ncps.url, `/${hash}.narinfo`);
@@ -111,7 +67,7 @@ for (const compression of ['xz', 'zstd', 'none'] as const satisfies readonly Com
         assert.ok(ni.sigs.some((s) => s.startsWith('ncps-test:')), `no ncps-test signature in:\n${res.text}`);
         assert.ok(hasValidSignature(ni, ncpsKey), `ncps-test signature does not verify:\n${res.text}`);
         for (const sig of up.sigs) assert.ok(ni.sigs.includes(sig), `upstream signature ${sig} was dropped:\n${res.text}`);
-        assert.ok(hasValidSignature(ni, upstreamKey.publicKey));
+        assert.ok(hasValidSignature(ni, upstream.key.publicKey));
 
         const head = await request(ncps.url, `/${hash}.narinfo`, { method: 'HEAD' });
         assert.equal(head.status, 200);
@@ -133,9 +89,7 @@ for (const compression of ['xz', 'zstd', 'none'] as const satisfies readonly Com
     it('still substitutes from its own storage once the upstream is gone', { timeout: TIMEOUT }, async () => {
       assert.ok(ncps);
       await upstream.stop();
-      const r = await substitute(closure.top, { substituter: ncps.url, trustedPublicKey: ncpsKey });
-      assert.equal(r.code, 0, diag(r, ncps));
-      await assertClosureValid(r.storeRoot, closure);
+      await substituteAndVerify(upstream.closure, { substituter: ncps.url, trustedPublicKey: ncpsKey, ncps });
     });
 
     it('keeps its key and its cache across a restart (upstream still down)', { timeout: TIMEOUT }, async () => {
@@ -144,12 +98,10 @@ for (const compression of ['xz', 'zstd', 'none'] as const satisfies readonly Com
       const code = await ncps.stop('SIGTERM');
       assert.equal(code, 0, `ncps should exit 0 on SIGTERM (graceful shutdown); logs:\n${ncps.logs().slice(-4000)}`);
 
-      ncps = await startNcps({ upstreams: [upstream.url], publicKeys: [upstreamKey.publicKey], dataDir });
+      ncps = await startNcps({ upstreams: [upstream.url], publicKeys: [upstream.key.publicKey], dataDir });
       assert.equal(await ncps.publicKey(), ncpsKey, 'the signing key must persist in the data dir / database');
 
-      const r = await substitute(closure.top, { substituter: ncps.url, trustedPublicKey: ncpsKey });
-      assert.equal(r.code, 0, diag(r, ncps));
-      await assertClosureValid(r.storeRoot, closure);
+      await substituteAndVerify(upstream.closure, { substituter: ncps.url, trustedPublicKey: ncpsKey, ncps });
     });
   });
 }

@@ -7,22 +7,12 @@ import http from 'node:http';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { signedUpstream, teardown, type SignedUpstream } from '../helpers/fixture';
 import { request } from '../helpers/http';
 import { narUrlPath, nix32Encode, normaliseHash, parseNarinfo } from '../helpers/narinfo';
 import { freePort, startNcps, type NcpsProcess } from '../helpers/ncps';
-import {
-  buildClosure,
-  cleanupTempDirs,
-  deleteBuiltPaths,
-  generateKeyPair,
-  hashPart,
-  makeBinaryCache,
-  makeTempDir,
-  nixAvailable,
-  type KeyPair,
-} from '../helpers/nix';
+import { generateKeyPair, hashPart, makeTempDir, nixAvailable, type KeyPair } from '../helpers/nix';
 import { notifyToolsAvailable, startNotifyListener, type NotifyListener, type NotifyMessage } from '../helpers/notify';
-import { startStaticCache, type StaticCache } from '../helpers/static-cache';
 
 const skip = !nixAvailable()
   ? 'nix-bin not installed'
@@ -85,7 +75,7 @@ describe('systemd integration', { skip }, () => {
   let key: KeyPair;
   const listeners: NotifyListener[] = [];
   const processes: NcpsProcess[] = [];
-  let upstream: StaticCache | undefined;
+  let upstream: SignedUpstream | undefined;
 
   before(
     async () => {
@@ -97,10 +87,7 @@ describe('systemd integration', { skip }, () => {
   after(
     async () => {
       for (const p of processes) await p.stop('SIGKILL');
-      for (const l of listeners) await l.stop();
-      await upstream?.stop();
-      await deleteBuiltPaths();
-      await cleanupTempDirs();
+      await teardown(...listeners, upstream);
     },
     { timeout: TIMEOUT },
   );
@@ -148,17 +135,15 @@ describe('systemd integration', { skip }, () => {
   });
 
   it('on SIGTERM, finishes a download in flight with the full, correct bytes, then exits 0', { timeout: TIMEOUT }, async () => {
-    const closure = await buildClosure({ label: 'drain', leafBytes: 20 * MiB });
-    const cacheDir = await makeTempDir('upstream-drain');
-    await makeBinaryCache(cacheDir, closure.paths, { secretKeyFile: key.secretKeyFile, compression: 'none' });
-    upstream = await startStaticCache(cacheDir, { bytesPerSecond: 2_000_000 });
+    upstream = await signedUpstream({ label: 'drain', leafBytes: 20 * MiB, key, compression: 'none', bytesPerSecond: 2_000_000 });
+    const closure = upstream.closure;
     const notify = await startNotifyListener();
     listeners.push(notify);
     const ncps = await startNcps({ upstreams: [upstream.url], publicKeys: [key.publicKey], env: { NOTIFY_SOCKET: notify.socketPath } });
     processes.push(ncps);
     const logs = (): string => `\n--- ncps logs\n${ncps.logs().slice(-4000)}`;
 
-    const up = parseNarinfo(await readFile(path.join(cacheDir, `${hashPart(closure.leaf)}.narinfo`), 'utf8'));
+    const up = parseNarinfo(await readFile(path.join(upstream.dir, `${hashPart(closure.leaf)}.narinfo`), 'utf8'));
     const r = await request(ncps.url, `/${hashPart(closure.leaf)}.narinfo`, { timeoutMs: 20_000 });
     assert.equal(r.status, 200, `GET narinfo: ${r.status} ${r.text}${logs()}`);
     const ni = parseNarinfo(r.text);

@@ -13,6 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import BetterSqlite3 from 'better-sqlite3';
 import { MIGRATIONS, LATEST_SCHEMA_VERSION } from '../../src/db/migrations';
 import { generateSecretKey, narInfoFingerprint, parseNarInfo, parseSecretKey, verifySignature } from '../../src/nix';
+import { signedUpstream, substituteAndVerify, substituteClosure, teardown, type SignedUpstream } from '../helpers/fixture';
 import { request } from '../helpers/http';
 import {
   legacyNarInfoPath,
@@ -26,22 +27,8 @@ import {
   type LegacyDataDir,
 } from '../helpers/legacy';
 import { freePort, runNcps, startNcps, type NcpsProcess } from '../helpers/ncps';
-import {
-  buildClosure,
-  cleanupTempDirs,
-  deleteBuiltPaths,
-  generateKeyPair,
-  hashPart,
-  makeBinaryCache,
-  makeTempDir,
-  nixAvailable,
-  substitute,
-  verifyStorePath,
-  type Closure,
-  type SubstituteResult,
-} from '../helpers/nix';
+import { cleanupTempDirs, hashPart, makeTempDir, nixAvailable, type Closure } from '../helpers/nix';
 import type { RunResult } from '../helpers/proc';
-import { startStaticCache, type StaticCache } from '../helpers/static-cache';
 
 const skip = nixAvailable() ? false : 'nix-bin not installed';
 // Several suites may run at once on two cores: be generous.
@@ -56,18 +43,8 @@ async function closedUpstream(): Promise<string> {
 /** Some public key ncps requires; it never sees anything signed by it. */
 const UNRELATED_KEY = generateSecretKey('unrelated-upstream-1').publicKey.text;
 
-function diag(r: SubstituteResult, ncps?: NcpsProcess): string {
-  return `nix-store exit ${r.code}\n--- nix stderr\n${r.stderr}\n--- ncps logs (tail)\n${ncps?.logs().slice(-6000) ?? ''}`;
-}
-
 function runDiag(r: RunResult): string {
   return `exit ${r.code}${r.signal ? ` (${r.signal})` : ''}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
-}
-
-async function assertClosureValid(storeRoot: string, closure: Closure): Promise<void> {
-  for (const p of closure.paths) {
-    assert.equal(await verifyStorePath(storeRoot, p), true, `${p} should be valid in the chroot store ${storeRoot}`);
-  }
 }
 
 /** The JSON log lines of a process (non-JSON lines skipped). */
@@ -156,14 +133,7 @@ describe('background migration of a legacy data directory (upstream unreachable)
     { timeout: HOOK_TIMEOUT },
   );
 
-  after(
-    async () => {
-      await ncps?.stop();
-      await deleteBuiltPaths();
-      await cleanupTempDirs();
-    },
-    { timeout: HOOK_TIMEOUT },
-  );
+  after(() => teardown(ncps), { timeout: HOOK_TIMEOUT });
 
   it('adopts config/cache.key: /pubkey is the old key', { timeout: TIMEOUT }, async () => {
     assert.ok(ncps);
@@ -174,9 +144,7 @@ describe('background migration of a legacy data directory (upstream unreachable)
   it('serves the closure to the Nix client trusting only the old key', { timeout: TIMEOUT }, async () => {
     assert.ok(ncps);
     for (const hash of legacy.hashes) assert.ok(existsSync(legacyNarInfoPath(legacy.dataDir, hash)), 'legacy file present before');
-    const r = await substitute(legacy.closure.top, { substituter: ncps.url, trustedPublicKey: legacy.oldKey.publicKey });
-    assert.equal(r.code, 0, diag(r, ncps));
-    await assertClosureValid(r.storeRoot, legacy.closure);
+    await substituteAndVerify(legacy.closure, { substituter: ncps.url, trustedPublicKey: legacy.oldKey.publicKey, ncps });
   });
 
   it('moved each accessed narinfo into the database and deleted its file', { timeout: TIMEOUT }, async () => {
@@ -230,9 +198,7 @@ describe('background migration of a legacy data directory (upstream unreachable)
     await rm(path.join(legacy.dataDir, 'config'), { recursive: true, force: true });
     ncps = await startNcps({ upstreams: [upstreamUrl], publicKeys: [UNRELATED_KEY], dataDir: legacy.dataDir, readyTimeoutMs: 60_000 });
     assert.equal(await ncps.publicKey(), legacy.oldKey.publicKey, 'the adopted key now lives in the database');
-    const r = await substitute(legacy.closure.top, { substituter: ncps.url, trustedPublicKey: legacy.oldKey.publicKey });
-    assert.equal(r.code, 0, diag(r, ncps));
-    await assertClosureValid(r.storeRoot, legacy.closure);
+    await substituteAndVerify(legacy.closure, { substituter: ncps.url, trustedPublicKey: legacy.oldKey.publicKey, ncps });
   });
 });
 
@@ -282,7 +248,7 @@ describe('background migration with a new signing key (--cache-secret-key-path)'
 
 describe('schema upgrade from a version-1 database', { skip }, () => {
   let closure: Closure;
-  let upstream: StaticCache | undefined;
+  let upstream: SignedUpstream | undefined;
   let ncps: NcpsProcess | undefined;
   let dataDir: string;
   let dbFile: string;
@@ -292,19 +258,15 @@ describe('schema upgrade from a version-1 database', { skip }, () => {
 
   before(
     async () => {
-      const keys = await generateKeyPair('upgrade-upstream-1', await makeTempDir('keys'));
-      upstreamKey = keys.publicKey;
-      closure = await buildClosure({ label: 'upgrade-schema' });
-      const cacheDir = await makeTempDir('upgrade-upstream');
-      await makeBinaryCache(cacheDir, closure.paths, { secretKeyFile: keys.secretKeyFile, compression: 'xz' });
-      upstream = await startStaticCache(cacheDir);
+      upstream = await signedUpstream({ label: 'upgrade-schema', keyName: 'upgrade-upstream-1' });
+      upstreamKey = upstream.key.publicKey;
+      closure = upstream.closure;
       // A cache filled by this release: fetch the closure through it, then stop it.
       dataDir = await makeTempDir('upgrade-schema-data');
       dbFile = path.join(dataDir, 'db.sqlite');
       ncps = await startNcps({ upstreams: [upstream.url], publicKeys: [upstreamKey], dataDir, readyTimeoutMs: 60_000 });
       ncpsKey = await ncps.publicKey();
-      const r = await substitute(closure.top, { substituter: ncps.url, trustedPublicKey: ncpsKey });
-      assert.equal(r.code, 0, diag(r, ncps));
+      await substituteClosure(closure, { substituter: ncps.url, trustedPublicKey: ncpsKey, ncps });
       // Every NAR must be stored before stopping (the prefetch/download may still run).
       await ncps.stop();
       ncps = undefined;
@@ -316,15 +278,7 @@ describe('schema upgrade from a version-1 database', { skip }, () => {
     { timeout: HOOK_TIMEOUT },
   );
 
-  after(
-    async () => {
-      await ncps?.stop();
-      await upstream?.stop();
-      await deleteBuiltPaths();
-      await cleanupTempDirs();
-    },
-    { timeout: HOOK_TIMEOUT },
-  );
+  after(() => teardown(ncps, upstream), { timeout: HOOK_TIMEOUT });
 
   it('starts from a genuine schema-1 database', { timeout: TIMEOUT }, async () => {
     assert.deepEqual(schemaVersionsInDb(dbFile), [1]);
@@ -353,9 +307,7 @@ describe('schema upgrade from a version-1 database', { skip }, () => {
     assert.deepEqual(schemaVersionsInDb(dbFile), MIGRATIONS.map((m) => m.version));
 
     assert.equal(await ncps.publicKey(), ncpsKey, 'the signing key survives the migration');
-    const r = await substitute(closure.top, { substituter: ncps.url, trustedPublicKey: ncpsKey });
-    assert.equal(r.code, 0, diag(r, ncps));
-    await assertClosureValid(r.storeRoot, closure);
+    await substituteAndVerify(closure, { substituter: ncps.url, trustedPublicKey: ncpsKey, ncps });
   });
 
   it('left a backup that is a valid SQLite database at schema 1 with the data', { timeout: TIMEOUT }, async () => {
@@ -404,8 +356,7 @@ describe('schema upgrade from a version-1 database', { skip }, () => {
     ncps = await startNcps({ upstreams: [await closedUpstream()], publicKeys: [upstreamKey], dataDir, readyTimeoutMs: 60_000 });
     assert.equal(await ncps.publicKey(), ncpsKey);
     assert.deepEqual(schemaVersionsInDb(dbFile), MIGRATIONS.map((m) => m.version));
-    const r = await substitute(closure.top, { substituter: ncps.url, trustedPublicKey: ncpsKey });
-    assert.equal(r.code, 0, diag(r, ncps));
+    await substituteClosure(closure, { substituter: ncps.url, trustedPublicKey: ncpsKey, ncps });
   });
 });
 
