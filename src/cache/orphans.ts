@@ -5,7 +5,9 @@
 //
 // A file is only an orphan once it is older than a grace period: `nix copy` uploads each NAR (and
 // listing) before its narinfo. The upload of a narinfo and the removal of its NAR take the same
-// per-file lock, so a narinfo can never be committed for a NAR that is being removed.
+// per-file lock, so a narinfo can never be committed for a NAR that is being removed. Files older
+// than the database itself are never touched: they were not written through it (a store taken
+// over from the Go ncps with a new database, say), and are reused when their paths come back.
 
 import type { Database } from '../db/database';
 import type { Locker } from '../lock/locker';
@@ -18,6 +20,7 @@ import type { Metrics } from '../telemetry/metrics';
 export const ORPHAN_GRACE_MS = 60 * 60 * 1000;
 
 const BATCH = 500;
+const MTIME_PRECISION_MS = 2_000;
 
 /** The lock a narinfo upload holds while it checks and records its NAR. */
 export function narFileLockKey(name: string): string {
@@ -39,6 +42,8 @@ export interface SweepResult {
   /** Why nothing was looked at, when nothing was. */
   skipped?: string;
   scanned: number;
+  /** Unrecorded files older than the database: kept. */
+  olderThanDatabase: number;
   /** Removed (or, in a dry run, that would be). */
   nars: { files: number; bytes: number };
   listings: { files: number; bytes: number };
@@ -49,7 +54,7 @@ export class OrphanSweeper {
 
   async run(now = Date.now()): Promise<SweepResult> {
     const { locker, storage, logger, lockTtlMs } = this.options;
-    const result: SweepResult = { scanned: 0, nars: { files: 0, bytes: 0 }, listings: { files: 0, bytes: 0 } };
+    const result: SweepResult = { scanned: 0, olderThanDatabase: 0, nars: { files: 0, bytes: 0 }, listings: { files: 0, bytes: 0 } };
     // NARs of narinfo files an older ncps kept in storage have no record until those files are
     // migrated: until then, no NAR can be told to be an orphan.
     if (await hasLegacyNarInfos(storage)) {
@@ -60,10 +65,13 @@ export class OrphanSweeper {
     if (!lock) return { ...result, skipped: 'a sweep is already running elsewhere' };
     try {
       const cutoff = now - (this.options.graceMs ?? ORPHAN_GRACE_MS);
-      await this.sweep(storage.listNars(), cutoff, result, result.nars, (batch) => this.unknownNars(batch), (file) => this.removeNar(file));
+      // Storage clocks are coarse (S3 keeps whole seconds): allow for that.
+      const since = ((await this.options.db.createdAt()) ?? now) - MTIME_PRECISION_MS;
+      const ages = { since, cutoff };
+      await this.sweep(storage.listNars(), ages, result, result.nars, (batch) => this.unknownNars(batch), (file) => this.removeNar(file));
       await this.sweep(
         storage.listAuxFiles('ls'),
-        cutoff,
+        ages,
         result,
         result.listings,
         (batch) => this.unknownListings(batch),
@@ -84,7 +92,7 @@ export class OrphanSweeper {
 
   private async sweep(
     files: AsyncIterable<StoredFileInfo>,
-    cutoff: number,
+    ages: { since: number; cutoff: number },
     result: SweepResult,
     tally: { files: number; bytes: number },
     unknown: (batch: StoredFileInfo[]) => Promise<StoredFileInfo[]>,
@@ -94,6 +102,10 @@ export class OrphanSweeper {
     let batch: StoredFileInfo[] = [];
     const flush = async () => {
       for (const file of await unknown(batch)) {
+        if (file.modifiedAt < ages.since) {
+          result.olderThanDatabase++;
+          continue;
+        }
         if (!(await remove(file))) continue;
         tally.files++;
         tally.bytes += file.size;
@@ -106,7 +118,7 @@ export class OrphanSweeper {
     };
     for await (const file of files) {
       result.scanned++;
-      if (file.modifiedAt > cutoff) continue;
+      if (file.modifiedAt > ages.cutoff) continue;
       batch.push(file);
       if (batch.length >= BATCH) await flush();
     }

@@ -1,5 +1,6 @@
 // `ncps sweep-orphans`: removes files from storage that no database record needs (NARs whose
-// narinfo never arrived, listings of paths that are gone), older than an hour. The server does
+// narinfo never arrived, listings of paths that are gone), older than an hour and younger than
+// the database. The server does
 // the same before its LRU clean-ups when --cache-max-size is set; this is for stores without a
 // size limit, or to see what a sweep would remove (--dry-run).
 
@@ -64,6 +65,9 @@ async function sweepOrphans(argv: string[]): Promise<number> {
       `${dryRun ? 'dry run: ' : ''}${result.scanned} files looked at; ${verb} ${result.nars.files} NARs ` +
         `(${formatBytes(result.nars.bytes)}) and ${result.listings.files} listings (${formatBytes(result.listings.bytes)})\n`,
     );
+    if (result.olderThanDatabase > 0) {
+      process.stdout.write(`kept ${result.olderThanDatabase} unrecorded files older than the database (not written through it)\n`);
+    }
     return 0;
   } finally {
     await locker.close();

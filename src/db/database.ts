@@ -49,6 +49,8 @@ export interface Database {
   deleteNarInfo(hash: string): Promise<{ deleted: boolean; orphanedNarFiles: RemovedNarFile[] }>;
   /** Deletes a NAR file's record and every narinfo pointing at it; returns those narinfo hashes. */
   deleteNarFile(name: string): Promise<string[]>;
+  /** When the schema was first migrated (ms since the epoch): no file older than that was recorded here. */
+  createdAt(): Promise<number | undefined>;
   /** Which of these NAR file names have a record (stored, or still downloading). */
   knownNarFiles(names: readonly string[]): Promise<Set<string>>;
   /** Which of these store path hashes have a narinfo. */

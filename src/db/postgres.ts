@@ -330,6 +330,11 @@ export class PostgresDatabase implements Database {
     });
   }
 
+  async createdAt(): Promise<number | undefined> {
+    const { rows } = await this.pool.query<{ value: string | null }>('SELECT min(applied_at) AS value FROM schema_migrations');
+    return rows[0]?.value == null ? undefined : Number(rows[0].value);
+  }
+
   async knownNarFiles(names: readonly string[]): Promise<Set<string>> {
     const { rows } = await this.pool.query<{ name: string }>('SELECT name FROM nar_files WHERE name = ANY($1::text[])', [names]);
     return new Set(rows.map((r) => r.name));

@@ -45,6 +45,7 @@ export const SQLITE_QUERIES = {
   narInfosOfFile: `
         SELECT hash FROM narinfos WHERE nar_file_id = (SELECT id FROM nar_files WHERE name = ?)`,
   deleteNarFileByName: `DELETE FROM nar_files WHERE name = ?`,
+  createdAt: `SELECT min(applied_at) AS value FROM schema_migrations`,
   // One statement for any number of names: the list arrives as a JSON array.
   knownNarFiles: `SELECT name AS value FROM nar_files WHERE name IN (SELECT value FROM json_each(?))`,
   knownNarInfos: `SELECT hash AS value FROM narinfos WHERE hash IN (SELECT value FROM json_each(?))`,

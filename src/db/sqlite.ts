@@ -91,6 +91,7 @@ export class SqliteDatabase implements Database {
       deleteNarFileIfUnused: db.prepare<[number], RemovedNarFileRow>(q.deleteNarFileIfUnused),
       narInfosOfFile: db.prepare<[string], { hash: string }>(q.narInfosOfFile),
       deleteNarFileByName: db.prepare<[string]>(q.deleteNarFileByName),
+      createdAt: db.prepare<[], { value: number | null }>(q.createdAt),
       knownNarFiles: db.prepare<[string], { value: string }>(q.knownNarFiles),
       knownNarInfos: db.prepare<[string], { value: string }>(q.knownNarInfos),
       leastRecentlyUsed: db.prepare<[number], { hash: string }>(q.leastRecentlyUsed),
@@ -275,6 +276,10 @@ export class SqliteDatabase implements Database {
       sql.deleteNarFileByName.run(name);
       return hashes;
     }).immediate();
+  }
+
+  async createdAt(): Promise<number | undefined> {
+    return this.sql.createdAt.get()?.value ?? undefined;
   }
 
   async knownNarFiles(names: readonly string[]): Promise<Set<string>> {

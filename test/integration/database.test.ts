@@ -459,8 +459,10 @@ for (const engine of [sqliteEngine, postgresEngine]) {
       assert.deepStrictEqual(await db.getNarInfo(x.hash), x.narInfo);
     });
 
-    it('knownNarFiles and knownNarInfos pick out the recorded names from a batch', async () => {
+    it('knownNarFiles and knownNarInfos pick out the recorded names from a batch; createdAt is the first migration', async () => {
       const db = await migrated();
+      const created = await db.createdAt();
+      assert.ok(created !== undefined && created <= Date.now() && created > Date.now() - 10 * 60_000, `createdAt ${created}`);
       const a = fixture('kn-a');
       const b = fixture('kn-b');
       for (const f of [a, b]) await put(db, f);

@@ -1,7 +1,7 @@
 // The orphan sweep: NARs whose narinfo never arrived and listings of paths that are not there are
 // removed once they are older than an hour — by `ncps sweep-orphans` and before the server's LRU
-// clean-ups — while recorded files, young files and stores with unmigrated narinfo files are left
-// alone. Deleting or evicting a narinfo takes its listing along.
+// clean-ups — while recorded files, young files, files older than the database and stores with
+// unmigrated narinfo files are left alone. Deleting or evicting a narinfo takes its listing along.
 
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -11,12 +11,14 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { encodeNix32, generateSecretKey } from '../../src/nix';
 import { request } from '../helpers/http';
-import { legacyNarInfoPath, narPath, randomStoreHash, syntheticNarInfo, writeLegacyNarInfo } from '../helpers/legacy';
+import { legacyNarInfoPath, narPath, randomStoreHash, syntheticNarInfo, withSqlite, writeLegacyNarInfo } from '../helpers/legacy';
 import { runNcps, startNcps, type NcpsProcess } from '../helpers/ncps';
 import { cleanupTempDirs, makeTempDir, sleep } from '../helpers/nix';
 
 const TIMEOUT = 120_000;
-const TWO_HOURS_AGO = new Date(Date.now() - 2 * 60 * 60 * 1000);
+const HOUR = 60 * 60 * 1000;
+const TWO_HOURS_AGO = new Date(Date.now() - 2 * HOUR);
+const A_DAY_AGO = new Date(Date.now() - 24 * HOUR);
 
 interface Uploaded {
   hash: string;
@@ -62,6 +64,11 @@ async function backdate(...files: string[]): Promise<void> {
   for (const file of files) await utimes(file, TWO_HOURS_AGO, TWO_HOURS_AGO);
 }
 
+/** Files older than the database are never swept: make this one look three hours old. */
+function ageDatabase(dataDir: string): void {
+  withSqlite(path.join(dataDir, 'db.sqlite'), (db) => db.prepare('UPDATE schema_migrations SET applied_at = ?').run(Date.now() - 3 * HOUR));
+}
+
 function sweep(dataDir: string, ...args: string[]) {
   return runNcps(['sweep-orphans', `--cache-storage-local=${dataDir}`, `--cache-database-url=sqlite:${path.join(dataDir, 'db.sqlite')}`, ...args]);
 }
@@ -75,14 +82,21 @@ describe('orphan sweep', { timeout: 10 * TIMEOUT }, () => {
   let orphanNar: Uploaded;
   let orphanListing: Uploaded;
   let youngOrphan: Uploaded;
+  let foreign: Uploaded;
 
   before(async () => {
     dataDir = await makeTempDir('orphans');
+    const migrated = await runNcps(['migrate', 'up', `--cache-storage-local=${dataDir}`, `--cache-database-url=sqlite:${path.join(dataDir, 'db.sqlite')}`]);
+    assert.equal(migrated.code, 0, migrated.stderr);
+    ageDatabase(dataDir);
     ncps = await startNcps({ upstreams: [], publicKeys: [], dataDir, extraArgs: WRITE_ARGS });
     kept = await upload(ncps, { narinfo: true, listing: true });
     orphanNar = await upload(ncps, { narinfo: false, listing: false });
     orphanListing = await upload(ncps, { narinfo: false, listing: true });
     youngOrphan = await upload(ncps, { narinfo: false, listing: false });
+    // As if it came with a store taken over from another ncps: older than this database.
+    foreign = await upload(ncps, { narinfo: false, listing: false });
+    await utimes(foreign.narFile, A_DAY_AGO, A_DAY_AGO);
     await backdate(kept.narFile, kept.listingFile, orphanNar.narFile, orphanListing.listingFile);
   });
 
@@ -115,6 +129,8 @@ describe('orphan sweep', { timeout: 10 * TIMEOUT }, () => {
     assert.equal(existsSync(orphanListing.listingFile), false, 'listing of a path that is not there removed');
     assert.ok(existsSync(youngOrphan.narFile), 'a NAR younger than an hour may still get its narinfo: kept');
     assert.ok(existsSync(kept.narFile) && existsSync(kept.listingFile), 'recorded NAR and listing kept');
+    assert.ok(existsSync(foreign.narFile), 'a NAR older than the database was not written through it: kept');
+    assert.match(r.stdout, /kept 1 unrecorded files older than the database/);
 
     ncps = await startNcps({ upstreams: [], publicKeys: [], dataDir, extraArgs: WRITE_ARGS });
     assert.equal((await request(ncps.url, `/${kept.hash}.narinfo`)).status, 200);
