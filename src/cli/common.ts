@@ -3,7 +3,7 @@
 
 import os from 'node:os';
 import path from 'node:path';
-import { ConfigError, type LoadedConfig } from '../config/load';
+import { ConfigError, helpText, loadConfig, type LoadedConfig } from '../config/load';
 import type { Database } from '../db/database';
 import { UnsupportedDatabaseError } from '../db/database';
 import { openDatabase, redactDatabaseUrl } from '../db/open';
@@ -11,8 +11,29 @@ import { LocalLocker } from '../lock/local';
 import type { Locker } from '../lock/locker';
 import { LocalStorage } from '../storage/local';
 import type { Storage } from '../storage/storage';
-import type { Logger } from '../telemetry/logger';
+import { createLogger, type Logger } from '../telemetry/logger';
 import { LEASE_STALE_MS } from '../lock/lease';
+
+/**
+ * A command's settings from its flags, config file and environment; undefined once `--help` has
+ * been answered. Stray arguments are a usage mistake (exit 2).
+ */
+export function commandConfig(command: string, summary: string, argv: string[]): LoadedConfig | undefined {
+  const { config, args } = loadConfig(command, argv, process.env);
+  if (args.help) {
+    process.stdout.write(helpText(command, summary));
+    return undefined;
+  }
+  if (args.positionals.length > 0) throw new ConfigError(`unexpected argument "${args.positionals[0]}"`);
+  return config;
+}
+
+/** The logger at the configured level, with the configuration's warnings (deprecated flags) logged. */
+export function commandLogger(config: LoadedConfig): Logger {
+  const logger = createLogger(config.get<string>('log.level'));
+  for (const warning of config.warnings) logger.warn(warning);
+  return logger;
+}
 
 export function defaultDataDir(): string {
   const base = process.env.XDG_DATA_HOME || path.join(os.homedir(), '.local', 'share');

@@ -6,27 +6,20 @@
 // same files without coordination), so it looks for fresh server leases and refuses unless --force.
 // With Redis it takes the same per-hash locks as the servers' background migration.
 
-import { ConfigError, helpText, loadConfig } from '../config/load';
 import type { Locker } from '../lock/locker';
 import { InvalidLegacyNarInfo, LegacyNarInfoMigrator } from '../migrate/narinfo';
 import { Progress } from '../migrate/progress';
 import { storedSigningKey } from '../cache/signing-key';
-import { createLogger } from '../telemetry/logger';
 import { Metrics } from '../telemetry/metrics';
 import { VERSION } from './version';
-import { createLocker, describeDatabase, liveServerRefusal, openConfiguredDatabase, openConfiguredStorage } from './common';
+import { commandConfig, commandLogger, createLocker, describeDatabase, liveServerRefusal, openConfiguredDatabase, openConfiguredStorage } from './common';
 
 const SUMMARY = 'Move narinfo files kept in storage by older ncps versions into the database.';
 
 async function migrateNarinfo(argv: string[]): Promise<number> {
-  const { config, args } = loadConfig('migrate-narinfo', argv, process.env);
-  if (args.help) {
-    process.stdout.write(helpText('migrate-narinfo', SUMMARY));
-    return 0;
-  }
-  if (args.positionals.length > 0) throw new ConfigError(`unexpected argument "${args.positionals[0]}"`);
-  const logger = createLogger(config.get<string>('log.level'));
-  for (const warning of config.warnings) logger.warn(warning);
+  const config = commandConfig('migrate-narinfo', SUMMARY, argv);
+  if (!config) return 0;
+  const logger = commandLogger(config);
   const dryRun = config.get<boolean>('dry-run');
   const concurrency = Math.max(1, config.get<number>('concurrency'));
   const redisAddrs = config.get<string[]>('cache.redis.addrs');

@@ -1,11 +1,10 @@
 // `ncps migrate up [--dry-run]` and `ncps migrate status`: the schema migrations that `serve`
 // also runs by itself on start-up, for operators who want to run them (or look) first.
 
-import { helpText, loadConfig } from '../config/load';
 import { SqliteDatabase } from '../db/sqlite';
 import { MIGRATIONS } from '../db/migrations';
 import { checkCompatibility, KNOWN_SCHEMA_VERSION } from '../migrate/schema';
-import { describeDatabase, openConfiguredDatabase } from './common';
+import { commandConfig, describeDatabase, openConfiguredDatabase } from './common';
 
 const SUMMARY = 'Apply (up) or show (status) the database schema migrations.';
 
@@ -18,11 +17,8 @@ async function migrate(argv: string[]): Promise<number> {
     return help ? 0 : 2;
   }
   const command = `migrate ${sub}`;
-  const { config, args } = loadConfig(command, rest, process.env);
-  if (args.help) {
-    process.stdout.write(helpText(command, SUMMARY));
-    return 0;
-  }
+  const config = commandConfig(command, SUMMARY, rest);
+  if (!config) return 0;
   const db = openConfiguredDatabase(config);
   try {
     const status = await db.schemaStatus!();

@@ -9,15 +9,15 @@ import { DEFAULT_LRU_SCHEDULE, LruCleaner } from '../cache/lru';
 import { OrphanSweeper } from '../cache/orphans';
 import { CacheWrites } from '../cache/writes';
 import { loadSigningKey } from '../cache/signing-key';
-import { ConfigError, helpText, loadConfig, type LoadedConfig } from '../config/load';
+import { ConfigError, type LoadedConfig } from '../config/load';
 import { SqliteDatabase } from '../db/sqlite';
 import { LeaseKeeper } from '../lock/lease';
 import { hasLegacyNarInfos, LegacyNarInfoMigrator } from '../migrate/narinfo';
 import { instrumentLocker } from '../lock/instrumented';
-import { createLocker, describeDatabase, openConfiguredDatabase, openConfiguredStorage } from './common';
+import { commandConfig, commandLogger, createLocker, describeDatabase, openConfiguredDatabase, openConfiguredStorage } from './common';
 import { parsePublicKey, type PublicKey } from '../nix';
 import { buildApp } from '../server/app';
-import { createLogger, type Logger } from '../telemetry/logger';
+import type { Logger } from '../telemetry/logger';
 import { Metrics } from '../telemetry/metrics';
 import { SystemdNotifier } from '../telemetry/systemd';
 import { VERSION } from './version';
@@ -116,15 +116,10 @@ function checkedSettings(config: LoadedConfig) {
 }
 
 async function serve(argv: string[]): Promise<number> {
-  const { config, args } = loadConfig('serve', argv, process.env);
-  if (args.help) {
-    process.stdout.write(helpText('serve', SUMMARY));
-    return 0;
-  }
-  if (args.positionals.length > 0) throw new ConfigError(`unexpected argument "${args.positionals[0]}"`);
+  const config = commandConfig('serve', SUMMARY, argv);
+  if (!config) return 0;
   const settings = checkedSettings(config);
-  const logger = createLogger(config.get<string>('log.level'));
-  for (const warning of config.warnings) logger.warn(warning);
+  const logger = commandLogger(config);
 
   const metrics = new Metrics({ maxSizeBytes: settings.maxSizeBytes, defaultMetrics: settings.prometheus });
   const metricsForLocks = metrics;

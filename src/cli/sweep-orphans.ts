@@ -4,11 +4,9 @@
 // the same before its LRU clean-ups when --cache-max-size is set; this is for stores without a
 // size limit, or to see what a sweep would remove (--dry-run).
 
-import { ConfigError, helpText, loadConfig } from '../config/load';
 import { OrphanSweeper } from '../cache/orphans';
-import { createLogger } from '../telemetry/logger';
 import { Metrics } from '../telemetry/metrics';
-import { createLocker, describeDatabase, liveServerRefusal, openConfiguredDatabase, openConfiguredStorage } from './common';
+import { commandConfig, commandLogger, createLocker, describeDatabase, liveServerRefusal, openConfiguredDatabase, openConfiguredStorage } from './common';
 
 const SUMMARY = 'Remove files from storage that no database record needs (older than an hour).';
 
@@ -24,14 +22,9 @@ function formatBytes(bytes: number): string {
 }
 
 async function sweepOrphans(argv: string[]): Promise<number> {
-  const { config, args } = loadConfig('sweep-orphans', argv, process.env);
-  if (args.help) {
-    process.stdout.write(helpText('sweep-orphans', SUMMARY));
-    return 0;
-  }
-  if (args.positionals.length > 0) throw new ConfigError(`unexpected argument "${args.positionals[0]}"`);
-  const logger = createLogger(config.get<string>('log.level'));
-  for (const warning of config.warnings) logger.warn(warning);
+  const config = commandConfig('sweep-orphans', SUMMARY, argv);
+  if (!config) return 0;
+  const logger = commandLogger(config);
   const dryRun = config.get<boolean>('dry-run');
 
   const storage = openConfiguredStorage(config);

@@ -8,6 +8,7 @@
 // fingerprints and signatures of Nix's own test data in test/unit/build-trace.test.ts.
 
 import { isStorePathBaseName, isStorePathName } from './store-path.js';
+import { parseJsonObject } from './realisation.js';
 import { signFingerprint, verifySignature, type PublicKey, type SecretKey } from './signing.js';
 
 export interface BuildTraceKey {
@@ -55,14 +56,7 @@ function parseSignature(raw: unknown): string {
 }
 
 export function parseBuildTraceValue(text: string): BuildTraceValue {
-  let data: unknown;
-  try {
-    data = JSON.parse(text);
-  } catch (error) {
-    throw new BuildTraceError(`not JSON: ${(error as Error).message}`);
-  }
-  if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new BuildTraceError('not a JSON object');
-  const { outPath, signatures = [] } = data as Record<string, unknown>;
+  const { outPath, signatures = [] } = parseJsonObject(text, BuildTraceError);
   if (typeof outPath !== 'string' || !isStorePathBaseName(outPath)) {
     throw new BuildTraceError('outPath must be a store path base name such as <hash>-<name>');
   }

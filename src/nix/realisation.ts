@@ -19,15 +19,20 @@ export class RealisationError extends Error {}
 /** `sha256:<64 hex>!<output name>` */
 export const REALISATION_ID = /^sha256:[0-9a-f]{64}![A-Za-z0-9+\-._?=]{1,211}$/;
 
-export function parseRealisation(text: string): Realisation {
+/** `text` as a JSON object; anything else is thrown as a `Failure` saying what it is instead. */
+export function parseJsonObject(text: string, Failure: new (message: string) => Error): Record<string, unknown> {
   let data: unknown;
   try {
     data = JSON.parse(text);
   } catch (error) {
-    throw new RealisationError(`not JSON: ${(error as Error).message}`);
+    throw new Failure(`not JSON: ${(error as Error).message}`);
   }
-  if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new RealisationError('not a JSON object');
-  const { id, outPath, signatures = [], dependentRealisations = {}, ...extra } = data as Record<string, unknown>;
+  if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new Failure('not a JSON object');
+  return data as Record<string, unknown>;
+}
+
+export function parseRealisation(text: string): Realisation {
+  const { id, outPath, signatures = [], dependentRealisations = {}, ...extra } = parseJsonObject(text, RealisationError);
   if (typeof id !== 'string' || !REALISATION_ID.test(id)) throw new RealisationError('missing or malformed id');
   if (typeof outPath !== 'string' || outPath === '') throw new RealisationError('missing outPath');
   if (!Array.isArray(signatures) || signatures.some((s) => typeof s !== 'string')) throw new RealisationError('malformed signatures');
