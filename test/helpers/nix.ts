@@ -237,3 +237,73 @@ export async function verifyStorePath(storeRoot: string, storePath: string): Pro
 export function hashPart(storePath: string): string {
   return path.basename(storePath).slice(0, 32);
 }
+
+/** A content-addressed derivation built in the real store; its realisation is signed at build time. */
+export interface CaBuild {
+  /** The Nix file that defines it, for `--file`. */
+  exprFile: string;
+  drvPath: string;
+  outPath: string;
+}
+
+const CA_FEATURES = ['--extra-experimental-features', 'nix-command ca-derivations'];
+
+/** Builds a fresh content-addressed derivation (experimental `ca-derivations`): Nix records a
+ * realisation for its output and signs it with `secretKeyFile`. */
+export async function buildCaDerivation(opts: { label: string; secretKeyFile: string }): Promise<CaBuild> {
+  const dir = await makeTempDir(`ca-${opts.label}`);
+  const exprFile = path.join(dir, 'ca.nix');
+  const nonce = randomBytes(12).toString('hex');
+  await writeFile(
+    exprFile,
+    `derivation {
+  name = "${opts.label}"; system = builtins.currentSystem; builder = "/bin/sh";
+  args = [ "-c" "echo ${nonce} > $out" ]; PATH = "/usr/bin:/bin";
+  __contentAddressed = true; outputHashMode = "recursive"; outputHashAlgo = "sha256";
+}
+`,
+  );
+  const env = await nixEnv();
+  const build = await run(
+    'nix-build',
+    [exprFile, '--no-out-link', ...CA_FEATURES, '--option', 'secret-key-files', opts.secretKeyFile, ...BUILD_OPTIONS],
+    { env, timeoutMs: 300_000 },
+  );
+  if (build.code !== 0) throw failure('nix-build (content-addressed)', build);
+  const outPath = build.stdout.trim().split('\n').pop() ?? '';
+  const d = await run('nix-store', ['-q', '--deriver', outPath], { env, timeoutMs: 60_000 });
+  const drvPath = d.stdout.trim();
+  if (!outPath.startsWith('/nix/store/') || !drvPath.endsWith('.drv')) throw failure('nix-build (content-addressed)', build);
+  builtPaths.add(outPath);
+  builtPaths.add(drvPath);
+  return { exprFile, drvPath, outPath };
+}
+
+/** `nix copy --file` of a content-addressed build: its output and its realisation. */
+export async function copyCaBuild(build: CaBuild, to: string): Promise<void> {
+  const r = await run('nix', [...CA_FEATURES, 'copy', '--to', to, '--file', build.exprFile, ...BUILD_OPTIONS], {
+    env: await nixEnv(),
+    timeoutMs: 300_000,
+  });
+  if (r.code !== 0) throw failure('nix copy (content-addressed)', r);
+}
+
+/** Realises a content-addressed build into a fresh chroot store with building forbidden
+ * (`--max-jobs 0`): it succeeds only when the substituter serves its realisation and output. */
+export async function substituteCaBuild(
+  build: CaBuild,
+  opts: { substituter: string; trustedPublicKey: string },
+): Promise<SubstituteResult> {
+  const storeRoot = await makeTempDir('chroot-store-ca');
+  const options: Record<string, string> = {
+    substituters: opts.substituter,
+    'trusted-public-keys': opts.trustedPublicKey,
+    'require-sigs': 'true',
+    'connect-timeout': '10',
+    'stalled-download-timeout': '60',
+  };
+  const args = [...CA_FEATURES, 'build', '--store', storeRoot, '--file', build.exprFile, '--no-link', '--max-jobs', '0'];
+  for (const [k, v] of Object.entries(options)) args.push('--option', k, v);
+  const r = await run('nix', args, { env: await nixEnv(), timeoutMs: 110_000 });
+  return { code: r.code, stdout: r.stdout, stderr: r.stderr, storeRoot };
+}
