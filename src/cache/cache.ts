@@ -5,7 +5,8 @@
 import type { Readable } from 'node:stream';
 import type { Database, NarFileRecord } from '../db/database';
 import type { Locker } from '../lock/locker';
-import { withLock } from '../lock/locker';
+import { acquireWithin, withLock } from '../lock/locker';
+import { rm } from 'node:fs/promises';
 import {
   decodeNix32,
   formatNarInfo,
@@ -53,6 +54,8 @@ export interface CacheOptions {
   /** Our key; undefined when narinfos are served without our signature. */
   signingKey: SecretKey | undefined;
   downloadLockTtlMs: number;
+  /** How long a NAR download waits for another instance's before streaming from upstream itself. */
+  downloadLockWaitMs?: number;
   /** How long "no upstream has this path" is remembered (0 disables). */
   negativeTtlMs: number;
   metrics: Metrics;
@@ -93,6 +96,9 @@ export function realisationFileName(id: string): string {
 export function buildTraceFileName(key: BuildTraceKey): string {
   return `${key.drvPath}/${key.outputName}.doi`;
 }
+
+/** Used when no wait is configured: see --cache-lock-download-wait. */
+export const DEFAULT_DOWNLOAD_LOCK_WAIT_MS = 30_000;
 
 /** Listings and logs are read whole into memory: bounded. */
 export const MAX_AUX_BYTES = 64 << 20;
@@ -334,7 +340,10 @@ export class Cache {
   private startDownload(record: NarFileRecord): NarDownload {
     const { storage, db, upstreams, locker, logger } = this.options;
     const upstreamUrl = new URL(record.upstreamUrl!);
+    const lockKey = `download:${record.name}`;
+    const lockTtlMs = this.options.downloadLockTtlMs;
     let releaseLock: (() => Promise<void>) | undefined;
+    let passThrough = false;
     const timer = this.options.metrics.upstreamNarDuration.startTimer();
     const span = tracer().startSpan('upstream nar', { attributes: { 'ncps.nar': record.name } });
     const download = new NarDownload({
@@ -342,13 +351,29 @@ export class Cache {
       tempDir: storage.tempDir,
       expected: expectedFile(record),
       open: async () => {
-        const lock = await locker.acquire(`download:${record.name}`, this.options.downloadLockTtlMs);
-        releaseLock = () => lock.release();
+        const lock = await acquireWithin(locker, lockKey, lockTtlMs, this.options.downloadLockWaitMs ?? DEFAULT_DOWNLOAD_LOCK_WAIT_MS);
+        if (lock) releaseLock = () => lock.release();
         // Another instance may have held the lock for this very download: then it is stored now.
         if ((await storage.statNar(record.name)) !== undefined) throw new AlreadyStored(record.name);
+        if (!lock) {
+          // Another instance is still at it (a long download, or it died holding the lock): stream
+          // from upstream rather than keep the client waiting; storing is decided at the end.
+          passThrough = true;
+          logger.info({ nar: record.name }, 'another instance holds the download lock; streaming from upstream meanwhile');
+        }
         return upstreams.fetchFile(upstreamUrl);
       },
       commit: async (tempFile, size) => {
+        if (passThrough) {
+          // Stored only if the lock is free now and nobody stored it meanwhile; else dropped.
+          const lock = await locker.tryAcquire(lockKey, lockTtlMs);
+          if (lock) releaseLock = () => lock.release();
+          if (!lock || (await storage.statNar(record.name)) !== undefined) {
+            await rm(tempFile, { force: true });
+            return;
+          }
+          passThrough = false;
+        }
         await storage.putNarFromFile(record.name, tempFile);
         // Deleted or evicted while it downloaded: take the bytes back out, or they would sit in
         // storage uncounted and never evicted.
@@ -362,11 +387,12 @@ export class Cache {
     const started = Date.now();
     download.done.then(
       () => {
-        timer({ result: 'success' });
+        timer({ result: passThrough ? 'passed-through' : 'success' });
         span.setAttribute('ncps.bytes', download.bytesWritten);
         span.end();
         this.options.metrics.upstreamBytes.inc(download.bytesWritten);
-        logger.info({ nar: record.name, bytes: download.bytesWritten, ms: Date.now() - started }, 'NAR downloaded and stored');
+        const outcome = passThrough ? 'NAR streamed from upstream; not stored (another instance holds its lock)' : 'NAR downloaded and stored';
+        logger.info({ nar: record.name, bytes: download.bytesWritten, ms: Date.now() - started }, outcome);
       },
       (error: Error) => {
         timer({ result: error instanceof AlreadyStored ? 'stored-elsewhere' : 'failure' });

@@ -101,6 +101,7 @@ function checkedSettings(config: LoadedConfig) {
     dialerTimeoutMs: config.get<number>('cache.upstream.dialer-timeout'),
     responseHeaderTimeoutMs: config.get<number>('cache.upstream.response-header-timeout'),
     downloadLockTtlMs: config.get<number>('cache.lock.download-lock-ttl'),
+    downloadLockWaitMs: config.get<number>('cache.lock.download-lock-wait'),
     lruLockTtlMs: config.get<number>('cache.lock.lru-lock-ttl'),
     negativeTtlMs: config.get<number>('cache.negative-ttl'),
     getToken: config.get<string>('cache.get-token'),
@@ -178,6 +179,7 @@ async function serve(argv: string[]): Promise<number> {
     trustedKeys: settings.trustedKeys,
     signingKey: settings.signNarInfo ? signingKey : undefined,
     downloadLockTtlMs: settings.downloadLockTtlMs,
+    downloadLockWaitMs: settings.downloadLockWaitMs,
     negativeTtlMs: settings.negativeTtlMs,
     ...(legacy ? { legacy } : {}),
   });

@@ -419,6 +419,16 @@ export const OPTIONS: readonly OptionSpec[] = [
     scope: 'redis',
   },
   {
+    key: 'cache.lock.download-lock-wait',
+    flag: 'cache-lock-download-wait',
+    env: 'CACHE_LOCK_DOWNLOAD_WAIT',
+    format: 'go-duration',
+    default: '30s',
+    doc:
+      "How long a NAR request waits while another instance downloads the same NAR. After that it streams the NAR from upstream itself, so a client is never kept waiting on a long download or on the lock of an instance that died; that copy is stored only if the other instance's lock is free by the end.",
+    scope: 'redis',
+  },
+  {
     key: 'cache.lock.lru-lock-ttl',
     flag: 'cache-lock-lru-ttl',
     env: 'CACHE_LOCK_LRU_TTL',

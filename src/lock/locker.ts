@@ -21,3 +21,14 @@ export async function withLock<T>(locker: Locker, key: string, ttlMs: number, wo
     await lock.release();
   }
 }
+
+/** Tries for the lock on `key` until `waitMs` have passed; undefined if it stayed taken. */
+export async function acquireWithin(locker: Locker, key: string, ttlMs: number, waitMs: number): Promise<Lock | undefined> {
+  const deadline = Date.now() + waitMs;
+  for (let attempt = 0; ; attempt++) {
+    const lock = await locker.tryAcquire(key, ttlMs);
+    const left = deadline - Date.now();
+    if (lock || left <= 0) return lock;
+    await new Promise((resolve) => setTimeout(resolve, Math.min(left, 1_000, 25 * 2 ** attempt)));
+  }
+}

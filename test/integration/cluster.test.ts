@@ -8,6 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
 import { encodeNix32, generateSecretKey, narInfoFingerprint, parseNarInfo, signFingerprint } from '../../src/nix';
 import { downloadHashed, request } from '../helpers/http';
 import { startNcps, type NcpsProcess } from '../helpers/ncps';
@@ -86,6 +87,8 @@ describe('three instances sharing PostgreSQL, S3 and Redis', { skip, timeout: 30
     `--cache-redis-addrs=${redis.addr}`,
     // Short, so a killed node's lock frees quickly; live holders keep refreshing it.
     '--cache-lock-download-ttl=3s',
+    // Longer than that TTL: a killed holder's lock expires before anyone gives up waiting for it.
+    '--cache-lock-download-wait=10s',
     '--log-level=info',
   ];
 
@@ -127,6 +130,38 @@ describe('three instances sharing PostgreSQL, S3 and Redis', { skip, timeout: 30
     }
     assert.equal(upstream.count('GET', `/nar/${item.narName}`), 1, 'one upstream download for the whole cluster');
     assert.equal(s3Objects(s3, 'store/nar').filter((f) => f.includes(item.narName)).length > 0, true, 'the NAR is in the bucket');
+  });
+
+  it('streams from upstream when another instance holds the lock too long, and stores once it is free', async () => {
+    const item = addPath(upstreamDir, 4 * MiB);
+    const client = new Redis({ host: redis.host, port: redis.port });
+    const lockKey = `ncps:lock:download:${item.narName}`;
+    try {
+      // A holder that never finishes (a stuck or dead instance whose lock has not expired yet).
+      await client.set(lockKey, 'another-instance', 'PX', 120_000);
+      const started = Date.now();
+      assert.equal((await request(nodes[0]!.url, `/${item.hash}.narinfo`)).status, 200);
+      const d = await downloadHashed(nodes[0]!.url, `/nar/${item.narName}`, { timeoutMs: 60_000 });
+      assert.equal(d.status, 200);
+      assert.equal(d.sha256, item.sha256);
+      assert.ok(Date.now() - started >= 9_000, 'it waited for the lock first (--cache-lock-download-wait=10s)');
+      assert.equal(upstream.count('GET', `/nar/${item.narName}`), 1);
+      await sleep(500);
+      assert.equal(s3Objects(s3, 'store/nar').some((f) => f.includes(item.narName)), false, 'not stored while the lock is held');
+      assert.equal(await client.get(lockKey), 'another-instance', "the other instance's lock is left alone");
+
+      await client.del(lockKey);
+      const again = await downloadHashed(nodes[1]!.url, `/nar/${item.narName}`, { timeoutMs: 60_000 });
+      assert.equal(again.sha256, item.sha256);
+      assert.equal(upstream.count('GET', `/nar/${item.narName}`), 2);
+      const deadline = Date.now() + 15_000;
+      while (!s3Objects(s3, 'store/nar').some((f) => f.includes(item.narName)) && Date.now() < deadline) await sleep(100);
+      const third = await downloadHashed(nodes[2]!.url, `/nar/${item.narName}`, { timeoutMs: 60_000 });
+      assert.equal(third.sha256, item.sha256);
+      assert.equal(upstream.count('GET', `/nar/${item.narName}`), 2, 'stored once the lock was free, then served from S3');
+    } finally {
+      client.disconnect();
+    }
   });
 
   it('survives a node killed mid-download: nothing partial is visible and its lock expires', async () => {
