@@ -171,6 +171,7 @@ let
         inherit (cfg.cache.lock) backend;
         redis.key-prefix = cfg.cache.lock.redisKeyPrefix;
         download-lock-ttl = cfg.cache.lock.downloadTTL;
+        download-lock-wait = cfg.cache.lock.downloadWait;
         lru-lock-ttl = cfg.cache.lock.lruTTL;
         retry = {
           max-attempts = cfg.cache.lock.retry.maxAttempts;
@@ -759,6 +760,14 @@ in
           type = durationType;
           default = "5m";
           description = "Time to live of a download lock.";
+        };
+        downloadWait = mkOption {
+          type = durationType;
+          default = "30s";
+          description = ''
+            How long a NAR request waits while another instance downloads the same NAR, before it
+            streams the NAR from upstream itself (kept only if that instance's lock is free by then).
+          '';
         };
         lruTTL = mkOption {
           type = durationType;

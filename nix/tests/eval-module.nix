@@ -303,6 +303,7 @@ let
     "cache.lock.backend"
     "cache.lock.redis.key-prefix"
     "cache.lock.download-lock-ttl"
+    "cache.lock.download-lock-wait"
     "cache.lock.lru-lock-ttl"
     "cache.lock.retry.max-attempts"
     "cache.lock.retry.initial-delay"
