@@ -42,6 +42,15 @@ import { withLock, type Locker } from '../lock/locker';
 import { HASH_NAMED_NAR } from './names';
 import { narFileLockKey } from './orphans';
 
+/** A build trace entry as kept in storage; one that no longer parses is simply replaced. */
+function parseKeptBuildTrace(data: Buffer): BuildTraceValue | undefined {
+  try {
+    return parseBuildTraceValue(data.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
 /** A request the cache refuses; the status tells the client why. */
 export class RejectedWrite extends Error {
   constructor(
@@ -190,14 +199,17 @@ export class CacheWrites {
       throw new RejectedWrite(403, 'build trace entry is not signed by a trusted upload key');
     }
     const name = buildTraceFileName(key);
-    const previous = await storage.getAuxFile('build-trace-v2', name);
-    if (previous) {
-      const kept = parseBuildTraceValue(previous.toString('utf8'));
-      if (kept.outPath === value.outPath) value = { ...value, signatures: [...new Set([...kept.signatures, ...value.signatures])] };
-      else logger.warn({ drvPath: key.drvPath, output: key.outputName, was: kept.outPath, now: value.outPath }, 'build trace entry replaced by one for another output path');
-    }
-    const served = signingKey ? signBuildTrace(key, value, signingKey) : value;
-    await storage.putAuxFile('build-trace-v2', name, Buffer.from(formatBuildTraceValue(served)));
+    // Read, merge, write: one upload of an entry at a time, or concurrent signatures could be lost.
+    await withLock(this.options.locker, `build-trace:${name}`, this.options.lockTtlMs, async () => {
+      const previous = await storage.getAuxFile('build-trace-v2', name);
+      const kept = previous && parseKeptBuildTrace(previous);
+      if (kept) {
+        if (kept.outPath === value.outPath) value = { ...value, signatures: [...new Set([...kept.signatures, ...value.signatures])] };
+        else logger.warn({ drvPath: key.drvPath, output: key.outputName, was: kept.outPath, now: value.outPath }, 'build trace entry replaced by one for another output path');
+      }
+      const served = signingKey ? signBuildTrace(key, value, signingKey) : value;
+      await storage.putAuxFile('build-trace-v2', name, Buffer.from(formatBuildTraceValue(served)));
+    });
   }
 
   /** Deletes a narinfo, then (database first) any NAR file no narinfo needs any more. */
