@@ -95,6 +95,9 @@ export class LruCleaner {
           for (const file of orphanedNarFiles) {
             doomed.push(file.name);
             freedBytes += file.size;
+            // Counted when the record goes (the size no longer counts from then on), so the
+            // metric never lags behind what storage shows.
+            metrics.lruBytesFreed.inc(file.size);
             storedBytes -= file.size;
           }
           if (storedBytes <= maxSizeBytes) break;
@@ -102,10 +105,9 @@ export class LruCleaner {
         // Any instance may still serve a narinfo it memoised just before the delete: let that
         // memo expire before its NAR goes (database first, then files, with a gap in between).
         if (doomed.length > 0) await new Promise((resolve) => setTimeout(resolve, MEMO_TTL_MS + 100));
-        for (const name of doomed) await storage.deleteNar(name);
         for (const hash of evicted) await storage.deleteAuxFile('ls', `${hash}.ls`);
+        for (const name of doomed) await storage.deleteNar(name);
       }
-      metrics.lruBytesFreed.inc(freedBytes);
       if (evictedNarInfos > 0) logger.info({ evictedNarInfos, freedBytes, sizeAfter: storedBytes }, 'LRU clean-up evicted paths');
       return { evictedNarInfos, freedBytes, sizeAfter: storedBytes };
     } finally {
