@@ -206,6 +206,13 @@ export async function substitute(
   },
 ): Promise<SubstituteResult> {
   const storeRoot = opts.storeRoot ?? (await makeTempDir('chroot-store'));
+  const args = ['--store', storeRoot, '-r', storePath, ...clientOptions(opts)];
+  const r = await run('nix-store', args, { env: await nixEnv(), timeoutMs: opts.timeoutMs ?? 110_000 });
+  return { code: r.code, stdout: r.stdout, stderr: r.stderr, storeRoot };
+}
+
+/** `--option` pairs for a client that may substitute only from `substituter`, trusting only `trustedPublicKey`. */
+function clientOptions(opts: { substituter: string; trustedPublicKey: string; options?: Record<string, string> }): string[] {
   const options: Record<string, string> = {
     substituters: opts.substituter,
     'trusted-public-keys': opts.trustedPublicKey,
@@ -217,10 +224,7 @@ export async function substitute(
     'stalled-download-timeout': '60',
     ...opts.options,
   };
-  const args = ['--store', storeRoot, '-r', storePath];
-  for (const [k, v] of Object.entries(options)) args.push('--option', k, v);
-  const r = await run('nix-store', args, { env: await nixEnv(), timeoutMs: opts.timeoutMs ?? 110_000 });
-  return { code: r.code, stdout: r.stdout, stderr: r.stderr, storeRoot };
+  return Object.entries(options).flatMap(([k, v]) => ['--option', k, v]);
 }
 
 /** True when `storePath` is registered as valid in the chroot store at `storeRoot` and its
@@ -295,15 +299,7 @@ export async function substituteCaBuild(
   opts: { substituter: string; trustedPublicKey: string },
 ): Promise<SubstituteResult> {
   const storeRoot = await makeTempDir('chroot-store-ca');
-  const options: Record<string, string> = {
-    substituters: opts.substituter,
-    'trusted-public-keys': opts.trustedPublicKey,
-    'require-sigs': 'true',
-    'connect-timeout': '10',
-    'stalled-download-timeout': '60',
-  };
-  const args = [...CA_FEATURES, 'build', '--store', storeRoot, '--file', build.exprFile, '--no-link', '--max-jobs', '0'];
-  for (const [k, v] of Object.entries(options)) args.push('--option', k, v);
+  const args = [...CA_FEATURES, 'build', '--store', storeRoot, '--file', build.exprFile, '--no-link', '--max-jobs', '0', ...clientOptions(opts)];
   const r = await run('nix', args, { env: await nixEnv(), timeoutMs: 110_000 });
   return { code: r.code, stdout: r.stdout, stderr: r.stderr, storeRoot };
 }
