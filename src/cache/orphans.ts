@@ -49,12 +49,19 @@ export interface SweepResult {
   listings: { files: number; bytes: number };
 }
 
+function emptyResult(): SweepResult {
+  return { scanned: 0, olderThanDatabase: 0, nars: { files: 0, bytes: 0 }, listings: { files: 0, bytes: 0 } };
+}
+
 export class OrphanSweeper {
   constructor(private readonly options: OrphanSweepOptions) {}
 
+  /** What the sweep in progress (or the last one) has looked at and removed so far. */
+  progress: SweepResult = emptyResult();
+
   async run(now = Date.now()): Promise<SweepResult> {
     const { locker, storage, logger, lockTtlMs } = this.options;
-    const result: SweepResult = { scanned: 0, olderThanDatabase: 0, nars: { files: 0, bytes: 0 }, listings: { files: 0, bytes: 0 } };
+    const result = (this.progress = emptyResult());
     // NARs of narinfo files an older ncps kept in storage have no record until those files are
     // migrated: until then, no NAR can be told to be an orphan.
     if (await hasLegacyNarInfos(storage)) {

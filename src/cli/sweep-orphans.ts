@@ -5,6 +5,7 @@
 // size limit, or to see what a sweep would remove (--dry-run).
 
 import { OrphanSweeper } from '../cache/orphans';
+import { Progress } from '../migrate/progress';
 import { Metrics } from '../telemetry/metrics';
 import { commandConfig, commandLogger, createLocker, describeDatabase, liveServerRefusal, openConfiguredDatabase, openConfiguredStorage } from './common';
 
@@ -48,7 +49,10 @@ async function sweepOrphans(argv: string[]): Promise<number> {
     }
     logger.info({ storage: storage.describe, database: describeDatabase(config), dryRun }, 'looking for orphaned files');
     const sweeper = new OrphanSweeper({ db, storage, locker, logger, metrics: new Metrics({ maxSizeBytes: 0 }), lockTtlMs: 60_000, dryRun });
-    const result = await sweeper.run();
+    // Walking a large bucket takes a while: show how far it got (files looked at, so far).
+    const progress = new Progress('looking at files in storage', () => ({ done: sweeper.progress.scanned, failed: 0, total: undefined }), logger);
+    progress.start();
+    const result = await sweeper.run().finally(() => progress.stop());
     if (result.skipped) {
       process.stdout.write(`nothing swept: ${result.skipped}\n`);
       return 1;

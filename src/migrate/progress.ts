@@ -6,7 +6,8 @@ import type { Logger } from '../telemetry/logger';
 export interface ProgressCounts {
   done: number;
   failed: number;
-  total: number;
+  /** Undefined while the total is not known (work found while walking storage). */
+  total: number | undefined;
 }
 
 export class Progress {
@@ -38,7 +39,12 @@ export class Progress {
     const { done, failed, total } = this.counts();
     const seconds = (Date.now() - this.started) / 1000;
     const rate = seconds > 0 ? done / seconds : 0;
-    const eta = rate > 0 ? Math.max(0, (total - done) / rate) : undefined;
+    const eta = rate > 0 && total !== undefined ? Math.max(0, (total - done) / rate) : undefined;
+    if (total === undefined) {
+      if (this.tty) this.stream.write(`\r${this.label}: ${done} so far, failed ${failed}  ${rate.toFixed(1)}/s   `);
+      else this.logger.info({ done, failed, ratePerSecond: Math.round(rate * 10) / 10 }, `${this.label}: progress`);
+      return;
+    }
     if (this.tty) {
       const width = 30;
       const filled = total > 0 ? Math.round((done / total) * width) : width;
