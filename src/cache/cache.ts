@@ -117,6 +117,8 @@ export class Cache {
   private readonly downloads = new Map<string, NarDownload>();
   private readonly touched = new Set<string>();
   private readonly touchedNars = new Set<string>();
+  /** `<kind>/<name>` of small files served since the last flush. */
+  private readonly touchedAux = new Set<string>();
   private readonly touchTimer: NodeJS.Timeout;
   private readonly absent: NegativeCache;
   private readonly memo = new NarInfoMemo();
@@ -420,12 +422,15 @@ export class Cache {
   private async flushTouches(): Promise<void> {
     const hashes = [...this.touched];
     const nars = [...this.touchedNars];
+    const aux = [...this.touchedAux].map((key) => ({ kind: key.slice(0, key.indexOf('/')), name: key.slice(key.indexOf('/') + 1) }));
     this.touched.clear();
     this.touchedNars.clear();
+    this.touchedAux.clear();
     const now = Date.now();
     try {
       if (hashes.length > 0) await this.options.db.touchNarInfos(hashes, now);
       if (nars.length > 0) await this.options.db.touchNarFiles(nars, now);
+      if (aux.length > 0) await this.options.db.touchAuxFiles(aux, now);
     } catch (error) {
       this.options.logger.warn({ err: (error as Error).message }, 'could not record access times');
     }
@@ -438,6 +443,7 @@ export class Cache {
   async getAuxFile(kind: AuxKind, name: string, read: ReadOptions): Promise<Buffer | undefined> {
     const { storage, upstreams } = this.options;
     const stored = await storage.getAuxFile(kind, name);
+    if (stored) this.touchedAux.add(`${kind}/${name}`);
     if (stored || !read.upstream) return stored;
     const negativeKey = `${kind}:${name}`;
     if (this.absent.has(negativeKey)) return undefined;
@@ -447,7 +453,7 @@ export class Cache {
       this.absent.add(negativeKey);
       return undefined;
     }
-    await storage.putAuxFile(kind, name, data);
+    await this.keepAuxFile(kind, name, data);
     return data;
   }
 
@@ -489,6 +495,7 @@ export class Cache {
   ): Promise<string | undefined> {
     const { storage, upstreams, logger } = this.options;
     const stored = await storage.getAuxFile(kind, name);
+    if (stored) this.touchedAux.add(`${kind}/${name}`);
     if (stored || !read.upstream) return stored?.toString('utf8');
     const negativeKey = `${kind}:${name}`;
     if (this.absent.has(negativeKey)) return undefined;
@@ -506,8 +513,20 @@ export class Cache {
       this.absent.add(negativeKey);
       return undefined;
     }
-    await storage.putAuxFile(kind, name, Buffer.from(accepted));
+    await this.keepAuxFile(kind, name, Buffer.from(accepted));
     return accepted;
+  }
+
+  /** Stores a small file and records it, so the size limit counts it and LRU may evict it. */
+  async keepAuxFile(kind: AuxKind, name: string, data: Buffer): Promise<void> {
+    await this.options.storage.putAuxFile(kind, name, data);
+    await this.options.db.putAuxFile({ kind, name, size: data.length });
+  }
+
+  /** Removes a small file and its record. */
+  async dropAuxFile(kind: AuxKind, name: string): Promise<void> {
+    await this.options.storage.deleteAuxFile(kind, name);
+    await this.options.db.deleteAuxFile({ kind, name });
   }
 
   /** Forgets what this instance remembers about a path (it was uploaded, deleted or evicted). */

@@ -1,12 +1,13 @@
-// Keeps the store under --cache-max-size by evicting the least recently used store paths, never a
-// pinned closure. Order matters: a narinfo is deleted from the database before its NAR leaves
+// Keeps the store under --cache-max-size by evicting what was used least recently: store paths
+// (never a pinned closure) and the small files kept beside them (listings, logs, realisations,
+// build traces), which compete by their last use. Order matters: a narinfo is deleted from the database before its NAR leaves
 // storage, because clients cache positive narinfo answers for a month and must never be told
 // about a path whose NAR is already gone.
 
 import { Cron } from 'croner';
-import type { Database } from '../db/database';
+import type { AuxFileKey, Database } from '../db/database';
 import type { Locker } from '../lock/locker';
-import type { Storage } from '../storage/storage';
+import type { AuxKind, Storage } from '../storage/storage';
 import type { Logger } from '../telemetry/logger';
 import type { Metrics } from '../telemetry/metrics';
 import { MEMO_TTL_MS } from './narinfo-memo';
@@ -76,40 +77,70 @@ export class LruCleaner {
         this.lastSweep = Date.now();
         await this.options.sweeper.run().catch((error: Error) => logger.error({ err: error.message }, 'orphan sweep failed'));
       }
-      let { storedBytes } = await db.storeStats();
+      const storeSize = async () => {
+        const stats = await db.storeStats();
+        return stats.storedBytes + stats.auxBytes;
+      };
+      let size = await storeSize();
       let evictedNarInfos = 0;
+      let evictedFiles = 0;
       let freedBytes = 0;
-      while (storedBytes > maxSizeBytes) {
-        const candidates = await db.leastRecentlyUsed(BATCH);
-        if (candidates.length === 0) {
-          logger.warn({ storedBytes, maxSizeBytes }, 'store is over its maximum size, but everything left is pinned');
+      const freed = (bytes: number) => {
+        freedBytes += bytes;
+        size -= bytes;
+        // Counted when the record goes (the size no longer counts from then on), so the metric
+        // never lags behind what storage shows.
+        metrics.lruBytesFreed.inc(bytes);
+      };
+      while (size > maxSizeBytes) {
+        // Store paths and small files (listings, logs, realisations, build traces) compete by when
+        // they were last used; pinned closures are not offered.
+        const [paths, files] = await Promise.all([db.leastRecentlyUsedNarInfos(BATCH), db.leastRecentlyUsedAuxFiles(BATCH)]);
+        if (paths.length === 0 && files.length === 0) {
+          logger.warn({ size, maxSizeBytes }, 'store is over its maximum size, but everything left is pinned');
           break;
         }
-        const doomed: string[] = [];
+        const doomedNars: string[] = [];
+        const doomedFiles: AuxFileKey[] = [];
         const evicted: string[] = [];
-        for (const hash of candidates) {
-          const { deleted, orphanedNarFiles } = await db.deleteNarInfo(hash);
-          if (deleted) evictedNarInfos++;
-          evicted.push(hash);
-          this.options.onEvicted?.(hash);
-          for (const file of orphanedNarFiles) {
-            doomed.push(file.name);
-            freedBytes += file.size;
-            // Counted when the record goes (the size no longer counts from then on), so the
-            // metric never lags behind what storage shows.
-            metrics.lruBytesFreed.inc(file.size);
-            storedBytes -= file.size;
+        for (let p = 0, f = 0; size > maxSizeBytes && (p < paths.length || f < files.length); ) {
+          const path = paths[p];
+          const file = files[f];
+          if (file && (!path || file.lastAccessedAt < path.lastAccessedAt)) {
+            f++;
+            await db.deleteAuxFile(file);
+            doomedFiles.push(file);
+            evictedFiles++;
+            freed(file.size);
+            continue;
           }
-          if (storedBytes <= maxSizeBytes) break;
+          p++;
+          const { deleted, orphanedNarFiles } = await db.deleteNarInfo(path!.hash);
+          if (deleted) evictedNarInfos++;
+          evicted.push(path!.hash);
+          this.options.onEvicted?.(path!.hash);
+          for (const nar of orphanedNarFiles) {
+            doomedNars.push(nar.name);
+            freed(nar.size);
+          }
         }
         // Any instance may still serve a narinfo it memoised just before the delete: let that
         // memo expire before its NAR goes (database first, then files, with a gap in between).
-        if (doomed.length > 0) await new Promise((resolve) => setTimeout(resolve, MEMO_TTL_MS + 100));
-        for (const hash of evicted) await storage.deleteAuxFile('ls', `${hash}.ls`);
-        for (const name of doomed) await storage.deleteNar(name);
+        if (doomedNars.length > 0) await new Promise((resolve) => setTimeout(resolve, MEMO_TTL_MS + 100));
+        for (const file of doomedFiles) await storage.deleteAuxFile(file.kind as AuxKind, file.name);
+        for (const hash of evicted) {
+          // An evicted path's listing goes with it.
+          await db.deleteAuxFile({ kind: 'ls', name: `${hash}.ls` });
+          await storage.deleteAuxFile('ls', `${hash}.ls`);
+        }
+        for (const name of doomedNars) await storage.deleteNar(name);
+        if (evicted.length === 0 && doomedFiles.length === 0) break; // nothing could go
+        size = await storeSize();
       }
-      if (evictedNarInfos > 0) logger.info({ evictedNarInfos, freedBytes, sizeAfter: storedBytes }, 'LRU clean-up evicted paths');
-      return { evictedNarInfos, freedBytes, sizeAfter: storedBytes };
+      if (evictedNarInfos > 0 || evictedFiles > 0) {
+        logger.info({ evictedNarInfos, evictedFiles, freedBytes, sizeAfter: size }, 'LRU clean-up evicted paths');
+      }
+      return { evictedNarInfos, freedBytes, sizeAfter: size };
     } finally {
       await lock.release();
     }

@@ -83,7 +83,10 @@ export class OrphanSweeper {
         result.listings,
         (batch) => this.unknownListings(batch),
         async (file) => {
-          if (!this.options.dryRun) await storage.deleteAuxFile('ls', file.name);
+          if (!this.options.dryRun) {
+            await storage.deleteAuxFile('ls', file.name);
+            await this.options.db.deleteAuxFile({ kind: 'ls', name: file.name });
+          }
           return true;
         },
       );

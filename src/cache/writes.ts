@@ -160,12 +160,12 @@ export class CacheWrites {
 
   /** Stores an uploaded NAR listing or build log. */
   async putAuxFile(kind: AuxKind, name: string, data: Buffer): Promise<void> {
-    await this.options.storage.putAuxFile(kind, name, data);
+    await this.options.cache.keepAuxFile(kind, name, data);
   }
 
   /** Stores an uploaded realisation: checked like an uploaded narinfo, then signed by us. */
   async putRealisation(id: string, text: string): Promise<void> {
-    const { storage, signingKey, requiredUploadKeys } = this.options;
+    const { signingKey, requiredUploadKeys } = this.options;
     let realisation: Realisation;
     try {
       realisation = parseRealisation(text);
@@ -178,7 +178,7 @@ export class CacheWrites {
       throw new RejectedWrite(403, 'realisation is not signed by a trusted upload key');
     }
     const served = signingKey ? signRealisation(realisation, signingKey) : realisation;
-    await storage.putAuxFile('realisations', realisationFileName(id), Buffer.from(formatRealisation(served)));
+    await this.options.cache.keepAuxFile('realisations', realisationFileName(id), Buffer.from(formatRealisation(served)));
   }
 
   /**
@@ -208,7 +208,7 @@ export class CacheWrites {
         else logger.warn({ drvPath: key.drvPath, output: key.outputName, was: kept.outPath, now: value.outPath }, 'build trace entry replaced by one for another output path');
       }
       const served = signingKey ? signBuildTrace(key, value, signingKey) : value;
-      await storage.putAuxFile('build-trace-v2', name, Buffer.from(formatBuildTraceValue(served)));
+      await this.options.cache.keepAuxFile('build-trace-v2', name, Buffer.from(formatBuildTraceValue(served)));
     });
   }
 
@@ -217,7 +217,7 @@ export class CacheWrites {
     const { deleted, orphanedNarFiles } = await this.options.db.deleteNarInfo(hash);
     this.options.cache.forget(hash);
     for (const file of orphanedNarFiles) await this.options.storage.deleteNar(file.name);
-    await this.options.storage.deleteAuxFile('ls', `${hash}.ls`);
+    await this.options.cache.dropAuxFile('ls', `${hash}.ls`);
     return deleted;
   }
 
@@ -226,7 +226,7 @@ export class CacheWrites {
     const hashes = await this.options.db.deleteNarFile(name);
     for (const hash of hashes) {
       this.options.cache.forget(hash);
-      await this.options.storage.deleteAuxFile('ls', `${hash}.ls`);
+      await this.options.cache.dropAuxFile('ls', `${hash}.ls`);
     }
     const existed = (await this.options.storage.statNar(name)) !== undefined;
     await this.options.storage.deleteNar(name);

@@ -55,6 +55,15 @@ export interface Database {
   knownNarFiles(names: readonly string[]): Promise<Set<string>>;
   /** Which of these store path hashes have a narinfo. */
   knownNarInfos(hashes: readonly string[]): Promise<Set<string>>;
+  /** Records a small file kept beside the NARs (replacing an older record of it). */
+  putAuxFile(file: AuxFileRecord): Promise<void>;
+  /** Notes that these small files were served. */
+  touchAuxFiles(files: readonly AuxFileKey[], at: number): Promise<void>;
+  deleteAuxFile(file: AuxFileKey): Promise<void>;
+  /** Small files by least recent use, with when they were last used. */
+  leastRecentlyUsedAuxFiles(limit: number): Promise<Array<AuxFileRecord & { lastAccessedAt: number }>>;
+  /** Narinfos by least recent use (pinned closures left out), with when they were last used. */
+  leastRecentlyUsedNarInfos(limit: number): Promise<Array<{ hash: string; lastAccessedAt: number }>>;
   /** Narinfos by least recent use, leaving out pinned closures. */
   leastRecentlyUsed(limit: number): Promise<string[]>;
   storeStats(): Promise<StoreStats>;
@@ -82,6 +91,18 @@ export interface StoreStats {
   narFileCount: number;
   /** Sum of the sizes of NAR files in storage. */
   storedBytes: number;
+  /** Sum of the sizes of the recorded small files (listings, logs, realisations, build traces). */
+  auxBytes: number;
+}
+
+/** A small file kept beside the NARs, by its storage kind and name. */
+export interface AuxFileKey {
+  kind: string;
+  name: string;
+}
+
+export interface AuxFileRecord extends AuxFileKey {
+  size: number;
 }
 
 export interface PinRecord {

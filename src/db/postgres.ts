@@ -15,7 +15,7 @@ import {
   type MigrationTarget,
   type SchemaStatus,
 } from '../migrate/schema';
-import type { Database, NarFileRecord, PinRecord, RemovedNarFile, ServerLease, StoreStats } from './database';
+import type { AuxFileKey, AuxFileRecord, Database, NarFileRecord, PinRecord, RemovedNarFile, ServerLease, StoreStats } from './database';
 import {
   leaseFromRow,
   narFileFromRow,
@@ -346,29 +346,64 @@ export class PostgresDatabase implements Database {
   }
 
   async leastRecentlyUsed(limit: number): Promise<string[]> {
-    const { rows } = await this.pool.query<{ hash: string }>(
+    return (await this.leastRecentlyUsedNarInfos(limit)).map((r) => r.hash);
+  }
+
+  async leastRecentlyUsedNarInfos(limit: number): Promise<Array<{ hash: string; lastAccessedAt: number }>> {
+    const { rows } = await this.pool.query<{ hash: string; last_accessed_at: number }>(
       `WITH RECURSIVE pinned(hash) AS (
          SELECT hash FROM pins
          UNION
          SELECT substr(r.reference, 1, 32)
          FROM pinned p JOIN narinfos n ON n.hash = p.hash JOIN narinfo_references r ON r.narinfo_id = n.id
        )
-       SELECT n.hash FROM narinfos n
+       SELECT n.hash, n.last_accessed_at FROM narinfos n
        WHERE NOT EXISTS (SELECT 1 FROM pinned p WHERE p.hash = n.hash)
        ORDER BY n.last_accessed_at ASC, n.id ASC LIMIT $1`,
       [limit],
     );
-    return rows.map((r) => r.hash);
+    return rows.map((r) => ({ hash: r.hash, lastAccessedAt: Number(r.last_accessed_at) }));
+  }
+
+  async putAuxFile(file: AuxFileRecord): Promise<void> {
+    await this.pool.query(
+      `INSERT INTO aux_files (kind, name, size, created_at, last_accessed_at) VALUES ($1, $2, $3, $4, $4)
+       ON CONFLICT (kind, name) DO UPDATE SET size = excluded.size, last_accessed_at = excluded.last_accessed_at`,
+      [file.kind, file.name, file.size, Date.now()],
+    );
+  }
+
+  async touchAuxFiles(files: readonly AuxFileKey[], at: number): Promise<void> {
+    if (files.length === 0) return;
+    await this.pool.query(
+      `UPDATE aux_files SET last_accessed_at = $3
+       FROM unnest($1::text[], $2::text[]) AS t(kind, name)
+       WHERE aux_files.kind = t.kind AND aux_files.name = t.name AND aux_files.last_accessed_at < $3`,
+      [files.map((f) => f.kind), files.map((f) => f.name), at],
+    );
+  }
+
+  async deleteAuxFile(file: AuxFileKey): Promise<void> {
+    await this.pool.query('DELETE FROM aux_files WHERE kind = $1 AND name = $2', [file.kind, file.name]);
+  }
+
+  async leastRecentlyUsedAuxFiles(limit: number): Promise<Array<AuxFileRecord & { lastAccessedAt: number }>> {
+    const { rows } = await this.pool.query<{ kind: string; name: string; size: number; last_accessed_at: number }>(
+      'SELECT kind, name, size, last_accessed_at FROM aux_files ORDER BY last_accessed_at ASC, kind, name LIMIT $1',
+      [limit],
+    );
+    return rows.map((r) => ({ kind: r.kind, name: r.name, size: Number(r.size), lastAccessedAt: Number(r.last_accessed_at) }));
   }
 
   async storeStats(): Promise<StoreStats> {
-    const { rows } = await this.pool.query<{ narinfos: number; files: number; bytes: number }>(
+    const { rows } = await this.pool.query<{ narinfos: number; files: number; bytes: number; aux_bytes: number }>(
       `SELECT (SELECT count(*) FROM narinfos) AS narinfos,
               (SELECT count(*) FROM nar_files WHERE stored_at IS NOT NULL) AS files,
-              (SELECT COALESCE(sum(file_size), 0)::bigint FROM nar_files WHERE stored_at IS NOT NULL) AS bytes`,
+              (SELECT COALESCE(sum(file_size), 0)::bigint FROM nar_files WHERE stored_at IS NOT NULL) AS bytes,
+              (SELECT COALESCE(sum(size), 0)::bigint FROM aux_files) AS aux_bytes`,
     );
     const row = rows[0]!;
-    return { narInfoCount: row.narinfos, narFileCount: row.files, storedBytes: row.bytes };
+    return { narInfoCount: row.narinfos, narFileCount: row.files, storedBytes: row.bytes, auxBytes: row.aux_bytes };
   }
 
   async addPin(hash: string, at: number): Promise<void> {

@@ -49,19 +49,27 @@ export const SQLITE_QUERIES = {
   // One statement for any number of names: the list arrives as a JSON array.
   knownNarFiles: `SELECT name AS value FROM nar_files WHERE name IN (SELECT value FROM json_each(?))`,
   knownNarInfos: `SELECT hash AS value FROM narinfos WHERE hash IN (SELECT value FROM json_each(?))`,
-  leastRecentlyUsed: `
+  storeStats: `
+        SELECT (SELECT count(*) FROM narinfos) AS narinfos,
+               (SELECT count(*) FROM nar_files WHERE stored_at IS NOT NULL) AS files,
+               (SELECT sum(file_size) FROM nar_files WHERE stored_at IS NOT NULL) AS bytes,
+               (SELECT sum(size) FROM aux_files) AS aux_bytes`,
+  leastRecentlyUsedNarInfos: `
         WITH RECURSIVE pinned(hash) AS (
           SELECT hash FROM pins
           UNION
           SELECT substr(r.reference, 1, 32)
           FROM pinned p JOIN narinfos n ON n.hash = p.hash JOIN narinfo_references r ON r.narinfo_id = n.id
         )
-        SELECT hash FROM narinfos WHERE hash NOT IN (SELECT hash FROM pinned)
+        SELECT hash, last_accessed_at FROM narinfos WHERE hash NOT IN (SELECT hash FROM pinned)
         ORDER BY last_accessed_at ASC, id ASC LIMIT ?`,
-  storeStats: `
-        SELECT (SELECT count(*) FROM narinfos) AS narinfos,
-               (SELECT count(*) FROM nar_files WHERE stored_at IS NOT NULL) AS files,
-               (SELECT sum(file_size) FROM nar_files WHERE stored_at IS NOT NULL) AS bytes`,
+  putAuxFile: `
+        INSERT INTO aux_files (kind, name, size, created_at, last_accessed_at) VALUES (@kind, @name, @size, @at, @at)
+        ON CONFLICT (kind, name) DO UPDATE SET size = excluded.size, last_accessed_at = excluded.last_accessed_at`,
+  touchAuxFile: `UPDATE aux_files SET last_accessed_at = @at WHERE kind = @kind AND name = @name AND last_accessed_at < @at`,
+  deleteAuxFile: `DELETE FROM aux_files WHERE kind = @kind AND name = @name`,
+  leastRecentlyUsedAuxFiles: `
+        SELECT kind, name, size, last_accessed_at FROM aux_files ORDER BY last_accessed_at ASC, kind, name LIMIT ?`,
   addPin: `INSERT INTO pins (hash, created_at) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`,
   removePin: `DELETE FROM pins WHERE hash = ?`,
   listPins: `

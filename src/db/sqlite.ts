@@ -27,7 +27,7 @@ import {
   type MigrationTarget,
   type SchemaStatus,
 } from '../migrate/schema';
-import type { Database, NarFileRecord, PinRecord, RemovedNarFile, ServerLease, StoreStats } from './database';
+import type { AuxFileKey, AuxFileRecord, Database, NarFileRecord, PinRecord, RemovedNarFile, ServerLease, StoreStats } from './database';
 
 /** Backups of the database taken before migrations that are kept. */
 export const KEPT_BACKUPS = 3;
@@ -94,8 +94,12 @@ export class SqliteDatabase implements Database {
       createdAt: db.prepare<[], { value: number | null }>(q.createdAt),
       knownNarFiles: db.prepare<[string], { value: string }>(q.knownNarFiles),
       knownNarInfos: db.prepare<[string], { value: string }>(q.knownNarInfos),
-      leastRecentlyUsed: db.prepare<[number], { hash: string }>(q.leastRecentlyUsed),
-      storeStats: db.prepare<[], { narinfos: number; files: number; bytes: number | null }>(q.storeStats),
+      leastRecentlyUsedNarInfos: db.prepare<[number], { hash: string; last_accessed_at: number }>(q.leastRecentlyUsedNarInfos),
+      storeStats: db.prepare<[], { narinfos: number; files: number; bytes: number | null; aux_bytes: number | null }>(q.storeStats),
+      putAuxFile: db.prepare(q.putAuxFile),
+      touchAuxFile: db.prepare(q.touchAuxFile),
+      deleteAuxFile: db.prepare(q.deleteAuxFile),
+      leastRecentlyUsedAuxFiles: db.prepare<[number], { kind: string; name: string; size: number; last_accessed_at: number }>(q.leastRecentlyUsedAuxFiles),
       addPin: db.prepare(q.addPin),
       removePin: db.prepare<[string]>(q.removePin),
       listPins: db.prepare<[], { hash: string; store_path: string | null; created_at: number }>(q.listPins),
@@ -291,12 +295,35 @@ export class SqliteDatabase implements Database {
   }
 
   async leastRecentlyUsed(limit: number): Promise<string[]> {
-    return this.sql.leastRecentlyUsed.all(limit).map((r) => r.hash);
+    return (await this.leastRecentlyUsedNarInfos(limit)).map((r) => r.hash);
+  }
+
+  async leastRecentlyUsedNarInfos(limit: number): Promise<Array<{ hash: string; lastAccessedAt: number }>> {
+    return this.sql.leastRecentlyUsedNarInfos.all(limit).map((r) => ({ hash: r.hash, lastAccessedAt: r.last_accessed_at }));
+  }
+
+  async putAuxFile(file: AuxFileRecord): Promise<void> {
+    this.sql.putAuxFile.run({ kind: file.kind, name: file.name, size: file.size, at: Date.now() });
+  }
+
+  async touchAuxFiles(files: readonly AuxFileKey[], at: number): Promise<void> {
+    const touch = this.sql.touchAuxFile;
+    this.db.transaction(() => {
+      for (const { kind, name } of files) touch.run({ kind, name, at });
+    })();
+  }
+
+  async deleteAuxFile(file: AuxFileKey): Promise<void> {
+    this.sql.deleteAuxFile.run({ kind: file.kind, name: file.name });
+  }
+
+  async leastRecentlyUsedAuxFiles(limit: number): Promise<Array<AuxFileRecord & { lastAccessedAt: number }>> {
+    return this.sql.leastRecentlyUsedAuxFiles.all(limit).map((r) => ({ kind: r.kind, name: r.name, size: r.size, lastAccessedAt: r.last_accessed_at }));
   }
 
   async storeStats(): Promise<StoreStats> {
     const row = this.sql.storeStats.get()!;
-    return { narInfoCount: row.narinfos, narFileCount: row.files, storedBytes: row.bytes ?? 0 };
+    return { narInfoCount: row.narinfos, narFileCount: row.files, storedBytes: row.bytes ?? 0, auxBytes: row.aux_bytes ?? 0 };
   }
 
   async addPin(hash: string, at: number): Promise<void> {

@@ -33,7 +33,7 @@ export class Metrics {
   });
   readonly narInfoCount = new Gauge({ name: 'ncps_narinfo_count', help: 'narinfos in the database.', registers: [this.registry] });
   readonly narFileCount = new Gauge({ name: 'ncps_nar_file_count', help: 'NAR files in storage.', registers: [this.registry] });
-  readonly storeSize = new Gauge({ name: 'ncps_store_total_size_bytes', help: 'Total size of the NAR files in storage.', registers: [this.registry] });
+  readonly storeSize = new Gauge({ name: 'ncps_store_total_size_bytes', help: 'Total size that --cache-max-size counts: NAR files and the listings, logs, realisations and build traces beside them.', registers: [this.registry] });
   readonly maxSize = new Gauge({ name: 'ncps_cache_max_size_bytes', help: 'Configured maximum store size (0: unlimited).', registers: [this.registry] });
   readonly utilization = new Gauge({ name: 'ncps_cache_utilization_ratio', help: 'Store size divided by the maximum size.', registers: [this.registry] });
   readonly lruRuns = new Counter({ name: 'ncps_lru_cleanup_runs_total', help: 'LRU clean-up runs.', registers: [this.registry] });
@@ -122,7 +122,9 @@ export class Metrics {
   recordStoreStats(stats: StoreStats): void {
     this.narInfoCount.set(stats.narInfoCount);
     this.narFileCount.set(stats.narFileCount);
-    this.storeSize.set(stats.storedBytes);
-    this.utilization.set(this.maxSizeBytes > 0 ? stats.storedBytes / this.maxSizeBytes : 0);
+    // What --cache-max-size counts: the NAR files and the small files beside them.
+    const total = stats.storedBytes + stats.auxBytes;
+    this.storeSize.set(total);
+    this.utilization.set(this.maxSizeBytes > 0 ? total / this.maxSizeBytes : 0);
   }
 }

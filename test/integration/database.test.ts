@@ -438,7 +438,7 @@ for (const engine of [sqliteEngine, postgresEngine]) {
         orphanedNarFiles: [{ name: z.narFile.name, size: 0 }],
       });
       assert.deepEqual(await db.deleteNarInfo(z.hash), { deleted: false, orphanedNarFiles: [] });
-      assert.deepEqual(await db.storeStats(), { narInfoCount: 0, narFileCount: 0, storedBytes: 0 });
+      assert.deepEqual(await db.storeStats(), { narInfoCount: 0, narFileCount: 0, storedBytes: 0, auxBytes: 0 });
     });
 
     it('deleteNarFile removes the file and every narinfo pointing at it', async () => {
@@ -477,16 +477,43 @@ for (const engine of [sqliteEngine, postgresEngine]) {
 
     it('storeStats counts all narinfos but only stored NAR files', async () => {
       const db = await migrated();
-      assert.deepEqual(await db.storeStats(), { narInfoCount: 0, narFileCount: 0, storedBytes: 0 });
+      assert.deepEqual(await db.storeStats(), { narInfoCount: 0, narFileCount: 0, storedBytes: 0, auxBytes: 0 });
       const a = fixture('st-a');
       const b = fixture('st-b');
       const c = fixture('st-c', { file: 'st-a' });
       for (const f of [a, b, c]) await put(db, f);
-      assert.deepStrictEqual(await db.storeStats(), { narInfoCount: 3, narFileCount: 0, storedBytes: 0 });
+      assert.deepStrictEqual(await db.storeStats(), { narInfoCount: 3, narFileCount: 0, storedBytes: 0, auxBytes: 0 });
       await db.markNarFileStored(a.narFile.name, 100);
-      assert.deepStrictEqual(await db.storeStats(), { narInfoCount: 3, narFileCount: 1, storedBytes: 100 });
+      assert.deepStrictEqual(await db.storeStats(), { narInfoCount: 3, narFileCount: 1, storedBytes: 100, auxBytes: 0 });
       await db.markNarFileStored(b.narFile.name, 6_000_000_000);
-      assert.deepStrictEqual(await db.storeStats(), { narInfoCount: 3, narFileCount: 2, storedBytes: 6_000_000_100 });
+      assert.deepStrictEqual(await db.storeStats(), { narInfoCount: 3, narFileCount: 2, storedBytes: 6_000_000_100, auxBytes: 0 });
+    });
+
+    it('small files: recorded, counted, touched into least-recently-used order, deleted', async () => {
+      const db = await migrated();
+      await db.putAuxFile({ kind: 'log', name: 'aaaa-x.drv', size: 1000 });
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      await db.putAuxFile({ kind: 'ls', name: 'bbbb.ls', size: 6_000_000_000 });
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      await db.putAuxFile({ kind: 'log', name: 'aaaa-x.drv', size: 1500 }); // replaced: newer and bigger
+      assert.equal((await db.storeStats()).auxBytes, 6_000_001_500);
+      const order = async () => (await db.leastRecentlyUsedAuxFiles(10)).map((f) => `${f.kind}/${f.name}:${f.size}`);
+      assert.deepEqual(await order(), ['ls/bbbb.ls:6000000000', 'log/aaaa-x.drv:1500']);
+      await db.touchAuxFiles([{ kind: 'ls', name: 'bbbb.ls' }, { kind: 'ls', name: 'missing.ls' }], Date.now() + 60_000);
+      assert.deepEqual(await order(), ['log/aaaa-x.drv:1500', 'ls/bbbb.ls:6000000000']);
+      const [first] = await db.leastRecentlyUsedAuxFiles(1);
+      assert.ok(first && first.lastAccessedAt > 0);
+      await db.deleteAuxFile({ kind: 'ls', name: 'bbbb.ls' });
+      assert.deepEqual(await order(), ['log/aaaa-x.drv:1500']);
+      assert.equal((await db.storeStats()).auxBytes, 1500);
+    });
+
+    it('leastRecentlyUsedNarInfos gives the order of leastRecentlyUsed with the times', async () => {
+      const db = await migrated();
+      for (const f of [fixture('lt-a'), fixture('lt-b')]) await put(db, f);
+      const timed = await db.leastRecentlyUsedNarInfos(10);
+      assert.deepEqual(timed.map((r) => r.hash), await db.leastRecentlyUsed(10));
+      assert.ok(timed.every((r) => typeof r.lastAccessedAt === 'number' && r.lastAccessedAt > 0));
     });
 
     it('server leases: renewed, listed while fresh, removed', async () => {

@@ -4,16 +4,16 @@
 // unmigrated narinfo files are left alone. Deleting or evicting a narinfo takes its listing along.
 
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { rm, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { encodeNix32, generateSecretKey } from '../../src/nix';
+import { generateSecretKey } from '../../src/nix';
 import { request } from '../helpers/http';
 import { legacyNarInfoPath, narPath, randomStoreHash, syntheticNarInfo, withSqlite, writeLegacyNarInfo } from '../helpers/legacy';
 import { runNcps, startNcps, type NcpsProcess } from '../helpers/ncps';
 import { cleanupTempDirs, makeTempDir, sleep } from '../helpers/nix';
+import { put, uploadNar } from '../helpers/upload';
 
 const TIMEOUT = 120_000;
 const HOUR = 60 * 60 * 1000;
@@ -34,29 +34,9 @@ function listingPath(dataDir: string, hash: string): string {
 /** PUTs a NAR (and, unless told not to, its narinfo and listing) the way `nix copy` does. */
 async function upload(ncps: NcpsProcess, opts: { narinfo: boolean; listing: boolean }): Promise<Uploaded> {
   const hash = randomStoreHash();
-  const bytes = randomBytes(4096 + Math.floor(Math.random() * 4096));
-  const sha = `sha256:${encodeNix32(createHash('sha256').update(bytes).digest())}`;
-  const narName = `${sha.slice('sha256:'.length)}.nar`;
-  const put = async (url: string, body: string | Buffer) => {
-    const res = await request(ncps.url, url, { method: 'PUT', body });
-    assert.equal(res.status, 204, `PUT ${url}: ${res.text}`);
-  };
-  await put(`/upload/nar/${narName}`, bytes);
-  if (opts.listing) await put(`/upload/${hash}.ls`, '{"version":1,"root":{"type":"regular","size":1}}');
-  if (opts.narinfo) {
-    const narinfo = [
-      `StorePath: /nix/store/${hash}-orphan-test`,
-      `URL: nar/${narName}`,
-      'Compression: none',
-      `FileHash: ${sha}`,
-      `FileSize: ${bytes.length}`,
-      `NarHash: ${sha}`,
-      `NarSize: ${bytes.length}`,
-      'References: ',
-      '',
-    ].join('\n');
-    await put(`/upload/${hash}.narinfo`, narinfo);
-  }
+  const { narName, narinfo } = await uploadNar(ncps, 4096 + Math.floor(Math.random() * 4096));
+  if (opts.listing) await put(ncps, `/upload/${hash}.ls`, '{"version":1,"root":{"type":"regular","size":1}}');
+  if (opts.narinfo) await put(ncps, `/upload/${hash}.narinfo`, narinfo(hash));
   return { hash, narName, narFile: narPath(ncps.dataDir, narName), listingFile: listingPath(ncps.dataDir, hash) };
 }
 

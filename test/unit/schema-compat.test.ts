@@ -167,6 +167,11 @@ function positional(name: string, f: Fixture): unknown[] | undefined {
     deleteNarFileByName: [`${'0'.repeat(52)}.nar.xz`],
     deleteNarFileIfUnused: [f.narFileIdA],
     leastRecentlyUsed: [10],
+    leastRecentlyUsedNarInfos: [10],
+    leastRecentlyUsedAuxFiles: [10],
+    createdAt: [],
+    knownNarFiles: [JSON.stringify([f.nameA])],
+    knownNarInfos: [JSON.stringify([f.hashA])],
     addPin: [f.hashA, f.now],
     removePin: [f.hashB],
     listPins: [],
@@ -200,6 +205,7 @@ function named(f: Fixture): Record<string, unknown> {
     narFileId: f.narFileIdA,
     now: f.now + 2,
     name: f.nameA,
+    kind: 'log',
     size: 1234,
     at: f.now + 3,
     upstreamUrl: null,
@@ -332,6 +338,8 @@ describe('schema compatibility: old releases\' SQL against the newest schema', (
       expectRows('narFileIdOf');
       expectRows('narInfosOfFile', (rows) => assert.deepEqual(rows.map((r) => r.hash), [f.hashA]));
       expectRows('leastRecentlyUsed', (rows) => assert.deepEqual(rows.map((r) => r.hash), [f.hashA], 'B is pinned'));
+      expectRows('leastRecentlyUsedNarInfos', (rows) => assert.deepEqual(rows.map((r) => r.hash), [f.hashA], 'B is pinned'));
+      expectRows('knownNarFiles', (rows) => assert.deepEqual(rows.map((r) => r.value), [f.nameA]));
       expectRows('storeStats', (rows) => {
         if ('narinfos' in rows[0]!) assert.equal(rows[0]!.narinfos, 2);
       });
@@ -393,7 +401,7 @@ describe('schema compatibility: the check catches contracting migrations', () =>
       expect: [
         { name: 'addPin', stage: 'prepare', error: /no such table: pins/ },
         { name: 'listPins', stage: 'prepare', error: /no such table: pins/ },
-        { name: 'leastRecentlyUsed', stage: 'prepare', error: /no such table: pins/ },
+        { name: 'leastRecentlyUsedNarInfos', stage: 'prepare', error: /no such table: pins/ },
       ],
     },
     {

@@ -107,6 +107,24 @@ export const MIGRATIONS: readonly Migration[] = [
       )`,
     ],
   },
+  {
+    version: 4,
+    name: 'listings, logs, realisations and build traces counted',
+    compatFloor: 1,
+    statements: (d) => [
+      // The small files beside the NARs, so the size limit counts them and LRU can evict them.
+      // Older releases do not know the table and simply leave their files uncounted.
+      `CREATE TABLE aux_files (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        size ${d.bigint} NOT NULL,
+        created_at ${d.bigint} NOT NULL,
+        last_accessed_at ${d.bigint} NOT NULL,
+        PRIMARY KEY (kind, name)
+      )`,
+      `CREATE INDEX aux_files_last_accessed_at ON aux_files (last_accessed_at)`,
+    ],
+  },
 ];
 
 export const LATEST_SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
