@@ -60,7 +60,7 @@ export interface Database {
   /** Notes that these small files were served. */
   touchAuxFiles(files: readonly AuxFileKey[], at: number): Promise<void>;
   deleteAuxFile(file: AuxFileKey): Promise<void>;
-  /** Small files by least recent use, with when they were last used. */
+  /** Small files by least recent use (listings of pinned closures left out), with when they were last used. */
   leastRecentlyUsedAuxFiles(limit: number): Promise<Array<AuxFileRecord & { lastAccessedAt: number }>>;
   /** Narinfos by least recent use (pinned closures left out), with when they were last used. */
   leastRecentlyUsedNarInfos(limit: number): Promise<Array<{ hash: string; lastAccessedAt: number }>>;

@@ -389,7 +389,16 @@ export class PostgresDatabase implements Database {
 
   async leastRecentlyUsedAuxFiles(limit: number): Promise<Array<AuxFileRecord & { lastAccessedAt: number }>> {
     const { rows } = await this.pool.query<{ kind: string; name: string; size: number; last_accessed_at: number }>(
-      'SELECT kind, name, size, last_accessed_at FROM aux_files ORDER BY last_accessed_at ASC, kind, name LIMIT $1',
+      // The listings of pinned closures are kept with them.
+      `WITH RECURSIVE pinned(hash) AS (
+         SELECT hash FROM pins
+         UNION
+         SELECT substr(r.reference, 1, 32)
+         FROM pinned p JOIN narinfos n ON n.hash = p.hash JOIN narinfo_references r ON r.narinfo_id = n.id
+       )
+       SELECT a.kind, a.name, a.size, a.last_accessed_at FROM aux_files a
+       WHERE NOT (a.kind = 'ls' AND EXISTS (SELECT 1 FROM pinned p WHERE p.hash = substr(a.name, 1, 32)))
+       ORDER BY a.last_accessed_at ASC, a.kind, a.name LIMIT $1`,
       [limit],
     );
     return rows.map((r) => ({ kind: r.kind, name: r.name, size: Number(r.size), lastAccessedAt: Number(r.last_accessed_at) }));

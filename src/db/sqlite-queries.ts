@@ -68,8 +68,17 @@ export const SQLITE_QUERIES = {
         ON CONFLICT (kind, name) DO UPDATE SET size = excluded.size, last_accessed_at = excluded.last_accessed_at`,
   touchAuxFile: `UPDATE aux_files SET last_accessed_at = @at WHERE kind = @kind AND name = @name AND last_accessed_at < @at`,
   deleteAuxFile: `DELETE FROM aux_files WHERE kind = @kind AND name = @name`,
+  // The listings of pinned closures are kept with them.
   leastRecentlyUsedAuxFiles: `
-        SELECT kind, name, size, last_accessed_at FROM aux_files ORDER BY last_accessed_at ASC, kind, name LIMIT ?`,
+        WITH RECURSIVE pinned(hash) AS (
+          SELECT hash FROM pins
+          UNION
+          SELECT substr(r.reference, 1, 32)
+          FROM pinned p JOIN narinfos n ON n.hash = p.hash JOIN narinfo_references r ON r.narinfo_id = n.id
+        )
+        SELECT kind, name, size, last_accessed_at FROM aux_files
+        WHERE NOT (kind = 'ls' AND substr(name, 1, 32) IN (SELECT hash FROM pinned))
+        ORDER BY last_accessed_at ASC, kind, name LIMIT ?`,
   addPin: `INSERT INTO pins (hash, created_at) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`,
   removePin: `DELETE FROM pins WHERE hash = ?`,
   listPins: `

@@ -506,6 +506,15 @@ for (const engine of [sqliteEngine, postgresEngine]) {
       await db.deleteAuxFile({ kind: 'ls', name: 'bbbb.ls' });
       assert.deepEqual(await order(), ['log/aaaa-x.drv:1500']);
       assert.equal((await db.storeStats()).auxBytes, 1500);
+      // A pinned path's listing is not offered for eviction (but still counted).
+      const pinned = fixture('aux-pinned');
+      await put(db, pinned);
+      await db.addPin(pinned.hash, Date.now());
+      await db.putAuxFile({ kind: 'ls', name: `${pinned.hash}.ls`, size: 10 });
+      assert.deepEqual(await order(), ['log/aaaa-x.drv:1500']);
+      assert.equal((await db.storeStats()).auxBytes, 1510);
+      await db.removePin(pinned.hash);
+      assert.deepEqual(await order(), ['log/aaaa-x.drv:1500', `ls/${pinned.hash}.ls:10`]);
     });
 
     it('leastRecentlyUsedNarInfos gives the order of leastRecentlyUsed with the times', async () => {
