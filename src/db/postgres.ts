@@ -15,6 +15,7 @@ import {
   type MigrationTarget,
   type SchemaStatus,
 } from '../migrate/schema';
+import { PINNED_CLOSURE } from './shared-sql';
 import type { AuxFileKey, AuxFileRecord, Database, NarFileRecord, PinRecord, RemovedNarFile, ServerLease, StoreStats } from './database';
 import {
   leaseFromRow,
@@ -351,12 +352,7 @@ export class PostgresDatabase implements Database {
 
   async leastRecentlyUsedNarInfos(limit: number): Promise<Array<{ hash: string; lastAccessedAt: number }>> {
     const { rows } = await this.pool.query<{ hash: string; last_accessed_at: number }>(
-      `WITH RECURSIVE pinned(hash) AS (
-         SELECT hash FROM pins
-         UNION
-         SELECT substr(r.reference, 1, 32)
-         FROM pinned p JOIN narinfos n ON n.hash = p.hash JOIN narinfo_references r ON r.narinfo_id = n.id
-       )
+      `${PINNED_CLOSURE}
        SELECT n.hash, n.last_accessed_at FROM narinfos n
        WHERE NOT EXISTS (SELECT 1 FROM pinned p WHERE p.hash = n.hash)
        ORDER BY n.last_accessed_at ASC, n.id ASC LIMIT $1`,
@@ -390,12 +386,7 @@ export class PostgresDatabase implements Database {
   async leastRecentlyUsedAuxFiles(limit: number): Promise<Array<AuxFileRecord & { lastAccessedAt: number }>> {
     const { rows } = await this.pool.query<{ kind: string; name: string; size: number; last_accessed_at: number }>(
       // The listings of pinned closures are kept with them.
-      `WITH RECURSIVE pinned(hash) AS (
-         SELECT hash FROM pins
-         UNION
-         SELECT substr(r.reference, 1, 32)
-         FROM pinned p JOIN narinfos n ON n.hash = p.hash JOIN narinfo_references r ON r.narinfo_id = n.id
-       )
+      `${PINNED_CLOSURE}
        SELECT a.kind, a.name, a.size, a.last_accessed_at FROM aux_files a
        WHERE NOT (a.kind = 'ls' AND EXISTS (SELECT 1 FROM pinned p WHERE p.hash = substr(a.name, 1, 32)))
        ORDER BY a.last_accessed_at ASC, a.kind, a.name LIMIT $1`,

@@ -2,6 +2,8 @@
 // the compatibility test can snapshot them per schema version and replay an older release's
 // statements against a newer schema (the expand/contract rule, checked).
 
+import { PINNED_CLOSURE } from './shared-sql';
+
 export const SQLITE_QUERIES = {
   getNarInfo: `
         SELECT n.id, n.store_path, n.url, n.compression, n.file_hash, n.file_size, n.nar_hash,
@@ -55,12 +57,7 @@ export const SQLITE_QUERIES = {
                (SELECT sum(file_size) FROM nar_files WHERE stored_at IS NOT NULL) AS bytes,
                (SELECT sum(size) FROM aux_files) AS aux_bytes`,
   leastRecentlyUsedNarInfos: `
-        WITH RECURSIVE pinned(hash) AS (
-          SELECT hash FROM pins
-          UNION
-          SELECT substr(r.reference, 1, 32)
-          FROM pinned p JOIN narinfos n ON n.hash = p.hash JOIN narinfo_references r ON r.narinfo_id = n.id
-        )
+        ${PINNED_CLOSURE}
         SELECT hash, last_accessed_at FROM narinfos WHERE hash NOT IN (SELECT hash FROM pinned)
         ORDER BY last_accessed_at ASC, id ASC LIMIT ?`,
   putAuxFile: `
@@ -70,12 +67,7 @@ export const SQLITE_QUERIES = {
   deleteAuxFile: `DELETE FROM aux_files WHERE kind = @kind AND name = @name`,
   // The listings of pinned closures are kept with them.
   leastRecentlyUsedAuxFiles: `
-        WITH RECURSIVE pinned(hash) AS (
-          SELECT hash FROM pins
-          UNION
-          SELECT substr(r.reference, 1, 32)
-          FROM pinned p JOIN narinfos n ON n.hash = p.hash JOIN narinfo_references r ON r.narinfo_id = n.id
-        )
+        ${PINNED_CLOSURE}
         SELECT kind, name, size, last_accessed_at FROM aux_files
         WHERE NOT (kind = 'ls' AND substr(name, 1, 32) IN (SELECT hash FROM pinned))
         ORDER BY last_accessed_at ASC, kind, name LIMIT ?`,
