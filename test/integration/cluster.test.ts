@@ -154,8 +154,12 @@ describe('three instances sharing PostgreSQL, S3 and Redis', { skip, timeout: 30
       const again = await downloadHashed(nodes[1]!.url, `/nar/${item.narName}`, { timeoutMs: 60_000 });
       assert.equal(again.sha256, item.sha256);
       assert.equal(upstream.count('GET', `/nar/${item.narName}`), 2);
+      // Stored once node 1's upload to S3 has completed (its log says so; s3rver's files on disk
+      // can show up before the object is whole).
+      const stored = () => nodes[1]!.logs().split('\n').some((l) => l.includes(item.narName) && l.includes('NAR downloaded and stored'));
       const deadline = Date.now() + 15_000;
-      while (!s3Objects(s3, 'store/nar').some((f) => f.includes(item.narName)) && Date.now() < deadline) await sleep(100);
+      while (!stored() && Date.now() < deadline) await sleep(100);
+      assert.ok(stored(), `node 1 stored the NAR:\n${nodes[1]!.logs().slice(-3000)}`);
       const third = await downloadHashed(nodes[2]!.url, `/nar/${item.narName}`, { timeoutMs: 60_000 });
       assert.equal(third.sha256, item.sha256);
       assert.equal(upstream.count('GET', `/nar/${item.narName}`), 2, 'stored once the lock was free, then served from S3');
