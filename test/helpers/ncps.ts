@@ -1,10 +1,12 @@
 // Runs the real ncps bundle (dist/ncps.cjs) as a child process for integration tests.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { request } from './http';
-import { makeTempDir, run, sleep, type RunResult } from './proc';
+import { freePort, killOnExit, makeTempDir, run, sleep, type RunResult } from './proc';
+
+// Tests import it from here.
+export { freePort } from './proc';
 
 /** Repository root: this file is compiled to build/test/helpers/ncps.js. */
 export const REPO_ROOT = path.resolve(__dirname, '../../..');
@@ -49,29 +51,6 @@ function childEnv(extra?: Record<string, string>): NodeJS.ProcessEnv {
   return { ...env, ...extra };
 }
 
-const live = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const p of live) {
-    try {
-      p.kill('SIGKILL');
-    } catch {
-      /* ignore */
-    }
-  }
-});
-
-/** A TCP port that was free a moment ago (bind to 0, read it, close). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 function assertBundle(): void {
   if (!existsSync(NCPS_BUNDLE)) throw new Error(`${NCPS_BUNDLE} does not exist: run \`npm run build\` first`);
@@ -97,7 +76,7 @@ async function startOnce(opts: NcpsOptions, dataDir: string): Promise<NcpsProces
     env: childEnv(opts.env),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  live.add(proc);
+  killOnExit(proc);
   const chunks: string[] = [];
   const echo = process.env.NCPS_TEST_ECHO_LOGS === '1';
   const capture = (b: Buffer): void => {
@@ -113,13 +92,11 @@ async function startOnce(opts: NcpsOptions, dataDir: string): Promise<NcpsProces
   const exited = new Promise<number | null>((resolve) => {
     proc.on('exit', (code) => {
       exitCode = code;
-      live.delete(proc);
       resolve(code);
     });
     proc.on('error', (e) => {
       chunks.push(`\n[spawn error: ${e.message}]\n`);
       exitCode = null;
-      live.delete(proc);
       resolve(null);
     });
   });

@@ -8,8 +8,7 @@ import { appendFile, chown, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { freePort } from './ncps';
-import { run, sleep, type RunResult } from './proc';
+import { freePort, run, sleep, type RunResult } from './proc';
 
 const PG_ROOT = '/usr/lib/postgresql';
 const SERVER_USER = 'postgres';

@@ -1,8 +1,7 @@
 // A real redis-server (Debian package `redis-server`) for integration tests, on 127.0.0.1 and a
 // free port, with persistence off so a restart starts empty.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import net from 'node:net';
-import { makeTempDir } from './proc';
+import { freePort, killOnExit, makeTempDir } from './proc';
 
 export const REDIS_SERVER = process.env.NCPS_TEST_REDIS_SERVER || 'redis-server';
 
@@ -25,35 +24,12 @@ export interface RedisServerOptions {
   readyTimeoutMs?: number;
 }
 
-const live = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const child of live) {
-    try {
-      child.kill('SIGKILL');
-    } catch {
-      /* already gone */
-    }
-  }
-});
-
 /** Whether a redis-server binary can be run here. */
 export function redisAvailable(): boolean {
   const probe = spawnSync(REDIS_SERVER, ['--version'], { stdio: 'ignore', timeout: 10_000 });
   return probe.status === 0;
 }
 
-/** A TCP port nobody listens on right now (bound, then released). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 export async function startRedis(options: RedisServerOptions = {}): Promise<RedisServer> {
   const dir = await makeTempDir('redis');
@@ -75,11 +51,8 @@ export async function startRedis(options: RedisServerOptions = {}): Promise<Redi
     if (options.password !== undefined) args.push('--requirepass', options.password);
     const proc = spawn(REDIS_SERVER, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     child = proc;
-    live.add(proc);
-    exited = new Promise<void>((resolve) => proc.once('exit', () => {
-      live.delete(proc);
-      resolve();
-    }));
+    killOnExit(proc);
+    exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
     const timeoutMs = options.readyTimeoutMs ?? 15_000;
     await new Promise<void>((resolve, reject) => {
       let done = false;

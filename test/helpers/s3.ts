@@ -1,8 +1,8 @@
 // A real S3-protocol server for integration tests: s3rver (devDependency) run as a child process
 // on 127.0.0.1, so its own memory use does not show up in the test process's measurements.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { makeTempDir } from './proc';
+import { killOnExit, makeTempDir } from './proc';
 
 export interface S3rverInstance {
   /** `http://127.0.0.1:PORT` */
@@ -26,17 +26,6 @@ export interface S3rverOptions {
   readyTimeoutMs?: number;
 }
 
-const live = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const child of live) {
-    try {
-      child.kill('SIGKILL');
-    } catch {
-      /* already gone */
-    }
-  }
-});
-
 function s3rverBin(): string {
   return path.join(path.dirname(require.resolve('s3rver/package.json')), 'bin', 's3rver.js');
 }
@@ -58,10 +47,9 @@ export async function startS3rver(options: S3rverOptions = {}): Promise<S3rverIn
   // continuation tokens with DES, which OpenSSL 3 offers only through its legacy provider.
   const args = ['--openssl-legacy-provider', s3rverBin(), '--directory', dir, '--address', '127.0.0.1', '--port', '0', '--silent', '--configure-bucket', bucket];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  live.add(child);
+  killOnExit(child);
   let output = '';
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.once('exit', () => live.delete(child));
   let onEarlyExit: ((code: number | null) => void) | undefined;
 
   const port = await new Promise<number>((resolve, reject) => {

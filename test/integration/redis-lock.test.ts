@@ -7,8 +7,8 @@ import { Redis } from 'ioredis';
 import { LockUnavailableError, RedisLocker, type LockLogger, type RedisLockerOptions } from '../../src/lock/redis';
 import { withLock } from '../../src/lock/locker';
 import { createLogger } from '../../src/telemetry/logger';
-import { cleanupTempDirs, sleep } from '../helpers/proc';
-import { freePort, redisAvailable, startRedis, type RedisServer } from '../helpers/redis';
+import { cleanupTempDirs, freePort, sleep } from '../helpers/proc';
+import { redisAvailable, startRedis, type RedisServer } from '../helpers/redis';
 
 const skip = redisAvailable() ? false : 'redis-server not installed';
 
