@@ -37,6 +37,7 @@ import type { Metrics } from '../telemetry/metrics';
 import { tracer } from '../telemetry/tracing';
 import type { UpstreamPool } from '../upstream/pool';
 import { InvalidLegacyNarInfo, type LegacyNarInfoMigrator } from '../migrate/narinfo';
+import { dropAuxFile, keepAuxFile } from './aux-files';
 import { NarInfoMemo } from './narinfo-memo';
 import { NegativeCache } from './negative-cache';
 import { AlreadyStored, NarDownload, NotFoundUpstream, type ExpectedFile } from './download';
@@ -117,8 +118,8 @@ export class Cache {
   private readonly downloads = new Map<string, NarDownload>();
   private readonly touched = new Set<string>();
   private readonly touchedNars = new Set<string>();
-  /** `<kind>/<name>` of small files served since the last flush. */
-  private readonly touchedAux = new Set<string>();
+  /** Small files served since the last flush, by `<kind>/<name>`. */
+  private readonly touchedAux = new Map<string, { kind: AuxKind; name: string }>();
   private readonly touchTimer: NodeJS.Timeout;
   private readonly absent: NegativeCache;
   private readonly memo = new NarInfoMemo();
@@ -422,7 +423,7 @@ export class Cache {
   private async flushTouches(): Promise<void> {
     const hashes = [...this.touched];
     const nars = [...this.touchedNars];
-    const aux = [...this.touchedAux].map((key) => ({ kind: key.slice(0, key.indexOf('/')), name: key.slice(key.indexOf('/') + 1) }));
+    const aux = [...this.touchedAux.values()];
     this.touched.clear();
     this.touchedNars.clear();
     this.touchedAux.clear();
@@ -443,7 +444,7 @@ export class Cache {
   async getAuxFile(kind: AuxKind, name: string, read: ReadOptions): Promise<Buffer | undefined> {
     const { storage, upstreams } = this.options;
     const stored = await storage.getAuxFile(kind, name);
-    if (stored) this.touchedAux.add(`${kind}/${name}`);
+    if (stored) this.touchedAux.set(`${kind}/${name}`, { kind, name });
     if (stored || !read.upstream) return stored;
     const negativeKey = `${kind}:${name}`;
     if (this.absent.has(negativeKey)) return undefined;
@@ -495,7 +496,7 @@ export class Cache {
   ): Promise<string | undefined> {
     const { storage, upstreams, logger } = this.options;
     const stored = await storage.getAuxFile(kind, name);
-    if (stored) this.touchedAux.add(`${kind}/${name}`);
+    if (stored) this.touchedAux.set(`${kind}/${name}`, { kind, name });
     if (stored || !read.upstream) return stored?.toString('utf8');
     const negativeKey = `${kind}:${name}`;
     if (this.absent.has(negativeKey)) return undefined;
@@ -518,15 +519,13 @@ export class Cache {
   }
 
   /** Stores a small file and records it, so the size limit counts it and LRU may evict it. */
-  async keepAuxFile(kind: AuxKind, name: string, data: Buffer): Promise<void> {
-    await this.options.storage.putAuxFile(kind, name, data);
-    await this.options.db.putAuxFile({ kind, name, size: data.length });
+  keepAuxFile(kind: AuxKind, name: string, data: Buffer): Promise<void> {
+    return keepAuxFile(this.options.db, this.options.storage, kind, name, data);
   }
 
   /** Removes a small file and its record. */
-  async dropAuxFile(kind: AuxKind, name: string): Promise<void> {
-    await this.options.storage.deleteAuxFile(kind, name);
-    await this.options.db.deleteAuxFile({ kind, name });
+  dropAuxFile(kind: AuxKind, name: string): Promise<void> {
+    return dropAuxFile(this.options.db, this.options.storage, kind, name);
   }
 
   /** Forgets what this instance remembers about a path (it was uploaded, deleted or evicted). */

@@ -10,6 +10,7 @@ import type { Locker } from '../lock/locker';
 import type { AuxKind, Storage } from '../storage/storage';
 import type { Logger } from '../telemetry/logger';
 import type { Metrics } from '../telemetry/metrics';
+import { dropAuxFile } from './aux-files';
 import { MEMO_TTL_MS } from './narinfo-memo';
 import type { OrphanSweeper } from './orphans';
 
@@ -128,11 +129,8 @@ export class LruCleaner {
         // memo expire before its NAR goes (database first, then files, with a gap in between).
         if (doomedNars.length > 0) await new Promise((resolve) => setTimeout(resolve, MEMO_TTL_MS + 100));
         for (const file of doomedFiles) await storage.deleteAuxFile(file.kind as AuxKind, file.name);
-        for (const hash of evicted) {
-          // An evicted path's listing goes with it.
-          await db.deleteAuxFile({ kind: 'ls', name: `${hash}.ls` });
-          await storage.deleteAuxFile('ls', `${hash}.ls`);
-        }
+        // An evicted path's listing goes with it.
+        for (const hash of evicted) await dropAuxFile(db, storage, 'ls', `${hash}.ls`);
         for (const name of doomedNars) await storage.deleteNar(name);
         if (evicted.length === 0 && doomedFiles.length === 0) break; // nothing could go
         size = await storeSize();

@@ -12,6 +12,7 @@
 import type { Database } from '../db/database';
 import type { Locker } from '../lock/locker';
 import { hasLegacyNarInfos } from '../migrate/narinfo';
+import { dropAuxFile } from './aux-files';
 import type { Storage, StoredFileInfo } from '../storage/storage';
 import type { Logger } from '../telemetry/logger';
 import type { Metrics } from '../telemetry/metrics';
@@ -83,10 +84,7 @@ export class OrphanSweeper {
         result.listings,
         (batch) => this.unknownListings(batch),
         async (file) => {
-          if (!this.options.dryRun) {
-            await storage.deleteAuxFile('ls', file.name);
-            await this.options.db.deleteAuxFile({ kind: 'ls', name: file.name });
-          }
+          if (!this.options.dryRun) await dropAuxFile(this.options.db, storage, 'ls', file.name);
           return true;
         },
       );

@@ -12,6 +12,9 @@ import type { Locker } from '../lock/locker';
 import { LocalStorage } from '../storage/local';
 import type { Storage } from '../storage/storage';
 import { createLogger, type Logger } from '../telemetry/logger';
+import type { Metrics } from '../telemetry/metrics';
+import type { OpenTelemetryHandle } from '../telemetry/otel';
+import { VERSION } from './version';
 import { LEASE_STALE_MS } from '../lock/lease';
 
 /**
@@ -149,4 +152,25 @@ export async function liveServerRefusal(db: Database, command: string, force: bo
     'Stop it first (systemctl stop ncps), or run with --cache-redis-addrs so both coordinate, ' +
     'or pass --force if you are sure it is not running.\n'
   );
+}
+
+/**
+ * Starts the OpenTelemetry export when --otel-enabled is set; the SDK is loaded only then, so
+ * commands without it never pay for it. Undefined when disabled.
+ */
+export async function startConfiguredOpenTelemetry(
+  config: LoadedConfig,
+  metrics: Metrics,
+  logger: Logger,
+  exportIntervalMs?: number,
+): Promise<OpenTelemetryHandle | undefined> {
+  if (!config.get<boolean>('opentelemetry.enabled')) return undefined;
+  const { startOpenTelemetry } = require('../telemetry/otel') as typeof import('../telemetry/otel');
+  return startOpenTelemetry({
+    url: config.get<string>('opentelemetry.grpc-url'),
+    registry: metrics.registry,
+    logger,
+    serviceVersion: VERSION,
+    ...(exportIntervalMs !== undefined ? { exportIntervalMs } : {}),
+  });
 }

@@ -11,8 +11,7 @@ import { InvalidLegacyNarInfo, LegacyNarInfoMigrator } from '../migrate/narinfo'
 import { Progress } from '../migrate/progress';
 import { storedSigningKey } from '../cache/signing-key';
 import { Metrics } from '../telemetry/metrics';
-import { VERSION } from './version';
-import { commandConfig, commandLogger, createLocker, describeDatabase, liveServerRefusal, openConfiguredDatabase, openConfiguredStorage } from './common';
+import { commandConfig, commandLogger, createLocker, startConfiguredOpenTelemetry, describeDatabase, liveServerRefusal, openConfiguredDatabase, openConfiguredStorage } from './common';
 
 const SUMMARY = 'Move narinfo files kept in storage by older ncps versions into the database.';
 
@@ -30,15 +29,7 @@ async function migrateNarinfo(argv: string[]): Promise<number> {
   const metrics = new Metrics({ maxSizeBytes: 0 });
   // ncps_migration_* go out over OTLP when asked (the upgrading guide's "progress monitoring and
   // metrics with OpenTelemetry"); the final export happens at shutdown.
-  const otel = config.get<boolean>('opentelemetry.enabled')
-    ? await (require('../telemetry/otel') as typeof import('../telemetry/otel')).startOpenTelemetry({
-        url: config.get<string>('opentelemetry.grpc-url'),
-        registry: metrics.registry,
-        logger,
-        serviceVersion: VERSION,
-        exportIntervalMs: 5_000,
-      })
-    : undefined;
+  const otel = await startConfiguredOpenTelemetry(config, metrics, logger, 5_000);
   try {
     await storage.check?.();
     await locker.check?.();

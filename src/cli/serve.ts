@@ -14,13 +14,12 @@ import { SqliteDatabase } from '../db/sqlite';
 import { LeaseKeeper } from '../lock/lease';
 import { hasLegacyNarInfos, LegacyNarInfoMigrator } from '../migrate/narinfo';
 import { instrumentLocker } from '../lock/instrumented';
-import { commandConfig, commandLogger, createLocker, describeDatabase, openConfiguredDatabase, openConfiguredStorage } from './common';
+import { commandConfig, commandLogger, createLocker, startConfiguredOpenTelemetry, describeDatabase, openConfiguredDatabase, openConfiguredStorage } from './common';
 import { parsePublicKey, type PublicKey } from '../nix';
 import { buildApp } from '../server/app';
 import type { Logger } from '../telemetry/logger';
 import { Metrics } from '../telemetry/metrics';
 import { SystemdNotifier } from '../telemetry/systemd';
-import { VERSION } from './version';
 import { parseNetrc, type Netrc } from '../upstream/netrc';
 import { parseUpstreamUrl, UpstreamPool } from '../upstream/pool';
 
@@ -242,16 +241,9 @@ async function serve(argv: string[]): Promise<number> {
     },
     'ncps is serving',
   );
-  const otel = config.get<boolean>('opentelemetry.enabled')
-    ? await (require('../telemetry/otel') as typeof import('../telemetry/otel')).startOpenTelemetry({
-        url: config.get<string>('opentelemetry.grpc-url'),
-        registry: metrics.registry,
-        logger,
-        serviceVersion: VERSION,
-        // The standard OpenTelemetry variable for the push interval.
-        ...(Number(process.env.OTEL_METRIC_EXPORT_INTERVAL) > 0 ? { exportIntervalMs: Number(process.env.OTEL_METRIC_EXPORT_INTERVAL) } : {}),
-      })
-    : undefined;
+  // The standard OpenTelemetry variable for the push interval.
+  const interval = Number(process.env.OTEL_METRIC_EXPORT_INTERVAL);
+  const otel = await startConfiguredOpenTelemetry(config, metrics, logger, interval > 0 ? interval : undefined);
   const systemd = new SystemdNotifier(logger);
   await systemd.ready(`serving on ${host}:${port}`);
 
