@@ -75,10 +75,43 @@ export interface Database {
   removeLease(instanceId: string): Promise<void>;
   /** Leases renewed at or after `since`. */
   liveLeases(since: number): Promise<ServerLease[]>;
+  // What `ncps fsck` walks and repairs: every record, page by page (ids ascending).
+  /** Narinfos with an id above `afterId`, each with the name of the NAR record it points at. */
+  narInfoPage(afterId: number, limit: number): Promise<NarInfoEntry[]>;
+  /** NAR records with an id above `afterId`, with how many narinfos use each. */
+  narFilePage(afterId: number, limit: number): Promise<NarFileEntry[]>;
+  /** Small-file records after `after` in (kind, name) order. */
+  auxFilePage(after: AuxFileKey | undefined, limit: number): Promise<AuxFileRecord[]>;
+  /** How many records of each kind there are (for progress). */
+  recordCounts(): Promise<{ narInfos: number; narFiles: number; auxFiles: number }>;
+  /** Records that a NAR's bytes were read back and matched its hashes. */
+  markNarFileVerified(name: string, at: number): Promise<void>;
+  /** Replaces a narinfo's signatures (in this order); false when there is no such narinfo. */
+  setNarInfoSignatures(hash: string, sigs: readonly string[]): Promise<boolean>;
+  /** Deletes a NAR record unless a narinfo uses it; returns it when deleted. */
+  deleteNarFileIfUnused(name: string): Promise<RemovedNarFile | undefined>;
   getSetting(key: string): Promise<string | undefined>;
   /** Stores a setting unless one exists; returns whichever value is stored (first writer wins). */
   putSettingIfAbsent(key: string, value: string): Promise<string>;
   close(): Promise<void>;
+}
+
+/** A narinfo as fsck reads it: row id (for paging), hash, contents and the NAR record it names. */
+export interface NarInfoEntry {
+  id: number;
+  hash: string;
+  narInfo: NarInfo;
+  /** Name of the NAR record the narinfo points at; undefined when it points at none. */
+  narFileName: string | undefined;
+}
+
+/** A NAR record as fsck reads it. */
+export interface NarFileEntry extends NarFileRecord {
+  id: number;
+  /** When its bytes last matched FileHash and NarHash (fsck --verify-content). */
+  verifiedAt?: number;
+  /** Narinfos pointing at it. */
+  narInfoCount: number;
 }
 
 export interface RemovedNarFile {

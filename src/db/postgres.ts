@@ -16,14 +16,29 @@ import {
   type SchemaStatus,
 } from '../migrate/schema';
 import { PINNED_CLOSURE } from './shared-sql';
-import type { AuxFileKey, AuxFileRecord, Database, NarFileRecord, PinRecord, RemovedNarFile, ServerLease, StoreStats } from './database';
+import type {
+  AuxFileKey,
+  AuxFileRecord,
+  Database,
+  NarFileEntry,
+  NarFileRecord,
+  NarInfoEntry,
+  PinRecord,
+  RemovedNarFile,
+  ServerLease,
+  StoreStats,
+} from './database';
 import {
   leaseFromRow,
+  narFileEntryFromRow,
   narFileFromRow,
+  narInfoEntryFromRow,
   narInfoFromRow,
   removedNarFileFromRow,
   type LeaseRow,
+  type NarFileEntryRow,
   type NarFileRow,
+  type NarInfoEntryRow,
   type NarInfoRow,
   type RemovedNarFileRow,
 } from './rows';
@@ -270,7 +285,8 @@ export class PostgresDatabase implements Database {
 
   async markNarFileStored(name: string, size: number): Promise<boolean> {
     const result = await this.pool.query(
-      `UPDATE nar_files SET stored_at = $2, file_size = $3, last_accessed_at = $2 WHERE name = $1`,
+      // Bytes stored anew have not been verified yet.
+      `UPDATE nar_files SET stored_at = $2, file_size = $3, last_accessed_at = $2, verified_at = NULL WHERE name = $1`,
       [name, Date.now(), size],
     );
     return (result.rowCount ?? 0) > 0;
@@ -442,6 +458,78 @@ export class PostgresDatabase implements Database {
       [since],
     );
     return rows.map(leaseFromRow);
+  }
+
+  async narInfoPage(afterId: number, limit: number): Promise<NarInfoEntry[]> {
+    const { rows } = await this.pool.query<NarInfoEntryRow>(
+      `SELECT n.id, n.hash, n.store_path, n.url, n.compression, n.file_hash, n.file_size, n.nar_hash,
+              n.nar_size, n.deriver, n.system, n.ca, n.extra_fields, f.name AS nar_file_name,
+              ARRAY(SELECT reference FROM narinfo_references WHERE narinfo_id = n.id ORDER BY position) AS refs,
+              ARRAY(SELECT signature FROM narinfo_signatures WHERE narinfo_id = n.id ORDER BY position) AS sigs
+       FROM narinfos n LEFT JOIN nar_files f ON f.id = n.nar_file_id
+       WHERE n.id > $1 ORDER BY n.id LIMIT $2`,
+      [afterId, limit],
+    );
+    return rows.map(narInfoEntryFromRow);
+  }
+
+  async narFilePage(afterId: number, limit: number): Promise<NarFileEntry[]> {
+    const { rows } = await this.pool.query<NarFileEntryRow>(
+      `SELECT f.id, f.name, f.compression, f.file_hash, f.file_size, f.nar_hash, f.nar_size, f.upstream_url,
+              f.stored_at, f.verified_at, (SELECT count(*) FROM narinfos n WHERE n.nar_file_id = f.id) AS narinfo_count
+       FROM nar_files f WHERE f.id > $1 ORDER BY f.id LIMIT $2`,
+      [afterId, limit],
+    );
+    return rows.map(narFileEntryFromRow);
+  }
+
+  async auxFilePage(after: AuxFileKey | undefined, limit: number): Promise<AuxFileRecord[]> {
+    // COLLATE "C": the same byte order as SQLite, whatever the database's locale.
+    const { rows } = await this.pool.query<{ kind: string; name: string; size: number }>(
+      `SELECT kind, name, size FROM aux_files
+       WHERE kind COLLATE "C" > $1 OR (kind = $1 AND name COLLATE "C" > $2)
+       ORDER BY kind COLLATE "C", name COLLATE "C" LIMIT $3`,
+      [after?.kind ?? '', after?.name ?? '', limit],
+    );
+    return rows.map((r) => ({ kind: r.kind, name: r.name, size: Number(r.size) }));
+  }
+
+  async recordCounts(): Promise<{ narInfos: number; narFiles: number; auxFiles: number }> {
+    const { rows } = await this.pool.query<{ narinfos: number; nar_files: number; aux_files: number }>(
+      `SELECT (SELECT count(*) FROM narinfos) AS narinfos, (SELECT count(*) FROM nar_files) AS nar_files,
+              (SELECT count(*) FROM aux_files) AS aux_files`,
+    );
+    const row = rows[0]!;
+    return { narInfos: Number(row.narinfos), narFiles: Number(row.nar_files), auxFiles: Number(row.aux_files) };
+  }
+
+  async markNarFileVerified(name: string, at: number): Promise<void> {
+    await this.pool.query('UPDATE nar_files SET verified_at = $2 WHERE name = $1', [name, at]);
+  }
+
+  async setNarInfoSignatures(hash: string, sigs: readonly string[]): Promise<boolean> {
+    return this.transaction(async (client) => {
+      const row = await client.query<{ id: number }>('SELECT id FROM narinfos WHERE hash = $1 FOR UPDATE', [hash]);
+      const id = row.rows[0]?.id;
+      if (id === undefined) return false;
+      await client.query('DELETE FROM narinfo_signatures WHERE narinfo_id = $1', [id]);
+      if (sigs.length > 0) {
+        await client.query(
+          `INSERT INTO narinfo_signatures (narinfo_id, position, signature)
+           SELECT $1, ord - 1, sig FROM unnest($2::text[]) WITH ORDINALITY AS t(sig, ord)`,
+          [id, [...sigs]],
+        );
+      }
+      return true;
+    });
+  }
+
+  async deleteNarFileIfUnused(name: string): Promise<RemovedNarFile | undefined> {
+    return this.transaction(async (client) => {
+      const file = await client.query<{ id: number }>('SELECT id FROM nar_files WHERE name = $1', [name]);
+      const id = file.rows[0]?.id;
+      return id === undefined ? undefined : deleteNarFileIfUnused(client, id);
+    });
   }
 
   async getSetting(key: string): Promise<string | undefined> {

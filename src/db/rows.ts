@@ -2,7 +2,7 @@
 // engine; the shape of what comes back does not (references and signatures arrive as arrays).
 
 import { NixHash, parseCompression, type NarInfo } from '../nix';
-import type { NarFileRecord, RemovedNarFile, ServerLease } from './database';
+import type { NarFileEntry, NarFileRecord, NarInfoEntry, RemovedNarFile, ServerLease } from './database';
 
 export interface NarInfoRow {
   store_path: string;
@@ -62,6 +62,32 @@ export function narFileFromRow(row: NarFileRow): NarFileRecord {
     narSize: row.nar_size,
     upstreamUrl: row.upstream_url ?? undefined,
     storedAt: row.stored_at ?? undefined,
+  };
+}
+
+/** A narinfo row as fsck pages through them. */
+export interface NarInfoEntryRow extends NarInfoRow {
+  id: number;
+  hash: string;
+  nar_file_name: string | null;
+}
+
+export function narInfoEntryFromRow(row: NarInfoEntryRow): NarInfoEntry {
+  return { id: Number(row.id), hash: row.hash, narInfo: narInfoFromRow(row), narFileName: row.nar_file_name ?? undefined };
+}
+
+export interface NarFileEntryRow extends NarFileRow {
+  id: number;
+  verified_at: number | null;
+  narinfo_count: number;
+}
+
+export function narFileEntryFromRow(row: NarFileEntryRow): NarFileEntry {
+  return {
+    ...narFileFromRow(row),
+    id: Number(row.id),
+    narInfoCount: Number(row.narinfo_count),
+    ...(row.verified_at !== null ? { verifiedAt: Number(row.verified_at) } : {}),
   };
 }
 

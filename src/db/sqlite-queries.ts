@@ -35,7 +35,8 @@ export const SQLITE_QUERIES = {
   getNarFile: `
         SELECT name, compression, file_hash, file_size, nar_hash, nar_size, upstream_url, stored_at
         FROM nar_files WHERE name = ?`,
-  markStored: `UPDATE nar_files SET stored_at = @now, file_size = @size, last_accessed_at = @now WHERE name = @name`,
+  // Bytes stored anew have not been verified yet.
+  markStored: `UPDATE nar_files SET stored_at = @now, file_size = @size, last_accessed_at = @now, verified_at = NULL WHERE name = @name`,
   touchNarInfo: `UPDATE narinfos SET last_accessed_at = @at WHERE hash = @hash AND last_accessed_at < @at`,
   touchNarFile: `
         UPDATE narinfos SET last_accessed_at = @at
@@ -83,6 +84,32 @@ export const SQLITE_QUERIES = {
   removeLease: `DELETE FROM server_leases WHERE instance_id = ?`,
   liveLeases: `
         SELECT instance_id, hostname, pid, started_at, heartbeat_at FROM server_leases WHERE heartbeat_at >= ?`,
+  // ncps fsck: every record, page by page.
+  narInfoPage: `
+        SELECT n.id, n.hash, n.store_path, n.url, n.compression, n.file_hash, n.file_size, n.nar_hash,
+               n.nar_size, n.deriver, n.system, n.ca, n.extra_fields, f.name AS nar_file_name,
+               (SELECT group_concat(reference, ' ') FROM
+                  (SELECT reference FROM narinfo_references WHERE narinfo_id = n.id ORDER BY position)) AS refs,
+               (SELECT group_concat(signature, char(10)) FROM
+                  (SELECT signature FROM narinfo_signatures WHERE narinfo_id = n.id ORDER BY position)) AS sigs
+        FROM narinfos n LEFT JOIN nar_files f ON f.id = n.nar_file_id
+        WHERE n.id > ? ORDER BY n.id LIMIT ?`,
+  narFilePage: `
+        SELECT f.id, f.name, f.compression, f.file_hash, f.file_size, f.nar_hash, f.nar_size, f.upstream_url,
+               f.stored_at, f.verified_at, (SELECT count(*) FROM narinfos n WHERE n.nar_file_id = f.id) AS narinfo_count
+        FROM nar_files f WHERE f.id > ? ORDER BY f.id LIMIT ?`,
+  auxFilePage: `
+        SELECT kind, name, size FROM aux_files WHERE kind > @kind OR (kind = @kind AND name > @name)
+        ORDER BY kind, name LIMIT @limit`,
+  recordCounts: `
+        SELECT (SELECT count(*) FROM narinfos) AS narinfos, (SELECT count(*) FROM nar_files) AS nar_files,
+               (SELECT count(*) FROM aux_files) AS aux_files`,
+  markVerified: `UPDATE nar_files SET verified_at = @at WHERE name = @name`,
+  narInfoIdOf: `SELECT id FROM narinfos WHERE hash = ?`,
+  deleteSignatures: `DELETE FROM narinfo_signatures WHERE narinfo_id = ?`,
+  deleteUnusedNarFileByName: `
+        DELETE FROM nar_files WHERE name = @name AND NOT EXISTS (SELECT 1 FROM narinfos WHERE nar_file_id = nar_files.id)
+        RETURNING name, file_size AS size, stored_at`,
   getSetting: `SELECT value FROM settings WHERE key = ?`,
   insertSetting: `INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`,
 } as const;

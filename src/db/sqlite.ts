@@ -8,11 +8,15 @@ import type { NarInfo } from '../nix';
 import type { Dialect, Migration } from './migrations';
 import {
   leaseFromRow,
+  narFileEntryFromRow,
   narFileFromRow,
+  narInfoEntryFromRow,
   narInfoFromRow,
   removedNarFileFromRow,
   type LeaseRow,
+  type NarFileEntryRow,
   type NarFileRow,
+  type NarInfoEntryRow,
   type NarInfoRow,
   type RemovedNarFileRow,
 } from './rows';
@@ -27,7 +31,18 @@ import {
   type MigrationTarget,
   type SchemaStatus,
 } from '../migrate/schema';
-import type { AuxFileKey, AuxFileRecord, Database, NarFileRecord, PinRecord, RemovedNarFile, ServerLease, StoreStats } from './database';
+import type {
+  AuxFileKey,
+  AuxFileRecord,
+  Database,
+  NarFileEntry,
+  NarFileRecord,
+  NarInfoEntry,
+  PinRecord,
+  RemovedNarFile,
+  ServerLease,
+  StoreStats,
+} from './database';
 
 /** Backups of the database taken before migrations that are kept. */
 export const KEPT_BACKUPS = 3;
@@ -40,6 +55,11 @@ const SQLITE_DIALECT: Dialect = {
 
 /** SQLite aggregates references and signatures into one string each (group_concat). */
 type SqliteNarInfoRow = Omit<NarInfoRow, 'refs' | 'sigs'> & { refs: string | null; sigs: string | null };
+type SqliteNarInfoEntryRow = Omit<NarInfoEntryRow, 'refs' | 'sigs'> & { refs: string | null; sigs: string | null };
+
+function splitLists<T extends { refs: string | null; sigs: string | null }>(row: T): Omit<T, 'refs' | 'sigs'> & { refs: string[]; sigs: string[] } {
+  return { ...row, refs: row.refs ? row.refs.split(' ') : [], sigs: row.sigs ? row.sigs.split('\n') : [] };
+}
 
 
 /** Accepts `sqlite:/path`, `sqlite:///path` and `sqlite://relative` forms; returns the file path. */
@@ -106,6 +126,14 @@ export class SqliteDatabase implements Database {
       renewLease: db.prepare(q.renewLease),
       removeLease: db.prepare<[string]>(q.removeLease),
       liveLeases: db.prepare<[number], LeaseRow>(q.liveLeases),
+      narInfoPage: db.prepare<[number, number], SqliteNarInfoEntryRow>(q.narInfoPage),
+      narFilePage: db.prepare<[number, number], NarFileEntryRow>(q.narFilePage),
+      auxFilePage: db.prepare<[{ kind: string; name: string; limit: number }], AuxFileRecord>(q.auxFilePage),
+      recordCounts: db.prepare<[], { narinfos: number; nar_files: number; aux_files: number }>(q.recordCounts),
+      markVerified: db.prepare(q.markVerified),
+      narInfoIdOf: db.prepare<[string], { id: number }>(q.narInfoIdOf),
+      deleteSignatures: db.prepare<[number]>(q.deleteSignatures),
+      deleteUnusedNarFileByName: db.prepare<[{ name: string }], RemovedNarFileRow>(q.deleteUnusedNarFileByName),
       getSetting: db.prepare<[string], { value: string }>(q.getSetting),
       insertSetting: db.prepare(q.insertSetting),
     };
@@ -187,7 +215,7 @@ export class SqliteDatabase implements Database {
   async getNarInfo(hash: string): Promise<NarInfo | undefined> {
     const row = this.sql.getNarInfo.get(hash);
     if (!row) return undefined;
-    return narInfoFromRow({ ...row, refs: row.refs ? row.refs.split(' ') : [], sigs: row.sigs ? row.sigs.split('\n') : [] });
+    return narInfoFromRow(splitLists(row));
   }
 
   async putNarInfo(hash: string, narInfo: NarInfo, narFile: NarFileRecord): Promise<RemovedNarFile[]> {
@@ -348,6 +376,43 @@ export class SqliteDatabase implements Database {
 
   async liveLeases(since: number): Promise<ServerLease[]> {
     return this.sql.liveLeases.all(since).map(leaseFromRow);
+  }
+
+  async narInfoPage(afterId: number, limit: number): Promise<NarInfoEntry[]> {
+    return this.sql.narInfoPage.all(afterId, limit).map((row) => narInfoEntryFromRow(splitLists(row)));
+  }
+
+  async narFilePage(afterId: number, limit: number): Promise<NarFileEntry[]> {
+    return this.sql.narFilePage.all(afterId, limit).map(narFileEntryFromRow);
+  }
+
+  async auxFilePage(after: AuxFileKey | undefined, limit: number): Promise<AuxFileRecord[]> {
+    return this.sql.auxFilePage.all({ kind: after?.kind ?? '', name: after?.name ?? '', limit }).map((r) => ({ kind: r.kind, name: r.name, size: r.size }));
+  }
+
+  async recordCounts(): Promise<{ narInfos: number; narFiles: number; auxFiles: number }> {
+    const row = this.sql.recordCounts.get()!;
+    return { narInfos: row.narinfos, narFiles: row.nar_files, auxFiles: row.aux_files };
+  }
+
+  async markNarFileVerified(name: string, at: number): Promise<void> {
+    this.sql.markVerified.run({ name, at });
+  }
+
+  async setNarInfoSignatures(hash: string, sigs: readonly string[]): Promise<boolean> {
+    const sql = this.sql;
+    return this.db.transaction(() => {
+      const row = sql.narInfoIdOf.get(hash);
+      if (!row) return false;
+      sql.deleteSignatures.run(row.id);
+      sigs.forEach((sig, i) => sql.insertSignature.run(row.id, i, sig));
+      return true;
+    }).immediate();
+  }
+
+  async deleteNarFileIfUnused(name: string): Promise<RemovedNarFile | undefined> {
+    const row = this.sql.deleteUnusedNarFileByName.get({ name });
+    return row ? removedNarFileFromRow(row) : undefined;
   }
 
   async getSetting(key: string): Promise<string | undefined> {

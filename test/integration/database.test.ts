@@ -517,6 +517,63 @@ for (const engine of [sqliteEngine, postgresEngine]) {
       assert.deepEqual(await order(), ['log/aaaa-x.drv:1500', `ls/${pinned.hash}.ls:10`]);
     });
 
+    it('fsck pages: every narinfo, NAR record and small-file record once, in id order, with what fsck needs', async () => {
+      const db = await migrated();
+      const a = fixture('pg-a', { refs: [baseName('pg-b')], sigs: [sig('k1', 1), sig('k2', 2)] });
+      const b = fixture('pg-b', { file: 'pg-a' }); // shares a's NAR
+      const c = fixture('pg-c', { minimal: true });
+      for (const f of [a, b, c]) await put(db, f);
+      await db.markNarFileStored(a.narFile.name, 1234);
+      for (let i = 0; i < 5; i++) await db.putAuxFile({ kind: i % 2 ? 'log' : 'ls', name: `f${i}`, size: i + 1 });
+      assert.deepEqual(await db.recordCounts(), { narInfos: 3, narFiles: 2, auxFiles: 5 });
+
+      const narInfos = [...(await db.narInfoPage(0, 2))];
+      assert.equal(narInfos.length, 2);
+      narInfos.push(...(await db.narInfoPage(narInfos[1]!.id, 2)));
+      assert.deepEqual(await db.narInfoPage(narInfos[2]!.id, 2), []);
+      assert.deepEqual(narInfos.map((e) => e.hash), [a.hash, b.hash, c.hash]);
+      assert.deepStrictEqual(narInfos[0]!.narInfo, a.narInfo, 'references and signatures in order');
+      assert.deepStrictEqual(narInfos[2]!.narInfo, c.narInfo);
+      assert.deepEqual(narInfos.map((e) => e.narFileName), [a.narFile.name, a.narFile.name, c.narFile.name]);
+
+      const files = [...(await db.narFilePage(0, 1)), ...(await db.narFilePage(0, 10)).slice(1)];
+      assert.deepEqual(files.map((f) => [f.name, f.narInfoCount, f.storedAt !== undefined, f.verifiedAt]), [
+        [a.narFile.name, 2, true, undefined],
+        [c.narFile.name, 1, false, undefined],
+      ]);
+      assert.equal(files[0]!.fileSize, 1234);
+      assert.deepEqual(await db.narFilePage(files[1]!.id, 10), []);
+
+      const aux = [...(await db.auxFilePage(undefined, 3))];
+      aux.push(...(await db.auxFilePage(aux.at(-1), 3)));
+      assert.deepEqual(aux.map((f) => `${f.kind}/${f.name}:${f.size}`), ['log/f1:2', 'log/f3:4', 'ls/f0:1', 'ls/f2:3', 'ls/f4:5']);
+      assert.deepEqual(await db.auxFilePage(aux.at(-1), 3), []);
+    });
+
+    it('fsck repairs: verified times (cleared when stored anew), signatures replaced, unused NAR records deleted', async () => {
+      const db = await migrated();
+      const a = fixture('rp-a', { sigs: [sig('k1', 1), sig('k2', 2)] });
+      const b = fixture('rp-b');
+      for (const f of [a, b]) await put(db, f);
+      await db.markNarFileStored(a.narFile.name, 1234);
+      await db.markNarFileVerified(a.narFile.name, 1_700_000_000_000);
+      const verifiedAt = async () => (await db.narFilePage(0, 10)).find((f) => f.name === a.narFile.name)?.verifiedAt;
+      assert.equal(await verifiedAt(), 1_700_000_000_000);
+      await db.markNarFileStored(a.narFile.name, 1234);
+      assert.equal(await verifiedAt(), undefined, 'bytes stored again are not verified yet');
+
+      assert.equal(await db.setNarInfoSignatures(a.hash, [sig('k3', 3), sig('k1', 1)]), true);
+      assert.deepEqual((await db.getNarInfo(a.hash))?.sigs, [sig('k3', 3), sig('k1', 1)]);
+      assert.equal(await db.setNarInfoSignatures(fixture('rp-none').hash, [sig('k3', 3)]), false);
+
+      assert.equal(await db.deleteNarFileIfUnused(a.narFile.name), undefined, 'still used by a narinfo');
+      assert.ok(await db.getNarFile(a.narFile.name));
+      await fresh.exec(`DELETE FROM narinfos WHERE hash = '${b.hash}'`);
+      assert.deepEqual(await db.deleteNarFileIfUnused(b.narFile.name), { name: b.narFile.name, size: 0 }, 'never stored: nothing freed');
+      assert.equal(await db.getNarFile(b.narFile.name), undefined);
+      assert.equal(await db.deleteNarFileIfUnused('missing.nar.xz'), undefined);
+    });
+
     it('leastRecentlyUsedNarInfos gives the order of leastRecentlyUsed with the times', async () => {
       const db = await migrated();
       for (const f of [fixture('lt-a'), fixture('lt-b')]) await put(db, f);

@@ -182,6 +182,10 @@ function positional(name: string, f: Fixture): unknown[] | undefined {
     insertSetting: ['compat_other', 'value'],
     insertReference: [f.narInfoIdA, 99, 'ref'],
     insertSignature: [f.narInfoIdA, 99, 'sig'],
+    narInfoPage: [0, 10],
+    narFilePage: [0, 10],
+    narInfoIdOf: [f.hashA],
+    deleteSignatures: [f.narInfoIdA],
   };
   return table[name];
 }
@@ -214,6 +218,7 @@ function named(f: Fixture): Record<string, unknown> {
     pid: 4343,
     startedAt: f.now,
     heartbeatAt: f.now + 4,
+    limit: 10,
   };
 }
 
@@ -346,6 +351,9 @@ describe('schema compatibility: old releases\' SQL against the newest schema', (
       expectRows('listPins', (rows) => assert.deepEqual(rows.map((r) => r.hash), [f.hashB]));
       expectRows('liveLeases', (rows) => assert.deepEqual(rows.map((r) => r.instance_id), [f.instanceId]));
       expectRows('getSetting');
+      expectRows('narInfoPage', (rows) => assert.ok(rows.some((r) => r.hash === f.hashA)));
+      expectRows('narFilePage', (rows) => assert.ok(rows.some((r) => r.name === f.nameA)));
+      expectRows('narInfoIdOf', (rows) => assert.equal(rows[0]!.id, f.narInfoIdA));
     });
   }
 });

@@ -125,6 +125,17 @@ export const MIGRATIONS: readonly Migration[] = [
       `CREATE INDEX aux_files_last_accessed_at ON aux_files (last_accessed_at)`,
     ],
   },
+  {
+    version: 5,
+    name: 'when each NAR was last verified',
+    compatFloor: 1,
+    statements: (d) => [
+      // Set by `ncps fsck --verify-content` when a NAR's bytes matched FileHash and NarHash, so
+      // --verified-since can skip recent ones. The Go ncps keeps the same column. Older releases
+      // ignore it.
+      `ALTER TABLE nar_files ADD COLUMN verified_at ${d.bigint}`,
+    ],
+  },
 ];
 
 export const LATEST_SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
