@@ -31,9 +31,12 @@ export function commandConfig(command: string, summary: string, argv: string[]):
   return config;
 }
 
-/** The logger at the configured level, with the configuration's warnings (deprecated flags) logged. */
-export function commandLogger(config: LoadedConfig): Logger {
-  const logger = createLogger(config.get<string>('log.level'));
+/**
+ * The logger at the configured level, with the configuration's warnings (deprecated flags) logged.
+ * The server's never waits for stdout ('nonblocking'); a command that ends writes every line.
+ */
+export function commandLogger(config: LoadedConfig, mode: 'nonblocking' | 'blocking' = 'blocking'): Logger {
+  const logger = createLogger(config.get<string>('log.level'), { mode });
   for (const warning of config.warnings) logger.warn(warning);
   return logger;
 }

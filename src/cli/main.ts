@@ -8,6 +8,7 @@ import { serveCommand } from './serve';
 import { sweepOrphansCommand } from './sweep-orphans';
 
 import { VERSION } from './version';
+import { flushLogs } from '../telemetry/logger';
 
 interface Command {
   summary: string;
@@ -67,11 +68,12 @@ export async function main(argv: string[]): Promise<number> {
 if (require.main === module) {
   // Exit explicitly once the command is done: a client still trying to reconnect (Redis, say)
   // after a failed start must not keep the process alive, or systemd would never restart it.
+  // Buffered log lines get a moment to go out first (never longer: the reader may be stuck).
   main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
+    (code) => flushLogs().finally(() => process.exit(code)),
     (error: unknown) => {
       process.stderr.write(`ncps: ${String(error)}\n`);
-      process.exit(1);
+      void flushLogs().finally(() => process.exit(1));
     },
   );
 }

@@ -119,7 +119,7 @@ async function serve(argv: string[]): Promise<number> {
   const config = commandConfig('serve', SUMMARY, argv);
   if (!config) return 0;
   const settings = checkedSettings(config);
-  const logger = commandLogger(config);
+  const logger = commandLogger(config, 'nonblocking');
 
   const metrics = new Metrics({ maxSizeBytes: settings.maxSizeBytes, defaultMetrics: settings.prometheus });
   const metricsForLocks = metrics;

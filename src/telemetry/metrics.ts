@@ -4,6 +4,7 @@
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { StoreStats } from '../db/database';
+import { droppedLogLines } from './logger';
 
 export class Metrics {
   readonly registry = new Registry();
@@ -97,6 +98,19 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  private logLinesDroppedSeen = 0;
+  readonly logLinesDropped: Counter = new Counter({
+    name: 'ncps_log_lines_dropped_total',
+    help: 'Log lines not written because stdout was too slow or gone (they are dropped, never waited for).',
+    registers: [this.registry],
+    // Read at each scrape from the log outputs, which know nothing about metrics.
+    collect: () => {
+      const now = droppedLogLines();
+      if (now > this.logLinesDroppedSeen) this.logLinesDropped.inc(now - this.logLinesDroppedSeen);
+      this.logLinesDroppedSeen = now;
+    },
+  });
+
   private readonly maxSizeBytes: number;
 
   constructor(options: { maxSizeBytes: number; defaultMetrics?: boolean }) {
@@ -116,6 +130,7 @@ export class Metrics {
       this.lockFailures.labels(kind).inc(0);
     }
     this.maxSize.set(options.maxSizeBytes);
+
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
   }
 

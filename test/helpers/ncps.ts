@@ -24,6 +24,8 @@ export interface NcpsOptions {
   readyTimeoutMs?: number;
   /** Use this cache hostname (= signing key name). Default `ncps-test`. */
   hostname?: string;
+  /** A file descriptor to give the process as its stdout (then logs() holds stderr only). */
+  stdoutFd?: number;
 }
 
 export interface NcpsProcess {
@@ -74,7 +76,7 @@ async function startOnce(opts: NcpsOptions, dataDir: string): Promise<NcpsProces
   const proc = spawn(process.execPath, args, {
     cwd: REPO_ROOT,
     env: childEnv(opts.env),
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', opts.stdoutFd ?? 'pipe', 'pipe'],
   });
   killOnExit(proc);
   const chunks: string[] = [];
