@@ -1,9 +1,8 @@
 // `ncps migrate up [--dry-run]` and `ncps migrate status`: the schema migrations that `serve`
 // also runs by itself on start-up, for operators who want to run them (or look) first.
 
-import { SqliteDatabase } from '../db/sqlite';
 import { MIGRATIONS } from '../db/migrations';
-import { checkCompatibility, KNOWN_SCHEMA_VERSION } from '../migrate/schema';
+import { checkCompatibility, KNOWN_SCHEMA_VERSION } from '../db/schema';
 import { commandConfig, describeDatabase, openConfiguredDatabase } from './common';
 
 const SUMMARY = 'Apply (up) or show (status) the database schema migrations.';
@@ -42,7 +41,7 @@ async function migrate(argv: string[]): Promise<number> {
     const applied = await db.migrate();
     if (applied.length === 0) out.write('nothing to migrate\n');
     for (const version of applied) out.write(`applied ${version}  ${MIGRATIONS.find((m) => m.version === version)?.name}\n`);
-    if (db instanceof SqliteDatabase && db.lastBackup) out.write(`backup taken before migrating: ${db.lastBackup}\n`);
+    if (db.lastBackup) out.write(`backup taken before migrating: ${db.lastBackup}\n`);
     return 0;
   } finally {
     await db.close();

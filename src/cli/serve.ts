@@ -10,7 +10,6 @@ import { OrphanSweeper } from '../cache/orphans';
 import { CacheWrites } from '../cache/writes';
 import { loadSigningKey } from '../cache/signing-key';
 import { ConfigError, type LoadedConfig } from '../config/load';
-import { SqliteDatabase } from '../db/sqlite';
 import { LeaseKeeper } from '../lock/lease';
 import { hasLegacyNarInfos, LegacyNarInfoMigrator } from '../migrate/narinfo';
 import { instrumentLocker } from '../lock/instrumented';
@@ -133,8 +132,7 @@ async function serve(argv: string[]): Promise<number> {
   const db = openConfiguredDatabase(config);
   const applied = await db.migrate();
   if (applied.length > 0) {
-    const backup = db instanceof SqliteDatabase ? db.lastBackup : undefined;
-    logger.info({ versions: applied, ...(backup ? { backup } : {}) }, 'database migrated');
+    logger.info({ versions: applied, ...(db.lastBackup ? { backup: db.lastBackup } : {}) }, 'database migrated');
   }
   const lease = new LeaseKeeper(db, logger);
   await lease.start();

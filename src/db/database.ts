@@ -1,7 +1,7 @@
 // The Database seam: everything the cache core needs from metadata storage. SQLite implements it
 // for a single instance; PostgreSQL will implement it for several instances sharing one database.
 
-import type { MigrateOptions, SchemaStatus } from '../migrate/schema';
+import type { MigrateOptions, SchemaStatus } from './schema';
 import type { NarInfo } from '../nix';
 
 /** A NAR file as the cache knows it: where it lives in storage and where it came from. */
@@ -24,6 +24,8 @@ export interface Database {
   migrate(options?: MigrateOptions): Promise<number[]>;
   /** Which migrations are applied and which are pending, without changing anything. */
   schemaStatus?(): Promise<SchemaStatus>;
+  /** Where the copy taken before the last migrate() run went, for engines that take one (SQLite). */
+  readonly lastBackup?: string | undefined;
   /** The narinfo for a store path hash, exactly as it is served (signatures included). */
   getNarInfo(hash: string): Promise<NarInfo | undefined>;
   /**

@@ -14,7 +14,7 @@ import {
   type MigrateOptions,
   type MigrationTarget,
   type SchemaStatus,
-} from '../migrate/schema';
+} from './schema';
 import { PINNED_CLOSURE } from './shared-sql';
 import type {
   AuxFileKey,

@@ -30,7 +30,7 @@ import {
   type MigrateOptions,
   type MigrationTarget,
   type SchemaStatus,
-} from '../migrate/schema';
+} from './schema';
 import type {
   AuxFileKey,
   AuxFileRecord,

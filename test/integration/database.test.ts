@@ -10,7 +10,7 @@ import { MIGRATIONS } from '../../src/db/migrations';
 import { openDatabase, redactDatabaseUrl } from '../../src/db/open';
 import { PostgresDatabase } from '../../src/db/postgres';
 import { SqliteDatabase } from '../../src/db/sqlite';
-import { IncompatibleSchemaError } from '../../src/migrate/schema';
+import { IncompatibleSchemaError } from '../../src/db/schema';
 import { encodeNix32, formatNarInfo, NixHash, parseNarInfo, type NarInfo } from '../../src/nix';
 import { postgresAvailable, postgresUnavailableReason, startPostgres, type PostgresServer } from '../helpers/postgres';
 import { cleanupTempDirs, makeTempDir } from '../helpers/proc';

@@ -6,7 +6,7 @@ import { after, it } from 'node:test';
 import BetterSqlite3 from 'better-sqlite3';
 import { loadConfig } from '../../src/config/load';
 import { SqliteDatabase } from '../../src/db/sqlite';
-import { IncompatibleSchemaError } from '../../src/migrate/schema';
+import { IncompatibleSchemaError } from '../../src/db/schema';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'ncps-foreign-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

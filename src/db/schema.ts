@@ -1,7 +1,7 @@
 // Runs the shared migration set against any engine that can say which versions it has and apply
 // one migration atomically. Engines differ only in the Dialect and in how they run SQL.
 
-import { MIGRATIONS, type Dialect, type Migration } from '../db/migrations';
+import { MIGRATIONS, type Dialect, type Migration } from './migrations';
 
 export interface AppliedMigration {
   version: number;
