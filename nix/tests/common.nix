@@ -188,6 +188,8 @@ rec {
         machine.wait_for_unit("ncps.service")
         machine.wait_for_open_port(8501)
         machine.succeed("curl -sSf http://localhost:8501/healthz")
+        # Ready: database and storage usable and an upstream healthy (re-checked every 60 s).
+        machine.wait_until_succeeds("curl -sSf http://localhost:8501/readyz", timeout=180)
 
 
     def migration_ran_before_server(machine: Any) -> None:

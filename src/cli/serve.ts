@@ -18,6 +18,7 @@ import { parsePublicKey, type PublicKey } from '../nix';
 import { buildApp } from '../server/app';
 import type { Logger } from '../telemetry/logger';
 import { Metrics } from '../telemetry/metrics';
+import { Readiness } from '../telemetry/readiness';
 import { SystemdNotifier } from '../telemetry/systemd';
 import { parseNetrc, type Netrc } from '../upstream/netrc';
 import { parseUpstreamUrl, UpstreamPool } from '../upstream/pool';
@@ -207,6 +208,7 @@ async function serve(argv: string[]): Promise<number> {
     allowDelete: settings.allowDelete,
     prometheus: settings.prometheus,
     beforeScrape: async () => metrics.recordStoreStats(await db.storeStats()),
+    readiness: new Readiness({ db, storage, upstreams }),
   });
 
   let lru: LruCleaner | undefined;

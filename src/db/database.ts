@@ -69,6 +69,8 @@ export interface Database {
   /** Narinfos by least recent use, leaving out pinned closures. */
   leastRecentlyUsed(limit: number): Promise<string[]>;
   storeStats(): Promise<StoreStats>;
+  /** Fails, saying why, when the database cannot be read and written right now (for /readyz). */
+  checkWritable(): Promise<void>;
   addPin(hash: string, at: number): Promise<void>;
   removePin(hash: string): Promise<boolean>;
   listPins(): Promise<PinRecord[]>;

@@ -411,6 +411,12 @@ export class PostgresDatabase implements Database {
     return rows.map((r) => ({ kind: r.kind, name: r.name, size: Number(r.size), lastAccessedAt: Number(r.last_accessed_at) }));
   }
 
+  async checkWritable(): Promise<void> {
+    // A standby, or a database set to default_transaction_read_only, answers reads only.
+    const { rows } = await this.pool.query<{ read_only: string }>(`SELECT current_setting('transaction_read_only') AS read_only`);
+    if (rows[0]?.read_only === 'on') throw new Error('the database accepts reads only (transaction_read_only is on: a standby?)');
+  }
+
   async storeStats(): Promise<StoreStats> {
     const { rows } = await this.pool.query<{ narinfos: number; files: number; bytes: number; aux_bytes: number }>(
       `SELECT (SELECT count(*) FROM narinfos) AS narinfos,

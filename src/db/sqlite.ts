@@ -349,6 +349,20 @@ export class SqliteDatabase implements Database {
     return this.sql.leastRecentlyUsedAuxFiles.all(limit).map((r) => ({ kind: r.kind, name: r.name, size: r.size, lastAccessedAt: r.last_accessed_at }));
   }
 
+  async checkWritable(): Promise<void> {
+    // A write that changes nothing: it fails on a read-only file or file system like any write
+    // would. Another process holding the write lock (busy) is not a failure, and is not waited for.
+    const timeout = this.db.pragma('busy_timeout', { simple: true }) as number;
+    this.db.pragma('busy_timeout = 0');
+    try {
+      this.db.prepare('UPDATE settings SET value = value WHERE 0').run();
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'SQLITE_BUSY') throw error;
+    } finally {
+      this.db.pragma(`busy_timeout = ${timeout}`);
+    }
+  }
+
   async storeStats(): Promise<StoreStats> {
     const row = this.sql.storeStats.get()!;
     return { narInfoCount: row.narinfos, narFileCount: row.files, storedBytes: row.bytes ?? 0, auxBytes: row.aux_bytes ?? 0 };

@@ -7,10 +7,12 @@ import type { Cache, CacheSource } from '../cache/cache';
 import type { CacheWrites } from '../cache/writes';
 import type { Logger } from '../telemetry/logger';
 import type { Metrics } from '../telemetry/metrics';
+import type { Readiness } from '../telemetry/readiness';
 import { tracer } from '../telemetry/tracing';
 import { createAuthHook, type Access } from './auth';
 import { HttpError } from './errors';
 import { registerCacheInfoRoutes } from './routes/cache-info';
+import { registerHealthRoutes } from './routes/health';
 import { registerLogRoutes } from './routes/aux-files';
 import { registerNarRoutes } from './routes/nar';
 import { registerNarInfoRoutes } from './routes/narinfo';
@@ -50,7 +52,12 @@ export interface AppOptions {
   prometheus: boolean;
   /** Refreshes gauges that are read from the database, before a scrape. */
   beforeScrape?: () => Promise<void>;
+  /** Answers /readyz; without it only /healthz is served. */
+  readiness?: Readiness;
 }
+
+/** How long a scrape waits for the figures read from the database before answering without them. */
+const SCRAPE_REFRESH_TIMEOUT_MS = 2_000;
 
 export function buildApp(options: AppOptions): FastifyInstance {
   const { logger, metrics } = options;
@@ -129,6 +136,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
     return reply.code(500).type('text/plain; charset=utf-8').send('internal error\n');
   });
 
+  registerHealthRoutes(app, options.readiness);
   registerCacheInfoRoutes(app, { hostname: options.hostname, publicKey: options.publicKey });
   for (const prefix of ['', '/upload'] as const) {
     registerNarInfoRoutes(app, options.cache, prefix);
@@ -142,7 +150,19 @@ export function buildApp(options: AppOptions): FastifyInstance {
   });
   if (options.prometheus) {
     app.get('/metrics', { config: { quiet: true } }, async (_request, reply) => {
-      await options.beforeScrape?.();
+      // Prometheus must see what can still be measured exactly when something is down: with the
+      // database unreachable, the gauges read from it keep their last values and the rest is fresh.
+      if (options.beforeScrape) {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          options.beforeScrape(),
+          new Promise((_resolve, reject) => {
+            timer = setTimeout(() => reject(new Error(`no answer within ${SCRAPE_REFRESH_TIMEOUT_MS} ms`)), SCRAPE_REFRESH_TIMEOUT_MS);
+          }),
+        ])
+          .catch((error: Error) => logger.warn({ err: error.message }, 'metrics: could not read the store figures from the database; serving the last known'))
+          .finally(() => clearTimeout(timer));
+      }
       return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
     });
   }

@@ -4,6 +4,7 @@
 import { mkdirSync } from 'node:fs';
 import { copyFile, mkdir, open, readFile, readdir, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { checkDirectoryWritable } from './writable';
 import { auxKey, fanOut, inFanOut, type AuxKind, type ByteRange, type ListableAuxKind, type Storage, type StoredFileInfo, type StoredNar } from './storage';
 
 export class LocalStorage implements Storage {
@@ -151,6 +152,12 @@ export class LocalStorage implements Storage {
   }
 
   /** Removes downloads left behind by a crash (older than maxAgeMs). */
+  async checkWritable(): Promise<void> {
+    await checkDirectoryWritable(this.tempDir, 'temp directory');
+    // NARs are renamed from the temp directory into the store: that must take files too.
+    if (path.relative(this.root, this.tempDir).startsWith('..')) await checkDirectoryWritable(path.join(this.root, 'store', 'nar'), 'storage');
+  }
+
   async cleanTempDir(maxAgeMs: number): Promise<number> {
     let removed = 0;
     const now = Date.now();

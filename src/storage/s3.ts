@@ -11,6 +11,7 @@ import { stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { checkDirectoryWritable } from './writable';
 import {
   DeleteObjectCommand,
   GetObjectCommand,
@@ -96,6 +97,12 @@ export class S3Storage implements Storage {
 
   narInfoKey(hash: string): string {
     return ['store', 'narinfo', ...fanOut(`${hash}.narinfo`)].join('/');
+  }
+
+  /** Downloads land in the local temp directory first; the bucket must answer. */
+  async checkWritable(): Promise<void> {
+    await checkDirectoryWritable(this.tempDir, 'temp directory');
+    await this.check();
   }
 
   /** Fails with a clear message when the bucket is missing or unreachable; call at start-up. */

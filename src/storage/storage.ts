@@ -64,6 +64,8 @@ export interface Storage {
   listAuxFiles(kind: ListableAuxKind): AsyncIterable<StoredFileInfo>;
   /** The legacy signing key file (`config/cache.key`), if an older ncps left one. */
   getLegacySecretKey(): Promise<string | undefined>;
+  /** Fails, saying why, when storage cannot take new files right now (for /readyz). */
+  checkWritable(): Promise<void>;
 }
 
 /** Where a small auxiliary file lives, relative to the storage root or bucket. */

@@ -20,6 +20,14 @@ export interface Upstream {
   /** Whether the priority came from the URL (then nix-cache-info does not override it). */
   priorityFixed: boolean;
   healthy: boolean;
+  /** The last health check: when it ended, how long it took, and why it failed (if it did). */
+  lastCheck?: HealthCheck;
+}
+
+export interface HealthCheck {
+  at: number;
+  latencyMs: number;
+  error?: string;
 }
 
 export interface UpstreamNarInfo {
@@ -95,26 +103,38 @@ export class UpstreamPool {
     this.healthTimer.unref();
   }
 
+  /** Whether every upstream has been checked at least once since start. */
+  get checked(): boolean {
+    return this.upstreams.every((u) => u.lastCheck !== undefined);
+  }
+
   async checkHealth(): Promise<void> {
     await Promise.all(
       this.upstreams.map(async (upstream) => {
         const url = new URL('nix-cache-info', upstream.baseUrl);
-        let healthy = false;
+        const started = performance.now();
+        let error: string | undefined;
         try {
           const res = await this.get(url);
           if (res.statusCode === 200) {
             const text = await readLimited(res.body, MAX_NARINFO_BYTES);
-            healthy = true;
             const priority = /^Priority:\s*(\d+)\s*$/m.exec(text);
             if (priority && !upstream.priorityFixed) upstream.priority = Number(priority[1]);
           } else {
             res.body.resume();
+            error = `nix-cache-info answered HTTP ${res.statusCode}`;
           }
-        } catch (error) {
-          this.options.logger.debug({ upstream: url.origin, err: (error as Error).message }, 'upstream health check failed');
+        } catch (failure) {
+          error = (failure as Error).message || String(failure);
         }
+        const healthy = error === undefined;
+        upstream.lastCheck = { at: Date.now(), latencyMs: performance.now() - started, ...(error ? { error } : {}) };
         if (healthy !== upstream.healthy) {
-          this.options.logger[healthy ? 'info' : 'warn']({ upstream: upstream.baseUrl.href }, healthy ? 'upstream is healthy' : 'upstream is unhealthy');
+          // A change is worth a line, with why; a state that stays is not repeated every minute.
+          if (healthy) this.options.logger.info({ upstream: upstream.baseUrl.href }, 'upstream is healthy');
+          else this.options.logger.warn({ upstream: upstream.baseUrl.href, reason: error }, 'upstream is unhealthy');
+        } else if (!healthy) {
+          this.options.logger.debug({ upstream: upstream.baseUrl.href, reason: error }, 'upstream is still unhealthy');
         }
         upstream.healthy = healthy;
       }),

@@ -26,6 +26,8 @@ export interface NcpsOptions {
   hostname?: string;
   /** A file descriptor to give the process as its stdout (then logs() holds stderr only). */
   stdoutFd?: number;
+  /** A command that runs node, e.g. `['setpriv', '--reuid=65534', …]` to serve as another user. */
+  wrapper?: string[];
 }
 
 export interface NcpsProcess {
@@ -73,7 +75,8 @@ async function startOnce(opts: NcpsOptions, dataDir: string): Promise<NcpsProces
     '--log-level=debug',
     ...(opts.extraArgs ?? []),
   ];
-  const proc = spawn(process.execPath, args, {
+  const [command, ...prefix] = [...(opts.wrapper ?? []), process.execPath];
+  const proc = spawn(command!, [...prefix, ...args], {
     cwd: REPO_ROOT,
     env: childEnv(opts.env),
     stdio: ['ignore', opts.stdoutFd ?? 'pipe', 'pipe'],

@@ -1,4 +1,4 @@
-// The small fixed routes: health, cache info, public key and the JSON index.
+// The small fixed routes: cache info, public key and the JSON index.
 
 import type { FastifyInstance } from 'fastify';
 
@@ -11,13 +11,6 @@ export interface CacheInfoOptions {
 const NIX_CACHE_INFO = 'StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 10\n';
 
 export function registerCacheInfoRoutes(app: FastifyInstance, options: CacheInfoOptions): void {
-  app.route({
-    method: ['GET', 'HEAD'],
-    url: '/healthz',
-    config: { quiet: true, access: 'public' },
-    handler: async (_request, reply) => reply.type('text/plain; charset=utf-8').send('OK\n'),
-  });
-
   for (const url of ['/nix-cache-info', '/upload/nix-cache-info']) {
     app.route({
       method: ['GET', 'HEAD'],
