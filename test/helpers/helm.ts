@@ -3,7 +3,7 @@
 // (scripts/chart-tools.sh): NCPS_HELM is the helm binary, NCPS_KUBERNETES_MODELS a folder whose
 // node_modules holds kubernetes-models. Without them the chart tests are skipped, except in CI.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseAllDocuments } from 'yaml';
@@ -117,4 +117,57 @@ export async function schemaProblems(objects: readonly K8sObject[]): Promise<str
     }
   }
   return problems;
+}
+
+/** Interface of each API kind in kubernetes-models' type declarations. */
+function modelType(apiVersion: string, kind: string): { from: string; name: string } {
+  if (apiVersion.startsWith('monitoring.coreos.com/')) return { from: `@kubernetes-models/prometheus-operator/${apiVersion}/${kind}`, name: `I${kind}` };
+  return { from: `kubernetes-models/${apiVersion}/${kind}`, name: `I${kind}` };
+}
+
+/**
+ * Fields the Kubernetes API does not know. The schemas accept unknown fields (so does the API
+ * server, with a warning, unless asked to be strict), so a misspelt field would pass
+ * schemaProblems: here every object is type-checked as a TypeScript object literal against
+ * kubernetes-models' declarations, whose excess-property check names each unknown field.
+ */
+export function unknownFields(objects: readonly K8sObject[]): string[] {
+  // Loaded here: only the chart tests need the compiler.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const ts = require('typescript') as typeof import('typescript');
+  const dir = mkdtempSync(path.join(MODELS, 'check-'));
+  try {
+    const lines: string[] = [];
+    const starts: number[] = [];
+    objects.forEach((o, i) => {
+      const t = modelType(o.apiVersion, o.kind);
+      lines.push(`import type { ${t.name} as T${i} } from ${JSON.stringify(t.from)};`);
+    });
+    objects.forEach((o, i) => {
+      starts.push(lines.length);
+      lines.push(...`export const o${i}: T${i} = ${JSON.stringify(o, null, 1)};`.split('\n'));
+    });
+    const file = path.join(dir, 'objects.ts');
+    writeFileSync(file, lines.join('\n'));
+    const program = ts.createProgram([file], {
+      strict: true,
+      noEmit: true,
+      skipLibCheck: true,
+      target: ts.ScriptTarget.ES2022,
+      module: ts.ModuleKind.ESNext,
+      moduleResolution: ts.ModuleResolutionKind.Bundler,
+      types: [],
+    });
+    const problems: string[] = [];
+    for (const d of ts.getPreEmitDiagnostics(program)) {
+      const text = ts.flattenDiagnosticMessageText(d.messageText, '\n');
+      const line = d.file && d.start !== undefined ? d.file.getLineAndCharacterOfPosition(d.start).line : -1;
+      const index = starts.findLastIndex((s) => s <= line);
+      const o = objects[index];
+      problems.push(`${o ? `${o.kind}/${o.metadata.name}` : 'objects.ts'}: ${text.split('\n')[0]}`);
+    }
+    return problems;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

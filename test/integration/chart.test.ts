@@ -11,7 +11,7 @@ import { describe, it } from 'node:test';
 import { parse as parseYaml } from 'yaml';
 import { loadConfig } from '../../src/config/load';
 import { OPTIONS } from '../../src/config/options';
-import { CHART_DIR, chartToolsMissing, helm, render, renderFails, schemaProblems, type K8sObject } from '../helpers/helm';
+import { CHART_DIR, chartToolsMissing, helm, render, renderFails, schemaProblems, unknownFields, type K8sObject } from '../helpers/helm';
 
 const skip = chartToolsMissing();
 const RELEASE = 'cache';
@@ -130,8 +130,9 @@ describe('Helm chart charts/ncps', { skip }, () => {
     describe(label, () => {
       const objects = render({ values, release: RELEASE });
 
-      it('every object is valid against the Kubernetes API schemas', async () => {
+      it('every object is valid against the Kubernetes API schemas, with no field the API does not know', async () => {
         assert.deepEqual(await schemaProblems(objects), []);
+        assert.deepEqual(unknownFields(objects), []);
         for (const o of objects) assert.match(o.metadata.name, /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/, `${o.kind} name`);
       });
 
