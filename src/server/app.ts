@@ -11,6 +11,8 @@ import type { Readiness } from '../telemetry/readiness';
 import { tracer } from '../telemetry/tracing';
 import { createAuthHook, type Access } from './auth';
 import { HttpError } from './errors';
+import { answerClientError, answerFrameworkError } from './framework-errors';
+import { RouteMethods } from './method-not-allowed';
 import { registerCacheInfoRoutes } from './routes/cache-info';
 import { registerHealthRoutes } from './routes/health';
 import { registerLogRoutes } from './routes/aux-files';
@@ -69,7 +71,12 @@ export function buildApp(options: AppOptions): FastifyInstance {
     // disable the substituter).
     return503OnClosing: false,
     routerOptions: { maxParamLength: 256 },
+    // Refusals before routing answer one line of text, like every other refusal.
+    frameworkErrors: answerFrameworkError,
+    clientErrorHandler: answerClientError,
   });
+  const routeMethods = new RouteMethods();
+  routeMethods.watch(app);
 
   app.decorateRequest('cacheSource', undefined);
   app.decorateRequest('startedAt', 0n);
@@ -114,10 +121,15 @@ export function buildApp(options: AppOptions): FastifyInstance {
     );
   });
 
-  // Absence is short-lived: an upstream may get the path any minute.
-  app.setNotFoundHandler(async (_request, reply) =>
-    reply.code(404).header('cache-control', 'public, max-age=60').type('text/plain; charset=utf-8').send('not found\n'),
-  );
+  // Absence is short-lived: an upstream may get the path any minute. A path that exists for other
+  // methods only is a wrong method: 405 with Allow.
+  app.setNotFoundHandler(async (request, reply) => {
+    const allowed = routeMethods.allowedFor(request.url);
+    if (allowed.length > 0 && !allowed.includes(request.method)) {
+      return reply.code(405).header('allow', allowed.join(', ')).type('text/plain; charset=utf-8').send(`method ${request.method} not allowed here\n`);
+    }
+    return reply.code(404).header('cache-control', 'public, max-age=60').type('text/plain; charset=utf-8').send('not found\n');
+  });
 
   app.setErrorHandler(async (error, request, reply) => {
     if (error instanceof HttpError) {

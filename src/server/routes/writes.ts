@@ -1,7 +1,7 @@
 // Uploads (PUT under /upload), deletes and pins. Each is refused with 405 unless its verb is
 // enabled, and needs the write token when one is configured (see auth.ts).
 
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Readable } from 'node:stream';
 import { CacheWrites, RejectedWrite } from '../../cache/writes';
 import { HttpError } from '../errors';
@@ -27,14 +27,24 @@ function notAllowed(reply: FastifyReply, flag: string): FastifyReply {
     .send(`method not allowed: start ncps with ${flag} to enable it\n`);
 }
 
-async function readBody(body: Readable, limit: number): Promise<Buffer> {
+const EMPTY_BODY = 'empty request body: nothing to store';
+
+/** The body stream; fastify passes none for `Content-Length: 0`. Nothing ncps stores is empty. */
+function bodyStream(request: FastifyRequest): Readable {
+  const body = request.body as Readable | undefined | null;
+  if (!body) throw new HttpError(400, EMPTY_BODY);
+  return body;
+}
+
+async function readBody(request: FastifyRequest, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let total = 0;
-  for await (const chunk of body) {
+  for await (const chunk of bodyStream(request)) {
     total += (chunk as Buffer).length;
     if (total > limit) throw new HttpError(413, `request body larger than ${limit} bytes`);
     chunks.push(chunk as Buffer);
   }
+  if (total === 0) throw new HttpError(400, EMPTY_BODY);
   return Buffer.concat(chunks);
 }
 
@@ -60,26 +70,26 @@ export function registerWriteRoutes(app: FastifyInstance, writes: CacheWrites, o
     // nix copy only writes nix-cache-info when GET said 404, which ours never does; accept it.
     if (file === 'nix-cache-info') return reply.code(204).send();
     if (file.endsWith('.ls')) {
-      await writes.putAuxFile('ls', listingName(file), await readBody(request.body as Readable, MAX_AUX_BYTES));
+      await writes.putAuxFile('ls', listingName(file), await readBody(request, MAX_AUX_BYTES));
       return reply.code(204).send();
     }
     const hash = narInfoHashOf(file);
     if (!hash) return reply.callNotFound();
-    const text = (await readBody(request.body as Readable, MAX_NARINFO_BYTES)).toString('utf8');
+    const text = (await readBody(request, MAX_NARINFO_BYTES)).toString('utf8');
     await translate(() => writes.putNarInfo(hash, text));
     return reply.code(204).send();
   });
 
   app.put<{ Params: { name: string } }>('/upload/log/:name', { config: write }, async (request, reply) => {
     if (!options.allowPut) return notAllowed(reply, '--cache-allow-put-verb');
-    await writes.putAuxFile('log', logName(request.params.name), await readBody(request.body as Readable, MAX_AUX_BYTES));
+    await writes.putAuxFile('log', logName(request.params.name), await readBody(request, MAX_AUX_BYTES));
     return reply.code(204).send();
   });
 
   app.put<{ Params: { file: string } }>('/upload/realisations/:file', { config: write }, async (request, reply) => {
     if (!options.allowPut) return notAllowed(reply, '--cache-allow-put-verb');
     const id = realisationId(request.params.file);
-    const text = (await readBody(request.body as Readable, MAX_NARINFO_BYTES)).toString('utf8');
+    const text = (await readBody(request, MAX_NARINFO_BYTES)).toString('utf8');
     await translate(() => writes.putRealisation(id, text));
     return reply.code(204).send();
   });
@@ -87,7 +97,7 @@ export function registerWriteRoutes(app: FastifyInstance, writes: CacheWrites, o
   app.put<{ Params: { drv: string; file: string } }>('/upload/build-trace-v2/:drv/:file', { config: write }, async (request, reply) => {
     if (!options.allowPut) return notAllowed(reply, '--cache-allow-put-verb');
     const key = buildTraceKey(request.params.drv, request.params.file);
-    const text = (await readBody(request.body as Readable, MAX_NARINFO_BYTES)).toString('utf8');
+    const text = (await readBody(request, MAX_NARINFO_BYTES)).toString('utf8');
     await translate(() => writes.putBuildTrace(key, text));
     return reply.code(204).send();
   });
@@ -95,7 +105,7 @@ export function registerWriteRoutes(app: FastifyInstance, writes: CacheWrites, o
   app.put<{ Params: { file: string } }>('/upload/nar/:file', { config: write }, async (request, reply) => {
     if (!options.allowPut) return notAllowed(reply, '--cache-allow-put-verb');
     const name = checkedNarName(request.params.file);
-    await translate(() => writes.putNar(name, request.body as Readable));
+    await translate(() => writes.putNar(name, bodyStream(request)));
     return reply.code(204).send();
   });
 
