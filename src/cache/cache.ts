@@ -69,6 +69,8 @@ export type CacheSource = 'hit' | 'miss';
 export interface NarInfoResult {
   text: string;
   source: CacheSource;
+  /** Where a hit came from: the database, or a narinfo file an older ncps left in storage. */
+  from?: 'database' | 'storage';
   /** Host name of the upstream a miss was fetched from. */
   upstream?: string;
 }
@@ -79,7 +81,13 @@ interface FetchedNarInfo {
 }
 
 export interface NarResult {
+  /**
+   * 'miss' also for the first read of a NAR the background prefetch stored for a narinfo miss:
+   * those bytes came from upstream for this client, the cache saved nothing yet.
+   */
   source: CacheSource;
+  /** Host name of the upstream a miss streams from. */
+  upstream?: string;
   /** Total size, when known. */
   size: number | undefined;
   /** Absent for HEAD requests. */
@@ -107,6 +115,9 @@ export const MAX_AUX_BYTES = 64 << 20;
 /** How often accumulated "was served" marks are written, rather than one write per request. */
 const TOUCH_FLUSH_MS = 5_000;
 
+/** Prefetched NARs remembered until a client reads them (the oldest are forgotten beyond this). */
+const MAX_PREFETCHED_UNREAD = 10_000;
+
 export interface ReadOptions {
   /** False for the /upload routes: answer from what is stored, never from upstream. */
   upstream: boolean;
@@ -123,6 +134,12 @@ export class Cache {
   private readonly touchTimer: NodeJS.Timeout;
   private readonly absent: NegativeCache;
   private readonly memo = new NarInfoMemo();
+  /** NARs a prefetch stored that no client has read yet (name → when), so that read is no "hit". */
+  private readonly prefetchedUnread = new Map<string, number>();
+  /** Downloads a client has joined (a prefetch that a client reads from is no longer "unread"). */
+  private readonly joined = new WeakSet<NarDownload>();
+  /** Host name of the upstream each download streams from. */
+  private readonly downloadHosts = new WeakMap<NarDownload, string>();
 
   constructor(options: CacheOptions) {
     this.options = options;
@@ -136,19 +153,19 @@ export class Cache {
     const memo = this.memo.get(hash);
     if (memo !== undefined) {
       this.touched.add(hash);
-      return { text: memo, source: 'hit' };
+      return { text: memo, source: 'hit', from: 'database' };
     }
     const stored = await this.options.db.getNarInfo(hash);
     if (stored) {
       this.touched.add(hash);
       const text = formatNarInfo(this.withOurSignature(stored));
       this.memo.set(hash, text);
-      return { text, source: 'hit' };
+      return { text, source: 'hit', from: 'database' };
     }
     const legacy = await this.fromLegacyFile(hash);
     if (legacy) {
       this.touched.add(hash);
-      return { text: formatNarInfo(this.withOurSignature(legacy)), source: 'hit' };
+      return { text: formatNarInfo(this.withOurSignature(legacy)), source: 'hit', from: 'storage' };
     }
     if (!read.upstream || this.absent.has(hash)) return undefined;
     let fetch = this.narInfoFetches.get(hash);
@@ -157,7 +174,8 @@ export class Cache {
       this.narInfoFetches.set(hash, fetch);
     }
     const fetched = await fetch;
-    return fetched ? { text: formatNarInfo(fetched.narInfo), source: 'miss', upstream: fetched.upstream } : undefined;
+    if (!fetched) return undefined;
+    return { text: formatNarInfo(fetched.narInfo), source: 'miss', ...(fetched.upstream ? { upstream: fetched.upstream } : {}) };
   }
 
   /**
@@ -175,15 +193,19 @@ export class Cache {
   private async fromLegacyFile(hash: string): Promise<NarInfo | undefined> {
     const { legacy, metrics, logger } = this.options;
     if (!legacy) return undefined;
+    const labels = { migration_type: 'narinfo-to-db', operation: 'migrate' };
+    const timer = metrics.backgroundMigrationDuration.startTimer(labels);
     try {
       const { outcome, narInfo } = await legacy.migrate(hash);
       if (outcome === 'migrated') {
-        metrics.backgroundMigrations.labels('success').inc();
+        timer();
+        metrics.backgroundMigrations.labels({ ...labels, result: 'success' }).inc();
         logger.info({ hash }, 'migrated a legacy narinfo file into the database');
       }
       return narInfo;
     } catch (error) {
-      metrics.backgroundMigrations.labels('failure').inc();
+      timer();
+      metrics.backgroundMigrations.labels({ ...labels, result: 'failure' }).inc();
       const level = error instanceof InvalidLegacyNarInfo ? 'warn' : 'error';
       logger[level]({ hash, err: (error as Error).message }, 'could not migrate a legacy narinfo file');
       return undefined;
@@ -261,13 +283,27 @@ export class Cache {
     void (async () => {
       if (this.downloads.has(name) || (await this.options.storage.statNar(name)) !== undefined) return;
       const record = await this.options.db.getNarFile(name);
-      if (!record) return;
+      if (!record || this.downloads.has(name)) return;
       const download = this.startDownload(record);
       await download.done;
+      if (!this.joined.has(download)) this.rememberPrefetched(name);
     })().catch((error: Error) => {
       if (error instanceof AlreadyStored || error instanceof NotFoundUpstream) return;
       this.options.logger.warn({ nar: name, err: error.message }, 'NAR prefetch failed');
     });
+  }
+
+  private rememberPrefetched(name: string): void {
+    this.prefetchedUnread.set(name, Date.now());
+    if (this.prefetchedUnread.size > MAX_PREFETCHED_UNREAD) {
+      const oldest = this.prefetchedUnread.keys().next().value;
+      if (oldest !== undefined) this.prefetchedUnread.delete(oldest);
+    }
+  }
+
+  /** A read from storage: a hit, unless it is the first read of what a prefetch stored. */
+  private storedSource(name: string): CacheSource {
+    return this.prefetchedUnread.size > 0 && this.prefetchedUnread.delete(name) ? 'miss' : 'hit';
   }
 
   /**
@@ -295,7 +331,7 @@ export class Cache {
         const part = await storage.getNar(name, range);
         if (part) {
           this.touchedNars.add(name);
-          return { source: 'hit', size, stream: part.stream, range };
+          return { source: this.storedSource(name), size, stream: part.stream, range };
         }
       }
     } else if (!this.downloads.has(name)) {
@@ -303,7 +339,7 @@ export class Cache {
       const stored = await storage.getNar(name);
       if (stored) {
         this.touchedNars.add(name);
-        return { source: 'hit', size: stored.size, stream: stored.stream };
+        return { source: this.storedSource(name), size: stored.size, stream: stored.stream };
       }
     }
     if (!options.upstream) return undefined;
@@ -329,10 +365,13 @@ export class Cache {
       // A range on a download in flight is served from the bytes as they land, when the total
       // size is known up front (it is whenever the narinfo has FileSize).
       const size = download.expectedSize;
+      const host = this.downloadHosts.get(download);
+      const upstream = host ? { upstream: host } : {};
       const range = options.range && size !== undefined ? resolveRange(options.range, size) : undefined;
-      if (range === 'unsatisfiable') return { source: 'miss', size, range };
+      if (range === 'unsatisfiable') return { source: 'miss', size, range, ...upstream };
       const stream = range ? download.createReader(range.start, range.end) : download.createReader();
-      return { source: 'miss', size, stream, ...(range ? { range } : {}) };
+      this.joined.add(download);
+      return { source: 'miss', size, stream, ...(range ? { range } : {}), ...upstream };
     } catch {
       // It finished between our checks: the file is in storage now (or the download failed).
       const landed = await storage.getNar(name);
@@ -354,10 +393,19 @@ export class Cache {
       tempDir: storage.tempDir,
       expected: expectedFile(record),
       open: async () => {
-        const lock = await acquireWithin(locker, lockKey, lockTtlMs, this.options.downloadLockWaitMs ?? DEFAULT_DOWNLOAD_LOCK_WAIT_MS);
+        // Held by another instance (this one single-flights its own downloads): wait a while.
+        const free = await locker.tryAcquire(lockKey, lockTtlMs);
+        const lock = free ?? (await acquireWithin(locker, lockKey, lockTtlMs, this.options.downloadLockWaitMs ?? DEFAULT_DOWNLOAD_LOCK_WAIT_MS));
         if (lock) releaseLock = () => lock.release();
+        const fallback = (outcome: 'served_by_peer' | 'take_over' | 'pass_through') => {
+          if (!free) this.options.metrics.downloadCoordinationFallback.labels(outcome).inc();
+        };
         // Another instance may have held the lock for this very download: then it is stored now.
-        if ((await storage.statNar(record.name)) !== undefined) throw new AlreadyStored(record.name);
+        if ((await storage.statNar(record.name)) !== undefined) {
+          fallback('served_by_peer');
+          throw new AlreadyStored(record.name);
+        }
+        fallback(lock ? 'take_over' : 'pass_through');
         if (!lock) {
           // Another instance is still at it (a long download, or it died holding the lock): stream
           // from upstream rather than keep the client waiting; storing is decided at the end.
@@ -387,6 +435,7 @@ export class Cache {
       },
     });
     this.downloads.set(record.name, download);
+    this.downloadHosts.set(download, upstreamUrl.hostname);
     const started = Date.now();
     download.done.then(
       () => {

@@ -72,6 +72,7 @@ export class LruCleaner {
       logger.info('LRU clean-up already running elsewhere; skipped');
       return { evictedNarInfos: 0, freedBytes: 0, sizeAfter: -1 };
     }
+    const timer = metrics.lruDuration.startTimer();
     try {
       metrics.lruRuns.inc();
       if (this.options.sweeper && Date.now() - this.lastSweep >= SWEEP_INTERVAL_MS) {
@@ -112,16 +113,21 @@ export class LruCleaner {
             await db.deleteAuxFile(file);
             doomedFiles.push(file);
             evictedFiles++;
+            metrics.lruAuxFilesEvicted.inc();
             freed(file.size);
             continue;
           }
           p++;
           const { deleted, orphanedNarFiles } = await db.deleteNarInfo(path!.hash);
-          if (deleted) evictedNarInfos++;
+          if (deleted) {
+            evictedNarInfos++;
+            metrics.lruNarInfosEvicted.inc();
+          }
           evicted.push(path!.hash);
           this.options.onEvicted?.(path!.hash);
           for (const nar of orphanedNarFiles) {
             doomedNars.push(nar.name);
+            metrics.lruNarFilesEvicted.inc();
             freed(nar.size);
           }
         }
@@ -140,6 +146,7 @@ export class LruCleaner {
       }
       return { evictedNarInfos, freedBytes, sizeAfter: size };
     } finally {
+      timer();
       await lock.release();
     }
   }

@@ -65,15 +65,16 @@ async function migrateNarinfo(argv: string[]): Promise<number> {
     const worker = async () => {
       while (next < hashes.length) {
         const hash = hashes[next++]!;
-        const timer = metrics.migrationDuration.startTimer();
+        const labels = { migration_type: 'narinfo-to-db', operation: 'migrate' };
+        const timer = metrics.migrationDuration.startTimer(labels);
         try {
           const { outcome } = await migrator.migrate(hash);
           if (outcome === 'migrated') counts.migrated++;
           else counts.already++;
-          metrics.migrationObjects.labels('success').inc();
+          metrics.migrationObjects.labels({ ...labels, result: 'success' }).inc();
         } catch (error) {
           counts.failed++;
-          metrics.migrationObjects.labels('failure').inc();
+          metrics.migrationObjects.labels({ ...labels, result: 'failure' }).inc();
           const message = error instanceof InvalidLegacyNarInfo ? error.message : `${hash}: ${(error as Error).message}`;
           failures.push(message);
           logger.warn({ hash, err: message }, 'could not migrate a legacy narinfo file');

@@ -13,6 +13,7 @@ import { ConfigError, type LoadedConfig } from '../config/load';
 import { LeaseKeeper } from '../lock/lease';
 import { hasLegacyNarInfos, LegacyNarInfoMigrator } from '../migrate/narinfo';
 import { instrumentLocker } from '../lock/instrumented';
+import { LocalLocker } from '../lock/local';
 import { commandConfig, commandLogger, createLocker, startConfiguredOpenTelemetry, describeDatabase, openConfiguredDatabase, openConfiguredStorage } from './common';
 import { parsePublicKey, type PublicKey } from '../nix';
 import { buildApp } from '../server/app';
@@ -121,14 +122,15 @@ async function serve(argv: string[]): Promise<number> {
   const settings = checkedSettings(config);
   const logger = commandLogger(config, 'nonblocking');
 
-  const metrics = new Metrics({ maxSizeBytes: settings.maxSizeBytes, defaultMetrics: settings.prometheus });
-  const metricsForLocks = metrics;
+  const baseLocker = createLocker(config, logger);
+  const lockMode = baseLocker instanceof LocalLocker ? 'local' : 'distributed';
+  const metrics = new Metrics({ maxSizeBytes: settings.maxSizeBytes, defaultMetrics: settings.prometheus, lockMode });
   const storage = openConfiguredStorage(config);
   await storage.check?.();
   const removed = (await storage.cleanTempDir?.(60 * 60 * 1000)) ?? 0;
   if (removed > 0) logger.info({ removed }, 'removed stale partial downloads');
 
-  const locker = instrumentLocker(createLocker(config, logger), metricsForLocks);
+  const locker = instrumentLocker(baseLocker, metrics, lockMode);
   await locker.check?.();
   const db = openConfiguredDatabase(config);
   const applied = await db.migrate();
@@ -155,6 +157,7 @@ async function serve(argv: string[]): Promise<number> {
   });
   // Health is checked in the background: an upstream that is down at start must not delay serving.
   void upstreams.start();
+  metrics.watchUpstreams(() => upstreams.upstreams);
 
 
   const legacy = (await hasLegacyNarInfos(storage))

@@ -6,13 +6,14 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type { Cache, CacheSource } from '../cache/cache';
 import type { CacheWrites } from '../cache/writes';
 import type { Logger } from '../telemetry/logger';
-import type { Metrics } from '../telemetry/metrics';
+import type { Metrics, NarInfoSource } from '../telemetry/metrics';
 import type { Readiness } from '../telemetry/readiness';
 import { tracer } from '../telemetry/tracing';
 import { createAuthHook, type Access } from './auth';
 import { HttpError } from './errors';
 import { answerClientError, answerFrameworkError } from './framework-errors';
 import { RouteMethods } from './method-not-allowed';
+import { responseBytes, trackResponseBytes } from './response-bytes';
 import { registerCacheInfoRoutes } from './routes/cache-info';
 import { registerHealthRoutes } from './routes/health';
 import { registerLogRoutes } from './routes/aux-files';
@@ -22,12 +23,15 @@ import { registerWriteRoutes } from './routes/writes';
 
 declare module 'fastify' {
   interface FastifyRequest {
+    /** Set by cache routes once they looked something up: what it was, for the metrics. */
+    cacheKind: 'narinfo' | 'nar' | undefined;
     /** Set by cache routes: whether the answer came from our storage or from upstream. */
     cacheSource: CacheSource | undefined;
+    /** Set by the narinfo route on a hit: the database, or a narinfo file an older ncps left. */
+    narInfoFrom: NarInfoSource | undefined;
     startedAt: bigint;
-    socketBytesAtStart: number;
     span: Span | undefined;
-    /** Set by the narinfo route on a miss: which upstream answered. */
+    /** Set by cache routes on a miss: which upstream answered. */
     upstreamHost: string | undefined;
   }
   interface FastifyContextConfig {
@@ -35,8 +39,6 @@ declare module 'fastify' {
     quiet?: boolean;
     /** Who may call the route; 'read' when absent. */
     access?: Access;
-    /** For metrics: which cache object the route serves. */
-    kind?: 'narinfo' | 'nar';
   }
 }
 
@@ -78,15 +80,16 @@ export function buildApp(options: AppOptions): FastifyInstance {
   const routeMethods = new RouteMethods();
   routeMethods.watch(app);
 
+  app.decorateRequest('cacheKind', undefined);
   app.decorateRequest('cacheSource', undefined);
+  app.decorateRequest('narInfoFrom', undefined);
   app.decorateRequest('startedAt', 0n);
-  app.decorateRequest('socketBytesAtStart', 0);
   app.decorateRequest('span', undefined);
   app.decorateRequest('upstreamHost', undefined);
 
-  app.addHook('onRequest', async (request) => {
+  app.addHook('onRequest', async (request, reply) => {
     request.startedAt = process.hrtime.bigint();
-    request.socketBytesAtStart = request.raw.socket?.bytesWritten ?? 0;
+    trackResponseBytes(reply.raw);
     request.span = tracer().startSpan(`${request.method} ${request.routeOptions.url ?? 'unmatched'}`, {
       kind: SpanKind.SERVER,
       attributes: { 'http.request.method': request.method, 'url.path': request.url },
@@ -94,29 +97,59 @@ export function buildApp(options: AppOptions): FastifyInstance {
   });
   app.addHook('onRequest', createAuthHook({ getToken: options.getToken, putToken: options.putToken }));
 
-  // One log line and the metrics per request: what was asked, the answer, size, time, hit or miss.
+  // The series every request touches, looked up once.
+  const narInfoHit = {
+    database: metrics.narInfoServed.labels({ result: 'hit', status: 'success', source: 'database' }),
+    storage: metrics.narInfoServed.labels({ result: 'hit', status: 'success', source: 'storage' }),
+  };
+  const narInfoAbsent = metrics.narInfoServed.labels({ result: 'miss', status: 'error' });
+  const narHit = metrics.narServed.labels({ result: 'hit', status: 'success' });
+  const narAbsent = metrics.narServed.labels({ result: 'miss', status: 'error' });
+  const bytesFromCache = metrics.bytesServed.labels('cache');
+  const bytesFromUpstream = metrics.bytesServed.labels('upstream');
+
+  /** The Go ncps's labels of a miss that found the path: its upstream host when known. */
+  const foundMiss = (status: string, host: string | undefined) => (host ? { result: 'miss', status, upstream_hostname: host } : { result: 'miss', status });
+
+  // One log line and the metrics per request: what was asked, by whom, the answer, size, time,
+  // hit or miss.
   app.addHook('onResponse', async (request, reply) => {
     const seconds = Number(process.hrtime.bigint() - request.startedAt) / 1e9;
-    const socket = request.raw.socket;
-    const bytes = socket ? socket.bytesWritten - request.socketBytesAtStart : 0;
-    const status = String(reply.statusCode);
-    const config = reply.routeOptions.config;
+    const bytes = responseBytes(reply.raw);
+    const status = reply.statusCode;
     const route = reply.routeOptions.url ?? 'unmatched';
-    metrics.httpDuration.labels(request.method, route, status).observe(seconds);
+    metrics.httpDuration.labels(request.method, route, String(status)).observe(seconds);
     const result = request.cacheSource;
-    request.span?.setAttributes({ 'http.response.status_code': reply.statusCode, 'ncps.cache': result ?? 'none', 'ncps.bytes': bytes });
-    if (reply.statusCode >= 500) request.span?.setStatus({ code: SpanStatusCode.ERROR });
+    request.span?.setAttributes({ 'http.response.status_code': status, 'ncps.cache': result ?? 'none', 'ncps.bytes': bytes });
+    if (status >= 500) request.span?.setStatus({ code: SpanStatusCode.ERROR });
     request.span?.end();
-    if (config?.kind === 'narinfo' && request.method === 'GET') {
-      metrics.narInfoServed.labels(result ?? 'miss', status, result === 'hit' ? 'cache' : 'upstream', request.upstreamHost ?? '').inc();
-    } else if (config?.kind === 'nar' && request.method === 'GET' && result) {
-      const source = result === 'hit' ? 'cache' : 'upstream';
-      metrics.narServed.labels(result, source).inc();
-      metrics.bytesServed.labels(source).inc(bytes);
+    if (request.cacheKind === 'narinfo') {
+      // GET and HEAD, like the Go ncps (both look the narinfo up).
+      if (result === 'hit') narInfoHit[request.narInfoFrom ?? 'database'].inc();
+      else if (result === 'miss') metrics.narInfoServed.labels(foundMiss(status < 400 ? 'success' : 'error', request.upstreamHost)).inc();
+      else narInfoAbsent.inc();
+    } else if (request.cacheKind === 'nar' && request.method === 'GET') {
+      if (result === 'hit' && status < 400) {
+        narHit.inc();
+        bytesFromCache.inc(bytes);
+      } else if (result === 'miss') {
+        metrics.narServed.labels(foundMiss(status < 400 ? 'success' : 'error', request.upstreamHost)).inc();
+        bytesFromUpstream.inc(bytes);
+      } else if (status === 404) {
+        narAbsent.inc();
+      }
     }
-    if (config?.quiet) return;
+    if (reply.routeOptions.config?.quiet) return;
     logger.info(
-      { method: request.method, url: request.url, status: reply.statusCode, bytes, ms: Math.round(seconds * 1e4) / 10, cache: result },
+      {
+        client: clientAddress(request.ip),
+        method: request.method,
+        url: request.url,
+        status,
+        bytes,
+        ms: Math.round(seconds * 1e4) / 10,
+        cache: result,
+      },
       'request',
     );
   });
@@ -179,4 +212,9 @@ export function buildApp(options: AppOptions): FastifyInstance {
     });
   }
   return app;
+}
+
+/** `::ffff:192.0.2.1` (an IPv4 client of the dual-stack listener) as `192.0.2.1`. */
+function clientAddress(ip: string): string {
+  return ip.startsWith('::ffff:') ? ip.slice('::ffff:'.length) : ip;
 }

@@ -175,6 +175,9 @@ describe('LRU eviction', { skip }, () => {
     assert.ok(disk <= maxBytes, `NAR bytes on disk ${disk} > max ${maxBytes}`);
     assert.equal(metric(metricsText, 'ncps_cache_max_size_bytes'), maxBytes);
     assert.ok((metric(metricsText, 'ncps_lru_bytes_freed_total') ?? 0) >= total - maxBytes, 'ncps_lru_bytes_freed_total');
+    assert.ok((metric(metricsText, 'ncps_lru_narinfos_evicted_total') ?? 0) >= 1, 'ncps_lru_narinfos_evicted_total');
+    assert.ok((metric(metricsText, 'ncps_lru_nar_files_evicted_total') ?? 0) >= 1, 'ncps_lru_nar_files_evicted_total');
+    assert.ok((metric(metricsText, 'ncps_lru_cleanup_duration_seconds_count') ?? 0) >= 1, 'ncps_lru_cleanup_duration_seconds');
 
     // What is left, closure by closure.
     for (const label of ['pinned', 'touched', 'newest'] as const) {

@@ -935,7 +935,7 @@ describe('operations', { skip }, () => {
       for (const name of ['ncps_narinfo_count', 'ncps_nar_file_count', 'ncps_store_total_size_bytes', 'ncps_cache_max_size_bytes']) {
         assert.equal(metricValue(r.text, name), 0, `${name} should be 0 for an empty store without a maximum size`);
       }
-      assert.equal(metricValue(r.text, 'ncps_nar_served_total', { result: 'hit', source: 'cache' }), 0);
+      assert.equal(metricValue(r.text, 'ncps_nar_served_total', { result: 'hit', status: 'success' }), 0);
       assert.equal(metricValue(r.text, 'ncps_bytes_served_total', { source: 'cache' }), 0);
     });
 
@@ -958,7 +958,7 @@ describe('operations', { skip }, () => {
 
       let text = '';
       const ok = (): boolean =>
-        (metricValue(text, 'ncps_nar_served_total', { result: 'hit', source: 'cache' }) ?? 0) >= 1 &&
+        (metricValue(text, 'ncps_nar_served_total', { result: 'hit', status: 'success' }) ?? 0) >= 1 &&
         (metricValue(text, 'ncps_bytes_served_total', { source: 'cache' }) ?? 0) >= leaf.narBytes.length &&
         (metricValue(text, 'ncps_store_total_size_bytes') ?? 0) >= leaf.narBytes.length;
       const until = Date.now() + 15_000;
@@ -969,17 +969,17 @@ describe('operations', { skip }, () => {
       } while (Date.now() < until);
       const show = (name: string, labels: Record<string, string> = {}): string => `${name}${JSON.stringify(labels)} = ${metricValue(text, name, labels)}`;
       const summary = [
-        show('ncps_nar_served_total', { result: 'hit', source: 'cache' }),
-        show('ncps_nar_served_total', { result: 'miss', source: 'upstream' }),
+        show('ncps_nar_served_total', { result: 'hit', status: 'success' }),
+        show('ncps_nar_served_total', { result: 'miss', status: 'success' }),
         show('ncps_bytes_served_total', { source: 'cache' }),
         show('ncps_store_total_size_bytes'),
       ].join('\n');
-      assert.ok((metricValue(text, 'ncps_nar_served_total', { result: 'hit', source: 'cache' }) ?? 0) >= 1, summary);
+      assert.ok((metricValue(text, 'ncps_nar_served_total', { result: 'hit', status: 'success' }) ?? 0) >= 1, summary);
       assert.ok((metricValue(text, 'ncps_bytes_served_total', { source: 'cache' }) ?? 0) >= leaf.narBytes.length, summary);
       assert.ok((metricValue(text, 'ncps_store_total_size_bytes') ?? 0) >= leaf.narBytes.length, summary);
       assert.ok((metricValue(text, 'ncps_nar_file_count') ?? 0) >= 1, 'ncps_nar_file_count');
       assert.ok((metricValue(text, 'ncps_narinfo_count') ?? 0) >= 1, 'ncps_narinfo_count');
-      assert.ok((metricValue(text, 'ncps_narinfo_served_total', { result: 'miss', status: '200' }) ?? 0) >= 1, 'narinfo miss counted');
+      assert.ok((metricValue(text, 'ncps_narinfo_served_total', { result: 'miss', status: 'success' }) ?? 0) >= 1, 'narinfo miss counted');
       assert.ok((metricValue(text, 'ncps_upstream_nar_fetch_duration_seconds_count') ?? 0) >= 1, 'upstream NAR fetch timed');
       assert.ok((metricValue(text, 'ncps_http_request_duration_seconds_count', { method: 'GET' }) ?? 0) >= 3, 'HTTP requests timed');
     });

@@ -7,8 +7,9 @@ import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { request } from '../helpers/http';
-import { startNcps, type NcpsProcess } from '../helpers/ncps';
-import { cleanupTempDirs } from '../helpers/proc';
+import { writeSyntheticLegacyNarInfos } from '../helpers/legacy';
+import { runNcps, startNcps, type NcpsProcess } from '../helpers/ncps';
+import { cleanupTempDirs, makeTempDir } from '../helpers/proc';
 
 interface Call {
   path: string;
@@ -77,4 +78,25 @@ describe('OpenTelemetry export', { timeout: 60_000 }, () => {
     assert.ok(metrics.includes('ncps_nar_served_total'));
     assert.ok(metrics.includes('service.name') && metrics.includes('ncps'));
   });
+});
+
+it('exports the migrate-narinfo metrics when the command ends', { timeout: 60_000 }, async () => {
+  const collector = await startCollector();
+  try {
+    const dataDir = await makeTempDir('otel-migrate');
+    await writeSyntheticLegacyNarInfos(dataDir, 3);
+    const result = await runNcps([
+      'migrate-narinfo',
+      `--cache-storage-local=${dataDir}`,
+      '--otel-enabled',
+      `--otel-grpc-url=${collector.url}`,
+    ]);
+    assert.equal(result.code, 0, `${result.stdout}\n${result.stderr}`);
+    assert.match(result.stdout, /migrated 3/);
+    const metrics = Buffer.concat(collector.calls.filter((c) => c.path.includes('MetricsService')).map((c) => c.body));
+    assert.ok(metrics.includes('ncps_migration_objects_total'), 'the counter was exported before the command exited');
+    assert.ok(metrics.includes('narinfo-to-db'), 'with the Go ncps labels');
+  } finally {
+    await collector.close();
+  }
 });

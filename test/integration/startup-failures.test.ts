@@ -28,7 +28,7 @@ it('exits non-zero when Redis is unreachable at start, instead of hanging', { ti
   assert.match(output, /Redis/i);
 });
 
-it('counts lock acquisitions by kind', { timeout: 60_000 }, async () => {
+it('counts lock acquisitions with the Go ncps labels, and by kind', { timeout: 60_000 }, async () => {
   const ncps = await startNcps({
     upstreams: ['http://127.0.0.1:9'],
     publicKeys: ['test-1:Zz8UoMw3ADmHtIaF4dp1kXJj5xHCn2D8bnEJnqC0lKM='],
@@ -37,7 +37,8 @@ it('counts lock acquisitions by kind', { timeout: 60_000 }, async () => {
   try {
     assert.equal((await request(ncps.url, '/00000000000000000000000000000000.narinfo')).status, 404);
     const metrics = (await request(ncps.url, '/metrics')).text;
-    assert.match(metrics, /^ncps_lock_acquisitions_total\{kind="narinfo"\} 1$/m);
+    assert.match(metrics, /^ncps_lock_acquisitions_total\{type="exclusive",mode="local",result="success",kind="narinfo"\} 1$/m);
+    assert.match(metrics, /^ncps_lock_hold_duration_seconds_count\{type="exclusive",mode="local",kind="narinfo"\} 1$/m);
   } finally {
     await ncps.stop();
   }

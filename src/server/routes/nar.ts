@@ -20,15 +20,17 @@ export function registerNarRoutes(app: FastifyInstance, cache: Cache, prefix: ''
   app.route<{ Params: { file: string } }>({
     method: ['GET', 'HEAD'],
     url: `${prefix}/nar/:file`,
-    config: { kind: 'nar' },
     handler: async (request, reply) => {
       const name = checkedNarName(request.params.file);
       const head = request.method === 'HEAD';
       // NAR file names are derived from the file's hash, so the name is a strong validator.
       const etag = `"${name.replace(/\.nar(\.[a-z0-9]+)?$/, '')}"`;
       const range = head ? undefined : parseRange(request.headers.range);
+      request.cacheKind = 'nar';
       const result = await cache.getNar(name, { head, upstream, ...(range ? { range } : {}) });
       request.cacheSource = result?.source;
+      request.upstreamHost = result?.upstream;
+      reply.header('x-cache', result?.source === 'hit' ? 'HIT' : 'MISS');
       if (!result) return reply.callNotFound();
       reply
         .type('application/x-nix-nar')

@@ -24,15 +24,17 @@ export function registerNarInfoRoutes(app: FastifyInstance, cache: Cache, prefix
   app.route<{ Params: { file: string } }>({
     method: ['GET', 'HEAD'],
     url: `${prefix}/:file`,
-    config: { kind: 'narinfo' },
     handler: async (request, reply) => {
       if (request.params.file.endsWith('.ls')) return serveAuxFile(request, reply, cache, 'ls', listingName(request.params.file), upstream);
       const hash = narInfoHashOf(request.params.file);
       if (!hash) return reply.callNotFound();
       // HEAD needs the narinfo too: only a verified narinfo may be announced as present.
+      request.cacheKind = 'narinfo';
       const result = await cache.getNarInfo(hash, { upstream });
       request.cacheSource = result?.source;
+      request.narInfoFrom = result?.from;
       request.upstreamHost = result?.upstream;
+      reply.header('x-cache', result?.source === 'hit' ? 'HIT' : 'MISS');
       if (!result) return reply.callNotFound();
       return reply
         .type('text/x-nix-narinfo')
