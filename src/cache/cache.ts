@@ -106,6 +106,16 @@ export function buildTraceFileName(key: BuildTraceKey): string {
   return `${key.drvPath}/${key.outputName}.doi`;
 }
 
+/** The lock held while a narinfo is fetched from upstream and stored (fsck holds it to repair one). */
+export function narInfoLockKey(hash: string): string {
+  return `narinfo:${hash}`;
+}
+
+/** The lock held while a NAR is downloaded and committed (fsck holds it to repair one). */
+export function downloadLockKey(name: string): string {
+  return `download:${name}`;
+}
+
 /** Used when no wait is configured: see --cache-lock-download-wait. */
 export const DEFAULT_DOWNLOAD_LOCK_WAIT_MS = 30_000;
 
@@ -214,7 +224,7 @@ export class Cache {
 
   private async fetchNarInfo(hash: string): Promise<FetchedNarInfo | undefined> {
     const { db, locker, upstreams, logger } = this.options;
-    const narInfo = await withLock(locker, `narinfo:${hash}`, this.options.downloadLockTtlMs, async () => {
+    const narInfo = await withLock(locker, narInfoLockKey(hash), this.options.downloadLockTtlMs, async () => {
       const already = await db.getNarInfo(hash); // another node may have fetched it meanwhile
       if (already) return { narInfo: already, upstream: '' };
       const timer = this.options.metrics.upstreamNarInfoDuration.startTimer();
@@ -382,7 +392,7 @@ export class Cache {
   private startDownload(record: NarFileRecord): NarDownload {
     const { storage, db, upstreams, locker, logger } = this.options;
     const upstreamUrl = new URL(record.upstreamUrl!);
-    const lockKey = `download:${record.name}`;
+    const lockKey = downloadLockKey(record.name);
     const lockTtlMs = this.options.downloadLockTtlMs;
     let releaseLock: (() => Promise<void>) | undefined;
     let passThrough = false;

@@ -8,7 +8,7 @@ import { createReadStream } from 'node:fs';
 import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createBrotliDecompress } from 'node:zlib';
-import type { Compression } from '../nix';
+import type { Compression, HashAlgorithm } from '../nix';
 
 const TOOLS: Partial<Record<Compression, [string, string[]]>> = {
   xz: ['xz', ['-dc']],
@@ -47,4 +47,134 @@ function pipeThroughTool(file: string, compression: Compression, sink: Writable)
       copied.then(() => (code === 0 ? resolve() : reject(new Error(`${command} could not decompress the NAR (exit ${code})`))), reject);
     });
   });
+}
+
+/** What a stored NAR's bytes hash to: as stored (FileHash) and decompressed (NarHash). */
+export interface StoredNarHashes {
+  file: { digest: Buffer; size: number };
+  /** Undefined when the bytes do not decompress (`decodeError` says why). */
+  nar?: { digest: Buffer; size: number };
+  decodeError?: string;
+}
+
+/** The decompressor cannot run at all (not installed): the NAR cannot be checked here. */
+export class DecompressorUnavailable extends Error {}
+
+interface Decoder {
+  input: Writable;
+  output: Readable;
+  /** Settles once the decoder is done; rejects when the bytes did not decompress. */
+  finished: Promise<void>;
+}
+
+function decoderFor(compression: Compression): Decoder | undefined {
+  if (compression === 'none') return undefined;
+  if (compression === 'br') {
+    const zlib = createBrotliDecompress();
+    const finished = new Promise<void>((resolve, reject) => {
+      zlib.once('end', resolve);
+      zlib.once('error', reject);
+    });
+    finished.catch(() => undefined);
+    return { input: zlib, output: zlib, finished };
+  }
+  const tool = TOOLS[compression];
+  if (!tool) throw new DecompressorUnavailable(`cannot decompress ${compression}`);
+  const [command, args] = tool;
+  // The tool reads the bytes on stdin: they come from storage (a file or an S3 object).
+  const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString('utf8')).slice(-500)));
+  const finished = new Promise<void>((resolve, reject) => {
+    child.once('error', (error) => reject(new DecompressorUnavailable(`cannot run ${command}: ${error.message}`)));
+    child.once('close', (code) => {
+      if (code === 0) resolve();
+      else reject(new Error(`${command} could not decompress it (exit ${code}${stderr.trim() ? `: ${stderr.trim().split('\n')[0]}` : ''})`));
+    });
+  });
+  // Looked at once the input is fed; until then a failure must not count as unhandled.
+  finished.catch(() => undefined);
+  return { input: child.stdin, output: child.stdout, finished };
+}
+
+/**
+ * Hashes a stored NAR in one pass: the bytes as stored with `fileAlgorithm`, and the bytes the
+ * decompressor makes of them with `narAlgorithm`. Bytes that do not decompress are reported in
+ * `decodeError` (the stored bytes are still hashed to the end); a decompressor that cannot run
+ * throws DecompressorUnavailable.
+ */
+export async function hashStoredNar(
+  source: Readable,
+  compression: Compression,
+  algorithms: { file: HashAlgorithm; nar: HashAlgorithm },
+): Promise<StoredNarHashes> {
+  const fileHash = createHash(algorithms.file);
+  const narHash = createHash(algorithms.nar);
+  let fileSize = 0;
+  let narSize = 0;
+  const decoder = decoderFor(compression);
+  if (!decoder) {
+    await pipeline(
+      source,
+      new Writable({
+        write(chunk: Buffer, _encoding, callback) {
+          fileHash.update(chunk);
+          narHash.update(chunk);
+          fileSize += chunk.length;
+          callback();
+        },
+      }),
+    );
+    const digest = fileHash.digest();
+    return { file: { digest, size: fileSize }, nar: { digest: algorithms.file === algorithms.nar ? digest : narHash.digest(), size: fileSize } };
+  }
+  // A decoder that gives up (corrupt bytes) closes its input: keep reading the source anyway, so
+  // the stored bytes are hashed whole.
+  let inputBroken = false;
+  decoder.input.on('error', () => (inputBroken = true));
+  decoder.input.on('close', () => (inputBroken = true));
+  const decoded: Promise<void> = pipeline(
+    decoder.output,
+    new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        narHash.update(chunk);
+        narSize += chunk.length;
+        callback();
+      },
+    }),
+  );
+  decoded.catch(() => undefined);
+  const feed = (chunk: Buffer): Promise<void> =>
+    new Promise((resolve) => {
+      if (inputBroken || decoder.input.write(chunk)) return resolve();
+      const done = () => {
+        decoder.input.off('drain', done);
+        decoder.input.off('close', done);
+        resolve();
+      };
+      decoder.input.on('drain', done);
+      decoder.input.on('close', done);
+    });
+  await pipeline(
+    source,
+    new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        fileHash.update(chunk);
+        fileSize += chunk.length;
+        feed(chunk).then(() => callback(), callback);
+      },
+      final(callback) {
+        if (!inputBroken) decoder.input.end();
+        callback();
+      },
+    }),
+  );
+  const file = { digest: fileHash.digest(), size: fileSize };
+  const [decodedResult, finishedResult] = await Promise.allSettled([decoded, decoder.finished]);
+  if (finishedResult.status === 'rejected') {
+    if (finishedResult.reason instanceof DecompressorUnavailable) throw finishedResult.reason;
+    return { file, decodeError: (finishedResult.reason as Error).message };
+  }
+  if (decodedResult.status === 'rejected') return { file, decodeError: (decodedResult.reason as Error).message };
+  return { file, nar: { digest: narHash.digest(), size: narSize } };
 }

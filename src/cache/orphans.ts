@@ -23,6 +23,26 @@ export const ORPHAN_GRACE_MS = 60 * 60 * 1000;
 const BATCH = 500;
 const MTIME_PRECISION_MS = 2_000;
 
+/** The ages that decide whether an unrecorded file is an orphan (see the header). */
+export interface OrphanAges {
+  /** Files modified before this are older than the database: not written through it, kept. */
+  since: number;
+  /** Files modified after this are young: their narinfo may still come. */
+  cutoff: number;
+}
+
+export async function orphanAges(db: Database, now: number, graceMs = ORPHAN_GRACE_MS): Promise<OrphanAges> {
+  // Storage clocks are coarse (S3 keeps whole seconds): allow for that.
+  return { since: ((await db.createdAt()) ?? now) - MTIME_PRECISION_MS, cutoff: now - graceMs };
+}
+
+/** What the sweep makes of a file no record needs, by its modification time. */
+export function unrecordedFileAge(modifiedAt: number, ages: OrphanAges): 'young' | 'older-than-database' | 'orphan' {
+  if (modifiedAt > ages.cutoff) return 'young';
+  if (modifiedAt < ages.since) return 'older-than-database';
+  return 'orphan';
+}
+
 /** The lock a narinfo upload holds while it checks and records its NAR. */
 export function narFileLockKey(name: string): string {
   return `nar-file:${name}`;
@@ -72,10 +92,7 @@ export class OrphanSweeper {
     const lock = await locker.tryAcquire('orphan-sweep', lockTtlMs);
     if (!lock) return { ...result, skipped: 'a sweep is already running elsewhere' };
     try {
-      const cutoff = now - (this.options.graceMs ?? ORPHAN_GRACE_MS);
-      // Storage clocks are coarse (S3 keeps whole seconds): allow for that.
-      const since = ((await this.options.db.createdAt()) ?? now) - MTIME_PRECISION_MS;
-      const ages = { since, cutoff };
+      const ages = await orphanAges(this.options.db, now, this.options.graceMs);
       await this.sweep(storage.listNars(), ages, result, result.nars, (batch) => this.unknownNars(batch), (file) => this.removeNar(file));
       await this.sweep(
         storage.listAuxFiles('ls'),
@@ -100,7 +117,7 @@ export class OrphanSweeper {
 
   private async sweep(
     files: AsyncIterable<StoredFileInfo>,
-    ages: { since: number; cutoff: number },
+    ages: OrphanAges,
     result: SweepResult,
     tally: { files: number; bytes: number },
     unknown: (batch: StoredFileInfo[]) => Promise<StoredFileInfo[]>,
@@ -110,7 +127,7 @@ export class OrphanSweeper {
     let batch: StoredFileInfo[] = [];
     const flush = async () => {
       for (const file of await unknown(batch)) {
-        if (file.modifiedAt < ages.since) {
+        if (unrecordedFileAge(file.modifiedAt, ages) === 'older-than-database') {
           result.olderThanDatabase++;
           continue;
         }
@@ -126,7 +143,7 @@ export class OrphanSweeper {
     };
     for await (const file of files) {
       result.scanned++;
-      if (file.modifiedAt > ages.cutoff) continue;
+      if (unrecordedFileAge(file.modifiedAt, ages) === 'young') continue;
       batch.push(file);
       if (batch.length >= BATCH) await flush();
     }

@@ -24,19 +24,7 @@ export async function loadSigningKey(options: {
   logger: Logger;
 }): Promise<SecretKey> {
   const { secretKeyPath, hostname, db, storage, logger } = options;
-  if (secretKeyPath) {
-    let text: string;
-    try {
-      text = await readFile(secretKeyPath, 'utf8');
-    } catch (error) {
-      throw new Error(`cannot read --cache-secret-key-path ${secretKeyPath}: ${(error as Error).message}`);
-    }
-    try {
-      return parseSecretKey(text);
-    } catch (error) {
-      throw new Error(`--cache-secret-key-path ${secretKeyPath} is not a Nix secret key: ${(error as Error).message}`);
-    }
-  }
+  if (secretKeyPath) return readSecretKeyFile(secretKeyPath);
   const stored = await db.getSetting(SETTING);
   if (stored) return parseSecretKey(stored);
 
@@ -53,4 +41,32 @@ export async function loadSigningKey(options: {
     logger.info({ publicKey: winner.publicKey.text }, 'generated a new signing key and stored it in the database');
   }
   return winner;
+}
+
+/**
+ * The key a server with this configuration signs with, without generating one (for fsck, which
+ * must check and repair signatures with exactly that key): the key file, else the database's,
+ * else the legacy file; undefined when there is none yet.
+ */
+export async function servingSigningKey(options: { secretKeyPath: string; db: Database; storage: Storage }): Promise<SecretKey | undefined> {
+  const { secretKeyPath, db, storage } = options;
+  if (secretKeyPath) return readSecretKeyFile(secretKeyPath);
+  const stored = await storedSigningKey(db);
+  if (stored) return stored;
+  const legacy = await storage.getLegacySecretKey();
+  return legacy ? parseSecretKey(legacy) : undefined;
+}
+
+async function readSecretKeyFile(file: string): Promise<SecretKey> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    throw new Error(`cannot read --cache-secret-key-path ${file}: ${(error as Error).message}`);
+  }
+  try {
+    return parseSecretKey(text);
+  } catch (error) {
+    throw new Error(`--cache-secret-key-path ${file} is not a Nix secret key: ${(error as Error).message}`);
+  }
 }

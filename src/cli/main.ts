@@ -2,6 +2,7 @@
 // mistakes, 1 for failures at run time.
 
 import { ConfigError } from '../config/load';
+import { fsckCommand } from './fsck';
 import { migrateCommand } from './migrate';
 import { migrateNarinfoCommand } from './migrate-narinfo';
 import { serveCommand } from './serve';
@@ -20,6 +21,7 @@ const COMMANDS: Record<string, Command> = {
   migrate: migrateCommand,
   'migrate-narinfo': migrateNarinfoCommand,
   'sweep-orphans': sweepOrphansCommand,
+  fsck: fsckCommand,
 };
 
 function usage(): string {

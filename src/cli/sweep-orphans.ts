@@ -7,20 +7,10 @@
 import { OrphanSweeper } from '../cache/orphans';
 import { Progress } from '../migrate/progress';
 import { Metrics } from '../telemetry/metrics';
+import { formatBytes } from './format';
 import { commandConfig, commandLogger, createLocker, describeDatabase, liveServerRefusal, openConfiguredDatabase, openConfiguredStorage } from './common';
 
 const SUMMARY = 'Remove files from storage that no database record needs (older than an hour).';
-
-function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
-}
 
 async function sweepOrphans(argv: string[]): Promise<number> {
   const config = commandConfig('sweep-orphans', SUMMARY, argv);

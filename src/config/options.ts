@@ -21,7 +21,7 @@ export interface OptionSpec {
   default: unknown;
   doc: string;
   /** Which commands accept it; global options are accepted everywhere. */
-  scope: 'global' | 'serve' | 'storage' | 'database' | 'redis' | 'migration' | 'narinfo-migration' | 'offline';
+  scope: 'global' | 'serve' | 'signing' | 'storage' | 'database' | 'redis' | 'migration' | 'narinfo-migration' | 'offline' | 'fsck';
   sensitive?: boolean;
   /** Older flag names that still work, with a warning. */
   aliases?: readonly string[];
@@ -106,7 +106,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     format: 'string',
     default: '',
     doc: 'Nix secret key file (name:base64) to sign narinfos with. Without it a key is generated once and kept in the database.',
-    scope: 'serve',
+    scope: 'signing',
     sensitive: true,
   },
   {
@@ -116,7 +116,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     format: 'bool',
     default: true,
     doc: "Add this cache's signature to every narinfo it serves.",
-    scope: 'serve',
+    scope: 'signing',
   },
   {
     key: 'cache.temp-path',
@@ -501,6 +501,41 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Legacy narinfo files migrated in parallel.',
     scope: 'narinfo-migration',
   },
+  // fsck
+  {
+    key: 'repair',
+    flag: 'repair',
+    format: 'bool',
+    default: false,
+    doc: 'Repair what fsck finds (every repair is logged); without it, fsck only reports.',
+    scope: 'fsck',
+  },
+  {
+    key: 'verify-content',
+    flag: 'verify-content',
+    format: 'bool',
+    default: false,
+    doc: "Read every stored NAR and check its bytes against FileHash and, decompressed, NarHash (reads the whole store; see --verified-since).",
+    scope: 'fsck',
+  },
+  {
+    key: 'verified-since',
+    flag: 'verified-since',
+    format: 'go-duration',
+    default: '0s',
+    doc: 'With --verify-content, skip NARs whose bytes were verified less than this long ago (0: verify all), so a large store can be verified in slices.',
+    scope: 'fsck',
+  },
+  {
+    key: 'cache.fsck.dechunk-residue-grace',
+    flag: 'dechunk-residue-grace',
+    env: 'CACHE_FSCK_DECHUNK_RESIDUE_GRACE',
+    format: 'go-duration',
+    default: '24h',
+    doc: 'Go ncps: grace period before CDC chunk residue is reclaimed.',
+    scope: 'fsck',
+    notImplemented: 'this ncps stores whole NARs, without content-defined chunks, so there is no residue',
+  },
   {
     key: 'force',
     flag: 'force',
@@ -512,11 +547,12 @@ export const OPTIONS: readonly OptionSpec[] = [
 ];
 
 export const COMMAND_SCOPES: Record<string, ReadonlyArray<OptionSpec['scope']>> = {
-  serve: ['global', 'serve', 'storage', 'database', 'redis'],
+  serve: ['global', 'serve', 'signing', 'storage', 'database', 'redis'],
   'migrate up': ['global', 'storage', 'database', 'migration'],
   'migrate status': ['global', 'storage', 'database'],
   'migrate-narinfo': ['global', 'storage', 'database', 'redis', 'migration', 'narinfo-migration', 'offline'],
   'sweep-orphans': ['global', 'storage', 'database', 'redis', 'migration', 'offline'],
+  fsck: ['global', 'signing', 'storage', 'database', 'redis', 'migration', 'offline', 'fsck'],
 };
 
 export function optionsFor(command: string): OptionSpec[] {

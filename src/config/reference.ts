@@ -29,12 +29,14 @@ function formatType(option: OptionSpec): string {
 const SECTIONS: Array<[string, OptionSpec['scope']]> = [
   ['Global (every command)', 'global'],
   ['Server (`serve`)', 'serve'],
+  ['Signing (`serve`, `fsck`)', 'signing'],
   ['Storage', 'storage'],
   ['Database', 'database'],
   ['Redis and locks', 'redis'],
-  ['Dry runs (`migrate up`, `migrate-narinfo`, `sweep-orphans`)', 'migration'],
+  ['Dry runs (`migrate up`, `migrate-narinfo`, `sweep-orphans`, `fsck`)', 'migration'],
   ['Narinfo migration (`migrate-narinfo`)', 'narinfo-migration'],
-  ['Beside a running server (`migrate-narinfo`, `sweep-orphans`)', 'offline'],
+  ['Beside a running server (`migrate-narinfo`, `sweep-orphans`, `fsck`)', 'offline'],
+  ['Checking the cache (`fsck`)', 'fsck'],
 ];
 
 export function configurationReference(): string {

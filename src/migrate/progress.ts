@@ -15,11 +15,15 @@ export class Progress {
   private timer?: NodeJS.Timeout;
   private readonly tty: boolean;
 
+  private reported = false;
+
   constructor(
     private readonly label: string,
     private readonly counts: () => ProgressCounts,
     private readonly logger: Logger,
     private readonly stream: NodeJS.WriteStream = process.stderr,
+    /** 'after-progress': a step over before its first report leaves no trace (commands with many short steps). */
+    private readonly lastReport: 'always' | 'after-progress' = 'always',
   ) {
     this.tty = Boolean(stream.isTTY);
   }
@@ -31,11 +35,13 @@ export class Progress {
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
+    if (this.lastReport === 'after-progress' && !this.reported) return;
     this.report();
     if (this.tty) this.stream.write('\n');
   }
 
   private report(): void {
+    this.reported = true;
     const { done, failed, total } = this.counts();
     const seconds = (Date.now() - this.started) / 1000;
     const rate = seconds > 0 ? done / seconds : 0;

@@ -5,7 +5,7 @@ import { mkdirSync } from 'node:fs';
 import { copyFile, mkdir, open, readFile, readdir, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { checkDirectoryWritable } from './writable';
-import { auxKey, fanOut, inFanOut, type AuxKind, type ByteRange, type ListableAuxKind, type Storage, type StoredFileInfo, type StoredNar } from './storage';
+import { auxKey, fanOut, inFanOut, quarantineKey, type AuxKind, type ByteRange, type ListableAuxKind, type Storage, type StoredFileInfo, type StoredNar } from './storage';
 
 export class LocalStorage implements Storage {
   readonly root: string;
@@ -79,6 +79,20 @@ export class LocalStorage implements Storage {
     await rm(this.narPath(name), { force: true });
   }
 
+  async quarantineNar(name: string, at: number): Promise<string | undefined> {
+    const key = quarantineKey(name, at);
+    const target = path.join(this.root, key);
+    await mkdir(path.dirname(target), { recursive: true });
+    try {
+      // Same file system (both under the root): a rename, atomic.
+      await rename(this.narPath(name), target);
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+    return key;
+  }
+
   private legacyNarInfoPath(hash: string): string {
     return path.join(this.root, 'store', 'narinfo', ...fanOut(`${hash}.narinfo`));
   }
@@ -145,6 +159,15 @@ export class LocalStorage implements Storage {
 
   async deleteAuxFile(kind: AuxKind, name: string): Promise<void> {
     await rm(path.join(this.root, auxKey(kind, name)), { force: true });
+  }
+
+  async statAuxFile(kind: AuxKind, name: string): Promise<number | undefined> {
+    try {
+      return (await stat(path.join(this.root, auxKey(kind, name)))).size;
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
   }
 
   async getLegacySecretKey(): Promise<string | undefined> {

@@ -13,6 +13,7 @@ import { Readable, Transform } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { checkDirectoryWritable } from './writable';
 import {
+  CopyObjectCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
@@ -24,9 +25,11 @@ import {
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { auxKey, fanOut, inFanOut, type AuxKind, type ByteRange, type ListableAuxKind, type Storage, type StoredFileInfo, type StoredNar } from './storage';
+import { auxKey, fanOut, inFanOut, quarantineKey, type AuxKind, type ByteRange, type ListableAuxKind, type Storage, type StoredFileInfo, type StoredNar } from './storage';
 
 const MiB = 1024 * 1024;
+/** The largest object a single CopyObject may copy. */
+const MAX_COPY_BYTES = 5 * 1024 * MiB;
 const NARINFO_PREFIX = 'store/narinfo/';
 
 export interface S3StorageOptions {
@@ -205,6 +208,31 @@ export class S3Storage implements Storage {
     await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.narKey(name) }));
   }
 
+  /** Copied to the quarantine key, then deleted: S3 has no rename. */
+  async quarantineNar(name: string, at: number): Promise<string | undefined> {
+    const source = this.narKey(name);
+    const target = quarantineKey(name, at);
+    const size = await this.statNar(name);
+    if (size === undefined) return undefined;
+    if (size <= MAX_COPY_BYTES) {
+      await this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: target, CopySource: `${this.bucket}/${source}` }));
+    } else {
+      // One CopyObject takes at most 5 GiB: stream bigger ones through this process instead.
+      const stored = await this.getNar(name);
+      if (!stored) return undefined;
+      const upload = new Upload({
+        client: this.client,
+        params: { Bucket: this.bucket, Key: target, Body: stored.stream, ContentLength: stored.size },
+        partSize: this.partSize,
+        queueSize: this.queueSize,
+        leavePartsOnError: false,
+      });
+      await upload.done();
+    }
+    await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: source }));
+    return target;
+  }
+
   async getLegacyNarInfo(hash: string): Promise<string | undefined> {
     return this.readText(this.narInfoKey(hash));
   }
@@ -267,6 +295,16 @@ export class S3Storage implements Storage {
 
   async deleteAuxFile(kind: AuxKind, name: string): Promise<void> {
     await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: auxKey(kind, name) }));
+  }
+
+  async statAuxFile(kind: AuxKind, name: string): Promise<number | undefined> {
+    try {
+      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: auxKey(kind, name) }));
+      return head.ContentLength ?? 0;
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
   }
 
   close(): void {

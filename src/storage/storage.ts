@@ -42,6 +42,12 @@ export interface Storage {
    */
   putNarFromFile(name: string, tempFile: string): Promise<void>;
   deleteNar(name: string): Promise<void>;
+  /**
+   * Moves a NAR whose bytes are wrong out of the served layout, to `quarantineKey(name, at)`:
+   * kept for inspection, never served, listed or swept. Returns that key, or undefined when
+   * there was no such NAR.
+   */
+  quarantineNar(name: string, at: number): Promise<string | undefined>;
   /** Every NAR file in storage, in no particular order (for the orphan sweep). */
   listNars(): AsyncIterable<StoredFileInfo>;
   /** A local directory for downloads in progress. */
@@ -60,6 +66,8 @@ export interface Storage {
   /** Stores a small file atomically (whole or not at all). */
   putAuxFile(kind: AuxKind, name: string, data: Buffer): Promise<void>;
   deleteAuxFile(kind: AuxKind, name: string): Promise<void>;
+  /** Size of a small file, or undefined when it is not there. */
+  statAuxFile(kind: AuxKind, name: string): Promise<number | undefined>;
   /** Every aux file of a kind, in no particular order (for the orphan sweep). */
   listAuxFiles(kind: ListableAuxKind): AsyncIterable<StoredFileInfo>;
   /** The legacy signing key file (`config/cache.key`), if an older ncps left one. */
@@ -71,6 +79,12 @@ export interface Storage {
 /** Where a small auxiliary file lives, relative to the storage root or bucket. */
 export function auxKey(kind: AuxKind, name: string): string {
   return ['store', kind, ...fanOut(name)].join('/');
+}
+
+/** Where a quarantined NAR goes, relative to the storage root or bucket (outside `store/nar`). */
+export function quarantineKey(name: string, at: number): string {
+  const stamp = new Date(at).toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  return `store/quarantine/nar/${name}.${stamp}`;
 }
 
 /** True when `name` sits where the fan-out puts it (`<a>/<ab>/<ab…>`): anything else is not ours. */

@@ -1,0 +1,155 @@
+// `ncps fsck`: checks that the database and storage agree (and, with --verify-content, that the
+// stored bytes are right), prints a summary, and with --repair fixes what it found. Exit status as
+// in the Go ncps: 0 when consistent (or when --repair fixed everything found), 1 when problems
+// are left, 2 for usage mistakes. On a terminal without --repair or --dry-run it asks first.
+//
+// The checks live beside what they check (src/cache/fsck/); this only wires them up.
+
+import { existsSync } from 'node:fs';
+import { createInterface } from 'node:readline/promises';
+import { checkCache, repairFindings, type FsckOptions, type ProgressSink } from '../cache/fsck/fsck';
+import { servingSigningKey } from '../cache/signing-key';
+import { ConfigError, type LoadedConfig } from '../config/load';
+import { databaseKind } from '../db/open';
+import { sqlitePathFromUrl } from '../db/sqlite';
+import { Progress } from '../migrate/progress';
+import type { Logger } from '../telemetry/logger';
+import { formatSummary, problemsLeft } from './fsck-summary';
+import {
+  commandConfig,
+  commandLogger,
+  createLocker,
+  databaseUrl,
+  describeDatabase,
+  liveServerRefusal,
+  openConfiguredDatabase,
+  openConfiguredStorage,
+  storageDir,
+} from './common';
+
+const SUMMARY = 'Check that the database and storage agree (and the stored bytes are right); --repair fixes what is not.';
+
+/** A check has nothing to look at when the store it is pointed at does not exist: say so rather than create it. */
+function refuseMissingStore(config: LoadedConfig): void {
+  if (!config.get<string>('cache.storage.s3.bucket')) {
+    const dir = storageDir(config);
+    if (!existsSync(dir)) throw new ConfigError(`--cache-storage-local ${dir} does not exist; there is nothing to check`);
+  }
+  const url = databaseUrl(config);
+  if (databaseKind(url) === 'sqlite') {
+    const file = sqlitePathFromUrl(url);
+    if (file !== ':memory:' && !existsSync(file)) throw new ConfigError(`the database ${file} does not exist; there is nothing to check`);
+  }
+}
+
+/** A redrawn bar per phase on a terminal, log lines every few seconds otherwise (see Progress). */
+function progressSink(logger: Logger): ProgressSink {
+  return {
+    phase(label, total) {
+      const counts = { done: 0, failed: 0, total };
+      const progress = new Progress(label, () => counts, logger, process.stderr, 'after-progress');
+      progress.start();
+      return {
+        tick: (n = 1) => void (counts.done += n),
+        end: () => progress.stop(),
+      };
+    },
+  };
+}
+
+async function askToRepair(count: number): Promise<boolean> {
+  const prompt = createInterface({ input: process.stdin, output: process.stdout });
+  try {
+    const answer = await prompt.question(`\nRepair ${count === 1 ? 'this problem' : `these ${count} problems`}? [y/N]: `);
+    return /^(y|yes)$/i.test(answer.trim());
+  } finally {
+    prompt.close();
+  }
+}
+
+async function fsck(argv: string[]): Promise<number> {
+  const config = commandConfig('fsck', SUMMARY, argv);
+  if (!config) return 0;
+  const logger = commandLogger(config);
+  const dryRun = config.get<boolean>('dry-run');
+  const repair = config.get<boolean>('repair');
+  const verifyContent = config.get<boolean>('verify-content');
+  const verifiedSinceMs = config.get<number>('verified-since');
+  const force = config.get<boolean>('force');
+  const withRedis = config.get<string[]>('cache.redis.addrs').length > 0;
+  if (verifiedSinceMs > 0 && !verifyContent) logger.warn('--verified-since only matters with --verify-content: the other checks always look at everything');
+  refuseMissingStore(config);
+
+  const storage = openConfiguredStorage(config);
+  const db = openConfiguredDatabase(config);
+  const locker = createLocker(config, logger);
+  try {
+    await storage.check?.();
+    await locker.check?.();
+    const { pending } = await db.schemaStatus!();
+    if (pending.length > 0) {
+      process.stderr.write('ncps fsck: the database schema is not migrated yet; run ncps migrate up (or start the server) first.\n');
+      return 1;
+    }
+    // Repairs take the locks a server takes for the same files; only Redis shares them with it.
+    const mayRepair = async (): Promise<boolean> => {
+      if (withRedis) return true;
+      const refusal = await liveServerRefusal(db, 'fsck --repair', force);
+      if (refusal) process.stderr.write(refusal);
+      return refusal === undefined;
+    };
+    if (repair && !dryRun && !(await mayRepair())) return 1;
+
+    const lockTtlMs = config.get<number>('cache.lock.download-lock-ttl');
+    const running = await locker.tryAcquire('fsck', lockTtlMs);
+    if (!running) {
+      process.stderr.write('ncps fsck: another ncps fsck is running on this cache.\n');
+      return 1;
+    }
+    try {
+      const signingKey = config.get<boolean>('cache.sign-narinfo')
+        ? await servingSigningKey({ secretKeyPath: config.get<string>('cache.secret-key-path'), db, storage })
+        : undefined;
+      const options: FsckOptions = {
+        db,
+        storage,
+        locker,
+        logger,
+        signingKey,
+        verifyContent,
+        verifiedSinceMs,
+        lockTtlMs,
+        progress: progressSink(logger),
+      };
+      logger.info(
+        { storage: storage.describe, database: describeDatabase(config), verifyContent, verifiedSinceMs, repair, dryRun, keyName: signingKey?.name ?? null },
+        'fsck: checking the cache',
+      );
+      const report = await checkCache(options);
+      if (report.findings.length === 0 || dryRun) {
+        process.stdout.write(formatSummary(report, undefined, dryRun));
+        return report.findings.length === 0 ? 0 : 1;
+      }
+      let go = repair;
+      if (!go && process.stdin.isTTY && process.stdout.isTTY) {
+        process.stdout.write(formatSummary(report, undefined, false));
+        go = (await askToRepair(report.findings.length)) && (await mayRepair());
+        if (!go) return 1;
+      }
+      if (!go) {
+        process.stdout.write(formatSummary(report, undefined, false));
+        return 1;
+      }
+      const repairs = await repairFindings(options, report.findings);
+      process.stdout.write(formatSummary(report, repairs, false));
+      return problemsLeft(report, repairs) === 0 ? 0 : 1;
+    } finally {
+      await running.release();
+    }
+  } finally {
+    await locker.close();
+    await db.close();
+  }
+}
+
+export const fsckCommand = { summary: SUMMARY, run: fsck };
