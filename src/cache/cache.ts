@@ -229,13 +229,15 @@ export class Cache {
       if (already) return { narInfo: already, upstream: '' };
       const timer = this.options.metrics.upstreamNarInfoDuration.startTimer();
       const span = tracer().startSpan('upstream narinfo', { attributes: { 'ncps.hash': hash } });
-      const found = await upstreams
+      const lookup = await upstreams
         .fetchNarInfo(hash, (candidate, upstream) => this.acceptUpstreamNarInfo(hash, candidate, upstream.baseUrl.href))
         .finally(() => span.end());
+      const found = lookup.found;
       span.setAttribute('ncps.found', Boolean(found));
-      timer({ result: found ? 'found' : 'absent' });
+      timer({ result: found ? 'found' : lookup.absent ? 'absent' : 'failed' });
       if (!found) {
-        this.absent.add(hash);
+        // Only a real "not here" is remembered; after a failure the next request asks again.
+        if (lookup.absent) this.absent.add(hash);
         return undefined;
       }
       const { narInfo: served, narFile } = this.prepareForServing(found.narInfo, found.narUrl);
@@ -508,9 +510,10 @@ export class Cache {
     const negativeKey = `${kind}:${name}`;
     if (this.absent.has(negativeKey)) return undefined;
     if (kind === 'ls' && !(await this.getNarInfo(name.slice(0, 32)))) return undefined;
-    const data = await upstreams.fetchSmallFile(kind === 'ls' ? name : `log/${name}`, MAX_AUX_BYTES);
+    const lookup = await upstreams.fetchSmallFile(kind === 'ls' ? name : `log/${name}`, MAX_AUX_BYTES);
+    const data = lookup.found;
     if (!data) {
-      this.absent.add(negativeKey);
+      if (lookup.absent) this.absent.add(negativeKey);
       return undefined;
     }
     await this.keepAuxFile(kind, name, data);
@@ -559,7 +562,8 @@ export class Cache {
     if (stored || !read.upstream) return stored?.toString('utf8');
     const negativeKey = `${kind}:${name}`;
     if (this.absent.has(negativeKey)) return undefined;
-    const data = await upstreams.fetchSmallFile(upstreamPath, MAX_AUX_BYTES);
+    const lookup = await upstreams.fetchSmallFile(upstreamPath, MAX_AUX_BYTES);
+    const data = lookup.found;
     let accepted: string | undefined;
     if (data) {
       try {
@@ -570,7 +574,7 @@ export class Cache {
       }
     }
     if (accepted === undefined) {
-      this.absent.add(negativeKey);
+      if (data || lookup.absent) this.absent.add(negativeKey);
       return undefined;
     }
     await this.keepAuxFile(kind, name, Buffer.from(accepted));

@@ -10,6 +10,7 @@ import { brotliDecompress, gunzip, inflate } from 'node:zlib';
 import { Agent, interceptors, request, type Dispatcher } from 'undici';
 import { parseNarInfo, type NarInfo } from '../nix';
 import type { Logger } from '../telemetry/logger';
+import { UpstreamBackoff } from './backoff';
 import { basicAuthFor, type Netrc } from './netrc';
 
 export interface Upstream {
@@ -22,6 +23,27 @@ export interface Upstream {
   healthy: boolean;
   /** The last health check: when it ended, how long it took, and why it failed (if it did). */
   lastCheck?: HealthCheck;
+  /** Left alone for a while after a failure (5xx, 429, timeout), wholly or for one path. */
+  backoff: UpstreamBackoff;
+}
+
+/** What the upstreams said about a path. */
+export interface Lookup<T> {
+  found?: T;
+  /** True only when every upstream that was asked answered "not here" (404/403/410 or an answer
+   * that does not count): the one outcome worth remembering. Failures and upstreams left alone
+   * after a failure make it false. */
+  absent: boolean;
+}
+
+/** An upstream answer that is a failure, not an absence. */
+class UpstreamFailure extends Error {
+  constructor(
+    readonly status: number,
+    readonly retryAfter: string | undefined,
+  ) {
+    super(`HTTP ${status}`);
+  }
 }
 
 export interface HealthCheck {
@@ -72,7 +94,7 @@ export function parseUpstreamUrl(text: string): Upstream {
     priority = Number(priorityParam);
   }
   if (!url.pathname.endsWith('/')) url.pathname += '/';
-  return { baseUrl: url, priority, priorityFixed: priorityParam !== null, healthy: true };
+  return { baseUrl: url, priority, priorityFixed: priorityParam !== null, healthy: true, backoff: new UpstreamBackoff() };
 }
 
 export class UpstreamPool {
@@ -147,19 +169,55 @@ export class UpstreamPool {
     return [...(healthy.length > 0 ? healthy : this.upstreams)].sort((a, b) => a.priority - b.priority);
   }
 
+  /** Candidates not being left alone for `path` after a failure, and whether any were skipped. */
+  private available(path: string): { upstreams: Upstream[]; skipped: boolean } {
+    const now = Date.now();
+    const all = this.candidates();
+    const upstreams = all.filter((u) => u.backoff.available(path, now));
+    return { upstreams, skipped: upstreams.length < all.length };
+  }
+
+  /** Records how an upstream's answer went: a failure backs it off, anything else resets that. */
+  private outcome(upstream: Upstream, path: string, error: Error | undefined): void {
+    if (!error) {
+      upstream.backoff.succeeded(path);
+      return;
+    }
+    const failure = error instanceof UpstreamFailure ? error : undefined;
+    const wide = failure ? failure.status === 429 || failure.retryAfter !== undefined : isUnreachable(error);
+    const delayMs = upstream.backoff.failed(path, wide ? 'upstream' : 'path', failure?.retryAfter);
+    this.options.logger.warn(
+      {
+        upstream: upstream.baseUrl.href,
+        path,
+        err: error.message,
+        retryInMs: delayMs,
+        scope: wide ? 'upstream' : 'path',
+        ...(failure?.retryAfter ? { retryAfter: failure.retryAfter } : {}),
+      },
+      'upstream fetch failed; not asking it again for a while',
+    );
+  }
+
   /**
    * Asks the upstreams for a narinfo. `accept` decides whether an upstream's answer counts (the
    * cache core checks the store path and the signatures there); a rejected answer is "not there".
    */
-  async fetchNarInfo(hash: string, accept: (narInfo: NarInfo, upstream: Upstream) => boolean): Promise<UpstreamNarInfo | undefined> {
-    const candidates = this.candidates();
+  async fetchNarInfo(hash: string, accept: (narInfo: NarInfo, upstream: Upstream) => boolean): Promise<Lookup<UpstreamNarInfo>> {
+    const path = `${hash}.narinfo`;
+    const { upstreams: candidates, skipped } = this.available(path);
     const controller = new AbortController();
+    let failed = skipped;
     const attempts = candidates.map((upstream) =>
       this.fetchNarInfoFrom(upstream, hash, controller.signal).then(
-        (narInfo) => (narInfo && accept(narInfo, upstream) ? narInfo : undefined),
+        (narInfo) => {
+          this.outcome(upstream, path, undefined);
+          return narInfo && accept(narInfo, upstream) ? narInfo : undefined;
+        },
         (error: Error) => {
           if (!controller.signal.aborted) {
-            this.options.logger.warn({ upstream: upstream.baseUrl.href, hash, err: error.message }, 'upstream narinfo fetch failed');
+            failed = true;
+            this.outcome(upstream, path, error);
           }
           return undefined;
         },
@@ -170,10 +228,10 @@ export class UpstreamPool {
         const narInfo = await attempts[i];
         if (narInfo) {
           const upstream = candidates[i]!;
-          return { narInfo, upstream, narUrl: new URL(narInfo.url, upstream.baseUrl) };
+          return { found: { narInfo, upstream, narUrl: new URL(narInfo.url, upstream.baseUrl) }, absent: false };
         }
       }
-      return undefined;
+      return { absent: !failed };
     } finally {
       controller.abort();
     }
@@ -184,7 +242,7 @@ export class UpstreamPool {
     if (res.statusCode !== 200) {
       res.body.resume();
       if (isAbsent(res.statusCode)) return undefined;
-      throw new Error(`HTTP ${res.statusCode}`);
+      throw failureOf(res);
     }
     const text = await readLimited(res.body, MAX_NARINFO_BYTES);
     try {
@@ -199,22 +257,30 @@ export class UpstreamPool {
    * A small file (NAR listing, build log) by its path relative to the upstreams, from the
    * best-priority upstream that has it. Content-Encoding is undone, so what is returned is the file.
    */
-  async fetchSmallFile(relative: string, limit: number): Promise<Buffer | undefined> {
-    for (const upstream of this.candidates()) {
+  async fetchSmallFile(relative: string, limit: number): Promise<Lookup<Buffer>> {
+    const { upstreams, skipped } = this.available(relative);
+    let failed = skipped;
+    for (const upstream of upstreams) {
       try {
         const res = await this.get(new URL(relative, upstream.baseUrl));
         if (res.statusCode !== 200) {
           res.body.resume();
-          if (isAbsent(res.statusCode)) continue;
-          throw new Error(`HTTP ${res.statusCode}`);
+          if (isAbsent(res.statusCode)) {
+            this.outcome(upstream, relative, undefined);
+            continue;
+          }
+          throw failureOf(res);
         }
         const raw = await readLimitedBuffer(res.body, limit);
-        return await decodeContent(String(res.headers['content-encoding'] ?? 'identity'), raw);
+        this.outcome(upstream, relative, undefined);
+        return { found: await decodeContent(String(res.headers['content-encoding'] ?? 'identity'), raw), absent: false };
       } catch (error) {
-        this.options.logger.warn({ upstream: upstream.baseUrl.href, path: relative, err: (error as Error).message }, 'upstream fetch failed');
+        failed = true;
+        if (error instanceof UpstreamFailure || isNetworkFailure(error)) this.outcome(upstream, relative, error as Error);
+        else this.options.logger.warn({ upstream: upstream.baseUrl.href, path: relative, err: (error as Error).message }, 'upstream fetch failed');
       }
     }
-    return undefined;
+    return { absent: !failed };
   }
 
   /** Opens a NAR download; undefined when the upstream does not have it. */
@@ -244,6 +310,23 @@ export class UpstreamPool {
     if (this.healthTimer) clearInterval(this.healthTimer);
     await this.agent.close().catch(() => undefined);
   }
+}
+
+function failureOf(res: Dispatcher.ResponseData): UpstreamFailure {
+  const retryAfter = res.headers['retry-after'];
+  return new UpstreamFailure(res.statusCode, Array.isArray(retryAfter) ? retryAfter[0] : retryAfter);
+}
+
+/** Errors of the connection or the exchange (as opposed to a body we refused to take). */
+function isNetworkFailure(error: unknown): boolean {
+  const code = (error as { code?: string }).code ?? '';
+  return code.startsWith('UND_ERR') || code.startsWith('E') || (error as Error).name === 'AbortError';
+}
+
+/** The upstream itself cannot be reached (as opposed to one request going wrong). */
+function isUnreachable(error: Error): boolean {
+  const code = (error as { code?: string }).code ?? '';
+  return ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT'].includes(code);
 }
 
 function isAbsent(status: number): boolean {
