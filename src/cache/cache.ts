@@ -21,10 +21,9 @@ import {
   signBuildTrace,
   type BuildTraceKey,
   narFileExtension,
-  narInfoFingerprint,
+  narInfoTrust,
   signNarInfo,
   storePathHash,
-  verifySignature,
   type Compression,
   type NarInfo,
   type PublicKey,
@@ -35,7 +34,7 @@ import type { Logger } from '../telemetry/logger';
 import { SpanStatusCode } from '@opentelemetry/api';
 import type { Metrics } from '../telemetry/metrics';
 import { tracer } from '../telemetry/tracing';
-import type { UpstreamPool } from '../upstream/pool';
+import type { Upstream, UpstreamPool } from '../upstream/pool';
 import { InvalidLegacyNarInfo, type LegacyNarInfoMigrator } from '../migrate/narinfo';
 import { dropAuxFile, keepAuxFile } from './aux-files';
 import { NarInfoMemo } from './narinfo-memo';
@@ -136,6 +135,8 @@ export interface ReadOptions {
 export class Cache {
   private readonly options: CacheOptions;
   private readonly narInfoFetches = new Map<string, Promise<FetchedNarInfo | undefined>>();
+  /** Upstreams already warned about for serving narinfos no configured key signed. */
+  private readonly untrustedUpstreams = new Set<string>();
   private readonly downloads = new Map<string, NarDownload>();
   private readonly touched = new Set<string>();
   private readonly touchedNars = new Set<string>();
@@ -230,7 +231,7 @@ export class Cache {
       const timer = this.options.metrics.upstreamNarInfoDuration.startTimer();
       const span = tracer().startSpan('upstream narinfo', { attributes: { 'ncps.hash': hash } });
       const lookup = await upstreams
-        .fetchNarInfo(hash, (candidate, upstream) => this.acceptUpstreamNarInfo(hash, candidate, upstream.baseUrl.href))
+        .fetchNarInfo(hash, (candidate, upstream) => this.acceptUpstreamNarInfo(hash, candidate, upstream))
         .finally(() => span.end());
       const found = lookup.found;
       span.setAttribute('ncps.found', Boolean(found));
@@ -249,9 +250,14 @@ export class Cache {
     return narInfo;
   }
 
-  /** An upstream answer counts only if it is for the path asked and carries a trusted signature. */
-  private acceptUpstreamNarInfo(hash: string, narInfo: NarInfo, upstream: string): boolean {
+  /**
+   * An upstream answer counts only if it is for the path asked and carries a trusted signature,
+   * or, from an upstream with `?allow-unsigned=true`, no signature under a trusted key's name that
+   * fails (see src/upstream/trust.ts).
+   */
+  private acceptUpstreamNarInfo(hash: string, narInfo: NarInfo, source: Upstream): boolean {
     const { logger, trustedKeys } = this.options;
+    const upstream = source.baseUrl.href;
     let pathHash: string;
     try {
       pathHash = storePathHash(narInfo.storePath);
@@ -262,12 +268,27 @@ export class Cache {
       logger.warn({ hash, upstream, storePath: narInfo.storePath }, 'upstream narinfo is for another store path; ignored');
       return false;
     }
-    const fingerprint = narInfoFingerprint(narInfo);
-    if (!narInfo.sigs.some((sig) => verifySignature(sig, fingerprint, trustedKeys))) {
-      logger.warn({ hash, upstream }, 'upstream narinfo has no signature from a trusted key; ignored');
-      return false;
+    const trust = narInfoTrust(narInfo, trustedKeys);
+    if (trust === 'trusted') return true;
+    if (trust === 'unsigned' && source.allowUnsigned) {
+      logger.debug({ hash, upstream }, 'unsigned upstream narinfo accepted (allow-unsigned)');
+      return true;
     }
-    return true;
+    const signers = narInfo.sigs.map((sig) => sig.slice(0, Math.max(0, sig.indexOf(':'))));
+    logger.warn({ hash, upstream, signedBy: signers }, trust === 'forged'
+      ? 'upstream narinfo has a signature under a trusted key name that does not verify; ignored'
+      : 'upstream narinfo has no signature from a trusted key; ignored');
+    // Once per upstream, the evidence the start-up warning could only guess at, with the way out.
+    if (trust === 'unsigned' && !this.untrustedUpstreams.has(upstream)) {
+      this.untrustedUpstreams.add(upstream);
+      logger.warn(
+        { upstream, signedBy: signers },
+        signers.length === 0
+          ? `upstream ${upstream} serves unsigned narinfos: they are answered 404. Append ?allow-unsigned=true to its URL to accept them`
+          : `upstream ${upstream} serves narinfos signed by ${signers.join(', ')}, none of them a configured --cache-upstream-public-key: they are answered 404. Add its public key`,
+      );
+    }
+    return false;
   }
 
   /**

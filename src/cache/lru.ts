@@ -4,7 +4,6 @@
 // storage, because clients cache positive narinfo answers for a month and must never be told
 // about a path whose NAR is already gone.
 
-import { Cron } from 'croner';
 import type { AuxFileKey, Database } from '../db/database';
 import type { Locker } from '../lock/locker';
 import type { AuxKind, Storage } from '../storage/storage';
@@ -13,6 +12,7 @@ import type { Metrics } from '../telemetry/metrics';
 import { dropAuxFile } from './aux-files';
 import { MEMO_TTL_MS } from './narinfo-memo';
 import type { OrphanSweeper } from './orphans';
+import { parseSchedule, startSchedule, type RunningSchedule } from './schedule';
 
 export interface LruOptions {
   db: Database;
@@ -43,19 +43,18 @@ const BATCH = 200;
 export const SWEEP_INTERVAL_MS = 6 * 60 * 60 * 1000;
 
 export class LruCleaner {
-  private job?: Cron;
+  private job?: RunningSchedule;
   private running?: Promise<LruResult>;
   private lastSweep = 0;
 
   constructor(private readonly options: LruOptions) {}
 
-  /** Runs on the cron schedule; `timezone` is an IANA name, or "Local". */
+  /** Runs on the schedule (see ./schedule.ts for its forms); `timezone` is an IANA name, or "Local". */
   start(schedule: string, timezone: string): void {
-    const tz = timezone && timezone !== 'Local' ? timezone : undefined;
-    this.job = new Cron(schedule, { ...(tz ? { timezone: tz } : {}), protect: true }, () => {
+    this.job = startSchedule(parseSchedule(schedule), timezone, () => {
       void this.run().catch((error: Error) => this.options.logger.error({ err: error.message }, 'LRU clean-up failed'));
     });
-    this.options.logger.info({ schedule, timezone, next: this.job.nextRun()?.toISOString() }, 'LRU clean-up scheduled');
+    this.options.logger.info({ schedule, timezone, next: this.job.next()?.toISOString() }, 'LRU clean-up scheduled');
   }
 
   /** One clean-up; concurrent calls share the run in progress. */

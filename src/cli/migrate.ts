@@ -3,12 +3,23 @@
 
 import { MIGRATIONS } from '../db/migrations';
 import { checkCompatibility, KNOWN_SCHEMA_VERSION } from '../db/schema';
+import { splitCommand } from './argv';
 import { commandConfig, describeDatabase, openConfiguredDatabase } from './common';
 
 const SUMMARY = 'Apply (up) or show (status) the database schema migrations.';
 
 async function migrate(argv: string[]): Promise<number> {
-  const [sub, ...rest] = argv[0]?.startsWith('-') ? ['', ...argv] : argv;
+  // `ncps --config F migrate up` hands `--config F up` here: the subcommand is the first argument
+  // that is neither a flag nor a flag's value.
+  const { before, name: sub, after } = splitCommand(argv);
+  const rest = [...before, ...after];
+  if (sub === 'down') {
+    // The Go ncps has the command only to refuse it; so does this one, with the way back.
+    process.stderr.write(
+      'ncps migrate down: migrations only go forward. To go back, restore the backup ncps took before migrating (db.sqlite.backup-v<N>-<time> beside an SQLite database) or your own database backup; see docs/upgrading.md.\n',
+    );
+    return 1;
+  }
   if (sub !== 'up' && sub !== 'status') {
     const help = argv.includes('--help') || argv.includes('-h');
     const text = `Usage: ncps migrate <up|status> [flags]\n\n${SUMMARY}\n\n  up       apply pending migrations (--dry-run lists them)\n  status   show applied and pending migrations\n`;

@@ -3,9 +3,10 @@
 
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import { Cron } from 'croner';
+import path from 'node:path';
 import { Cache } from '../cache/cache';
 import { DEFAULT_LRU_SCHEDULE, LruCleaner } from '../cache/lru';
+import { parseSchedule } from '../cache/schedule';
 import { OrphanSweeper } from '../cache/orphans';
 import { CacheWrites } from '../cache/writes';
 import { loadSigningKey } from '../cache/signing-key';
@@ -23,6 +24,7 @@ import { Readiness } from '../telemetry/readiness';
 import { SystemdNotifier } from '../telemetry/systemd';
 import { parseNetrc, type Netrc } from '../upstream/netrc';
 import { parseUpstreamUrl, UpstreamPool } from '../upstream/pool';
+import { upstreamTrustWarnings } from '../upstream/trust';
 
 const SUMMARY = 'Serve the Nix binary cache proxy.';
 /** How long shutdown waits for responses and downloads in flight. */
@@ -74,20 +76,22 @@ function checkedSettings(config: LoadedConfig) {
   const lruSchedule = config.get<string>('cache.lru.schedule');
   if (lruSchedule) {
     try {
-      new Cron(lruSchedule, { paused: true }).stop();
+      parseSchedule(lruSchedule);
     } catch (error) {
       throw new ConfigError(`invalid --cache-lru-schedule "${lruSchedule}": ${(error as Error).message}`);
     }
   }
 
+  // As in the Go ncps: ~/.netrc unless told otherwise, and a file that cannot be used is a warning
+  // (upstreams are then asked without credentials), not a reason to stay down.
   let netrc: Netrc | undefined;
-  const netrcFile = config.get<string>('cache.netrc-file');
-  if (netrcFile) {
-    try {
-      netrc = parseNetrc(readFileSync(netrcFile, 'utf8'));
-    } catch (error) {
-      throw new ConfigError(`cannot read --netrc-file ${netrcFile}: ${(error as Error).message}`);
-    }
+  let netrcWarning: string | undefined;
+  const netrcFile = config.get<string>('cache.netrc-file') || path.join(os.homedir(), '.netrc');
+  try {
+    netrc = parseNetrc(readFileSync(netrcFile, 'utf8'));
+  } catch (error) {
+    const missingDefault = !config.get<string>('cache.netrc-file') && (error as NodeJS.ErrnoException).code === 'ENOENT';
+    if (!missingDefault) netrcWarning = `cannot read netrc file ${netrcFile} (${(error as Error).message}): upstreams are asked without its credentials`;
   }
 
   return {
@@ -96,6 +100,7 @@ function checkedSettings(config: LoadedConfig) {
     upstreamUrls,
     trustedKeys,
     netrc,
+    netrcWarning,
     signNarInfo: config.get<boolean>('cache.sign-narinfo'),
     secretKeyPath: config.get<string>('cache.secret-key-path'),
     dialerTimeoutMs: config.get<number>('cache.upstream.dialer-timeout'),
@@ -121,6 +126,8 @@ async function serve(argv: string[]): Promise<number> {
   if (!config) return 0;
   const settings = checkedSettings(config);
   const logger = commandLogger(config, 'nonblocking');
+  if (settings.netrcWarning) logger.warn(settings.netrcWarning);
+  if (config.configFile) logger.info({ file: config.configFile }, 'configuration file read');
 
   const baseLocker = createLocker(config, logger);
   const lockMode = baseLocker instanceof LocalLocker ? 'local' : 'distributed';
@@ -158,6 +165,7 @@ async function serve(argv: string[]): Promise<number> {
   // Health is checked in the background: an upstream that is down at start must not delay serving.
   void upstreams.start();
   metrics.watchUpstreams(() => upstreams.upstreams);
+  for (const { upstream, message } of upstreamTrustWarnings(upstreams.upstreams, settings.trustedKeys)) logger.warn({ upstream }, message);
 
 
   const legacy = (await hasLegacyNarInfos(storage))
@@ -203,8 +211,8 @@ async function serve(argv: string[]): Promise<number> {
     logger,
     metrics,
     hostname: settings.hostname,
-    // Without signing, clients must not be told to trust a key that signs nothing.
-    publicKey: settings.signNarInfo ? signingKey.publicKey.text : undefined,
+    // The cache's key even when it does not sign (as the Go ncps answers): it is what it would sign with.
+    publicKey: signingKey.publicKey.text,
     getToken: settings.getToken,
     putToken: settings.putToken,
     allowPut: settings.allowPut,

@@ -69,7 +69,20 @@ export function toStringList(value: unknown): string[] {
   throw new Error('expected a list of strings');
 }
 
+/** zerolog's level names (what the Go ncps accepts), in any case, plus `disabled`. */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'panic', 'disabled'] as const;
+
 export const convictFormats = {
+  'log-level': {
+    validate(value: unknown) {
+      if (typeof value !== 'string' || !(LOG_LEVELS as readonly string[]).includes(value)) {
+        throw new Error(`must be one of ${LOG_LEVELS.join(', ')}`);
+      }
+    },
+    coerce(value: unknown) {
+      return typeof value === 'string' ? value.trim().toLowerCase() : value;
+    },
+  },
   'go-duration': {
     validate(value: unknown) {
       if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {

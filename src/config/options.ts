@@ -5,6 +5,7 @@
 export type OptionFormat =
   | 'string'
   | 'bool'
+  | 'log-level'
   | 'go-duration'
   | 'size'
   | 'string-list'
@@ -25,8 +26,59 @@ export interface OptionSpec {
   sensitive?: boolean;
   /** Older flag names that still work, with a warning. */
   aliases?: readonly string[];
+  /** Older environment variables and config keys of the Go ncps that still work, with a warning.
+   * As in the Go ncps, the current name wins when both are given (whatever their sources). */
+  deprecated?: { env?: readonly string[]; keys?: readonly string[] };
+  /** Other names read for this setting without a warning (the Go `migrate` command's config key
+   * `cache.database.url`, the Go `CONCURRENCY` beside ours). They rank like the current name. */
+  synonyms?: { flags?: readonly string[]; env?: readonly string[]; keys?: readonly string[] };
   /** Set while a flag is accepted for compatibility but its feature is not built yet. */
   notImplemented?: string;
+  /**
+   * A Go ncps setting of a feature this ncps does not have. It is accepted (flag, variable, key);
+   * when a value turns the feature on (`active`), one warning line at start names the feature and
+   * what happens instead. Settings without `active` are details that only matter once it is on.
+   */
+  unsupported?: { feature: UnsupportedFeature; active?: (value: unknown) => boolean };
+}
+
+/** Features of the Go ncps that this ncps does not have, and what it does instead. */
+export const UNSUPPORTED_FEATURES = {
+  cdc: {
+    name: 'content-defined chunking (CDC)',
+    instead: 'NARs are stored and served whole (each download verified before it is kept)',
+  },
+  staging: {
+    name: 'in-flight NAR staging',
+    instead:
+      'an instance waits --cache-lock-download-wait for a download another instance is running, then streams the NAR from upstream itself',
+  },
+  analytics: { name: 'analytics reporting', instead: 'this ncps never sends usage reports anywhere' },
+  pprof: { name: 'the pprof listener', instead: 'no profiling port is opened' },
+  xz: { name: 'the xz implementation switch', instead: 'ncps always decompresses with the xz program found on PATH' },
+  console: {
+    name: 'the console log writer',
+    instead: 'logs are JSON lines on stdout, prettified by ncps itself when stdout is a terminal',
+  },
+} as const;
+export type UnsupportedFeature = keyof typeof UNSUPPORTED_FEATURES;
+
+const isTrue = (value: unknown) => value === true;
+const isFalse = (value: unknown) => value === false;
+const nonEmpty = (value: unknown) => value !== '' && value !== undefined && value !== null;
+
+/** A Go ncps setting of a feature this ncps lacks: same names, accepted and ignored (see `unsupported`). */
+function unsupportedOption(
+  feature: UnsupportedFeature,
+  option: Omit<OptionSpec, 'unsupported' | 'doc'> & { doc?: string },
+  active?: (value: unknown) => boolean,
+): OptionSpec {
+  const { name, instead } = UNSUPPORTED_FEATURES[feature];
+  return {
+    ...option,
+    doc: `${option.doc ?? 'Go ncps setting'}: accepted and ignored, ${name} is not part of this ncps (${instead}).`,
+    unsupported: { feature, ...(active ? { active } : {}) },
+  };
 }
 
 
@@ -38,16 +90,16 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'NCPS_CONFIG_FILE',
     format: 'string',
     default: '',
-    doc: 'Path to a configuration file (YAML or JSON; keys are the dotted option names).',
+    doc: 'Path to a configuration file: YAML, TOML or JSON (by its extension; else TOML, then YAML), keys are the dotted option names. Defaults to $XDG_CONFIG_HOME/ncps/config.yaml (~/.config/ncps/config.yaml), read when it exists.',
     scope: 'global',
   },
   {
     key: 'log.level',
     flag: 'log-level',
     env: 'LOG_LEVEL',
-    format: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'panic'],
+    format: 'log-level',
     default: 'info',
-    doc: 'Log level.',
+    doc: 'Log level: trace, debug, info, warn, error, fatal, panic, or disabled (no log at all).',
     scope: 'global',
   },
   {
@@ -74,9 +126,54 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'PROMETHEUS_ENABLED',
     format: 'bool',
     default: false,
-    doc: 'Serve Prometheus metrics on /metrics.',
+    doc: 'Serve Prometheus metrics on /metrics (never behind the read token, as in the Go ncps: scrapers carry none).',
     scope: 'global',
   },
+  unsupportedOption('analytics', {
+    key: 'analytics.reporting.enabled',
+    flag: 'analytics-reporting-enabled',
+    env: 'ANALYTICS_REPORTING_ENABLED',
+    format: 'bool',
+    default: false,
+    scope: 'global',
+  }, isTrue),
+  unsupportedOption('analytics', {
+    key: 'analytics.reporting.samples',
+    flag: 'analytics-reporting-samples',
+    format: 'bool',
+    default: false,
+    scope: 'global',
+  }, isTrue),
+  unsupportedOption('console', {
+    key: 'log.console-writer.enabled',
+    flag: 'log-console-writer-enabled',
+    format: 'bool',
+    default: false,
+    scope: 'global',
+  }, () => true),
+  unsupportedOption('console', {
+    key: 'log.console-writer.prefix',
+    flag: 'log-console-writer-prefix',
+    format: 'string',
+    default: '',
+    scope: 'global',
+  }, nonEmpty),
+  unsupportedOption('xz', {
+    key: 'xz-binary-path',
+    flag: 'xz-binary-path',
+    env: 'XZ_BINARY_PATH',
+    format: 'string',
+    default: '',
+    scope: 'global',
+  }, nonEmpty),
+  unsupportedOption('xz', {
+    key: 'use-xz-binary',
+    flag: 'use-xz-binary',
+    env: 'USE_XZ_BINARY',
+    format: 'bool',
+    default: true,
+    scope: 'global',
+  }, isFalse),
 
   // Server
   {
@@ -135,9 +232,10 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'CACHE_DATABASE_URL',
     format: 'string',
     default: '',
-    doc: 'Database URL: sqlite:/path/db.sqlite, or postgres://user:password@host:5432/db (also postgresql://, and postgresql:///db?host=/run/postgresql for a unix socket). Defaults to sqlite:<local storage>/db/db.sqlite.',
+    doc: 'Database URL: sqlite:/path/db.sqlite, or postgres://user:password@host:5432/db (also postgresql://, and postgresql:///db?host=/run/postgresql for a unix socket). Defaults to sqlite:<local storage>/db/db.sqlite. The config key cache.database.url (what the Go ncps\'s migrate command reads) is read too.',
     scope: 'database',
     sensitive: true,
+    synonyms: { keys: ['cache.database.url'] },
   },
   {
     key: 'cache.database.pool.max-open-conns',
@@ -168,6 +266,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Directory for local storage. Defaults to $XDG_DATA_HOME/ncps (~/.local/share/ncps).',
     scope: 'storage',
     aliases: ['cache-data-path'],
+    deprecated: { env: ['CACHE_DATA_PATH'], keys: ['cache.data-path'] },
   },
   ...(['bucket', 'endpoint', 'region', 'access-key-id', 'secret-access-key'] as const).map(
     (name): OptionSpec => ({
@@ -201,6 +300,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Upstream binary cache URL; repeatable. Append ?priority=N to rank it (lower is preferred).',
     scope: 'serve',
     aliases: ['upstream-cache'],
+    deprecated: { env: ['UPSTREAM_CACHES'], keys: ['cache.upstream.caches'] },
   },
   {
     key: 'cache.upstream.public-keys',
@@ -211,6 +311,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Public key (name:base64) trusted to sign upstream narinfos; repeatable. A narinfo is accepted when any of its signatures verifies against any of these keys.',
     scope: 'serve',
     aliases: ['upstream-public-key'],
+    deprecated: { env: ['UPSTREAM_PUBLIC_KEYS'] },
   },
   {
     key: 'cache.upstream.dialer-timeout',
@@ -220,6 +321,8 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: '3s',
     doc: 'Timeout for connecting to an upstream.',
     scope: 'serve',
+    aliases: ['upstream-dialer-timeout'],
+    deprecated: { env: ['UPSTREAM_DIALER_TIMEOUT'] },
   },
   {
     key: 'cache.upstream.response-header-timeout',
@@ -229,6 +332,8 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: '3s',
     doc: 'Timeout for an upstream to start answering; a slower upstream counts as not having the path.',
     scope: 'serve',
+    aliases: ['upstream-response-header-timeout'],
+    deprecated: { env: ['UPSTREAM_RESPONSE_HEADER_TIMEOUT'] },
   },
   {
     key: 'cache.netrc-file',
@@ -236,7 +341,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'NETRC_FILE',
     format: 'string',
     default: '',
-    doc: 'netrc file with credentials for upstreams (sent as HTTP Basic auth).',
+    doc: 'netrc file with credentials for upstreams (sent as HTTP Basic auth). Defaults to ~/.netrc, read when it exists. A file that cannot be read or parsed is skipped with a warning (as the Go ncps does).',
     scope: 'serve',
     sensitive: true,
   },
@@ -322,7 +427,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'CACHE_LRU_SCHEDULE',
     format: 'string',
     default: '',
-    doc: 'Cron schedule of the LRU clean-up (5 fields, or 6 with seconds). Defaults to hourly when --cache-max-size is set.',
+    doc: 'Schedule of the LRU clean-up: cron (5 fields, or 6 with seconds), @hourly/@daily/@weekly/@monthly/@yearly, or @every DURATION; a CRON_TZ=Zone prefix sets its time zone. Defaults to hourly when --cache-max-size is set.',
     scope: 'serve',
   },
   {
@@ -342,7 +447,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'CACHE_REDIS_ADDRS',
     format: 'string-list',
     default: [],
-    doc: 'Redis addresses (host:port); repeatable or comma separated.',
+    doc: 'Redis addresses (host:port); repeatable or comma separated. One address: that Redis. Several: independent Redis servers, a lock is held when a majority of them granted it (Redlock, as in the Go ncps), or, when the addresses belong to one Redis Cluster (detected at start), that cluster.',
     scope: 'redis',
   },
   {
@@ -387,8 +492,8 @@ export const OPTIONS: readonly OptionSpec[] = [
     flag: 'cache-redis-pool-size',
     env: 'CACHE_REDIS_POOL_SIZE',
     format: 'non-negative-int',
-    default: 0,
-    doc: 'Redis connection pool size. Accepted for compatibility: ncps-ts multiplexes its lock commands over one connection per instance.',
+    default: 10,
+    doc: 'Redis connection pool size. Accepted for compatibility: ncps-ts multiplexes its lock commands over one connection per Redis server.',
     scope: 'redis',
   },
   {
@@ -425,8 +530,9 @@ export const OPTIONS: readonly OptionSpec[] = [
     format: 'go-duration',
     default: '30s',
     doc:
-      "How long a NAR request waits while another instance downloads the same NAR. After that it streams the NAR from upstream itself, so a client is never kept waiting on a long download or on the lock of an instance that died; that copy is stored only if the other instance's lock is free by the end.",
+      "How long a NAR request waits while another instance downloads the same NAR. After that it streams the NAR from upstream itself, so a client is never kept waiting on a long download or on the lock of an instance that died; that copy is stored only if the other instance's lock is free by the end. The Go ncps's --cache-download-poll-timeout (CACHE_DOWNLOAD_POLL_TIMEOUT, cache.download.poll-timeout), how long its instances wait for each other's downloads, sets the same.",
     scope: 'redis',
+    synonyms: { flags: ['cache-download-poll-timeout'], env: ['CACHE_DOWNLOAD_POLL_TIMEOUT'], keys: ['cache.download.poll-timeout'] },
   },
   {
     key: 'cache.lock.lru-lock-ttl',
@@ -483,6 +589,56 @@ export const OPTIONS: readonly OptionSpec[] = [
     scope: 'redis',
   },
 
+  // Go ncps settings of features this ncps does not have (accepted; a warning when turned on).
+  ...(
+    [
+      ['enabled', 'bool', false, isTrue],
+      ['min', 'non-negative-int', 16384],
+      ['avg', 'non-negative-int', 65536],
+      ['max', 'non-negative-int', 262144],
+      ['lazy-chunking-enabled', 'bool', false, isTrue],
+      ['background-workers', 'non-negative-int', 0],
+      ['delete-delay', 'go-duration', '24h'],
+      ['lazy-recovery-schedule', 'string', '@every 5m'],
+      ['lazy-recovery-batch-size', 'non-negative-int', 100],
+      ['lazy-cleanup-schedule', 'string', '@every 1h'],
+      ['chunk-wait-timeout', 'go-duration', '30s'],
+    ] as const
+  ).map(([name, format, def, active]: readonly [string, OptionFormat, unknown, ((v: unknown) => boolean)?]) =>
+    unsupportedOption('cdc', {
+      key: `cache.cdc.${name}`,
+      flag: `cache-cdc-${name}`,
+      env: `CACHE_CDC_${name.toUpperCase().replace(/-/g, '_')}`,
+      format,
+      default: def,
+      scope: 'serve',
+    }, active),
+  ),
+  ...(
+    [
+      ['enabled', 'bool', false, isTrue],
+      ['retention', 'go-duration', '5m'],
+      ['part-size', 'non-negative-int', 8 * 1024 * 1024],
+    ] as const
+  ).map(([name, format, def, active]: readonly [string, OptionFormat, unknown, ((v: unknown) => boolean)?]) =>
+    unsupportedOption('staging', {
+      key: `cache.inflight-staging.${name}`,
+      flag: `cache-inflight-staging-${name}`,
+      env: `CACHE_INFLIGHT_STAGING_${name.toUpperCase().replace(/-/g, '_')}`,
+      format,
+      default: def,
+      scope: 'serve',
+    }, active),
+  ),
+  unsupportedOption('pprof', {
+    key: 'pprof.addr',
+    flag: 'pprof-addr',
+    env: 'PPROF_ADDR',
+    format: 'string',
+    default: '',
+    scope: 'serve',
+  }, nonEmpty),
+
   // Migration commands
   {
     key: 'dry-run',
@@ -495,7 +651,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   {
     key: 'concurrency',
     flag: 'concurrency',
-    env: 'NCPS_MIGRATION_CONCURRENCY',
+    env: 'CONCURRENCY',
+    synonyms: { env: ['NCPS_MIGRATION_CONCURRENCY'] },
     format: 'non-negative-int',
     default: 10,
     doc: 'Legacy narinfo files migrated in parallel.',

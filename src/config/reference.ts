@@ -1,7 +1,7 @@
 // The configuration reference (docs/configuration.md), generated from the option table so the
 // documentation cannot drift from the code: a test fails when the committed file differs.
 
-import { COMMAND_SCOPES, OPTIONS, type OptionSpec } from './options';
+import { COMMAND_SCOPES, OPTIONS, UNSUPPORTED_FEATURES, type OptionSpec } from './options';
 
 function formatDefault(option: OptionSpec): string {
   const value = option.default;
@@ -21,6 +21,8 @@ function formatType(option: OptionSpec): string {
       return 'list';
     case 'non-negative-int':
       return 'integer';
+    case 'log-level':
+      return 'log level';
     default:
       return String(option.format);
   }
@@ -46,10 +48,13 @@ export function configurationReference(): string {
     '<!-- Generated from src/config/options.ts by `npm run docs:config`; do not edit by hand. -->',
     '',
     'Every setting can be given as a command-line flag, an environment variable or a key in the config',
-    'file (`--config FILE`, YAML or JSON; keys are the dotted names below, or the same names nested).',
+    'file (`--config FILE`, YAML, TOML or JSON; keys are the dotted names below, or the same names nested;',
+    'without `--config` or `NCPS_CONFIG_FILE`, `$XDG_CONFIG_HOME/ncps/config.yaml` is read when it exists).',
     'When a setting is given in several places, the flag wins over the config file, and the config file',
     'over the environment. Lists take repeated flags or comma-separated values. Durations are written',
-    'like `500ms`, `3s`, `5m`, `1h30m`; sizes like `500M`, `10G` (powers of 1024).',
+    'like `500ms`, `3s`, `5m`, `1h30m` (`0` for none); sizes like `500M`, `10G` or `100g` (powers of 1024).',
+    'Older names of the Go ncps (marked deprecated) still work, with a warning; when both an old and',
+    'the current name are given, the current one wins.',
     '',
     'Which commands accept which sections:',
     '',
@@ -57,19 +62,50 @@ export function configurationReference(): string {
   for (const [command, scopes] of Object.entries(COMMAND_SCOPES)) {
     out.push(`- \`ncps ${command}\`: ${scopes.map((scope) => SECTIONS.find(([, s]) => s === scope)?.[0] ?? scope).join(', ')}`);
   }
+  const row = (option: OptionSpec, notes: string[]) => {
+    const flags = [
+      `\`--${option.flag}\``,
+      ...(option.synonyms?.flags ?? []).map((a) => `\`--${a}\``),
+      ...(option.aliases ?? []).map((a) => `\`--${a}\` (deprecated)`),
+    ].join('<br>');
+    const envs = [
+      ...(option.env ? [`\`${option.env}\``] : []),
+      ...(option.synonyms?.env ?? []).map((e) => `\`${e}\``),
+      ...(option.deprecated?.env ?? []).map((e) => `\`${e}\` (deprecated)`),
+    ].join('<br>');
+    const keys = [
+      `\`${option.key}\``,
+      ...(option.synonyms?.keys ?? []).map((k) => `\`${k}\``),
+      ...(option.deprecated?.keys ?? []).map((k) => `\`${k}\` (deprecated)`),
+    ].join('<br>');
+    return `| ${flags} | ${envs} | ${keys} | ${formatType(option)} | ${formatDefault(option)} | ${notes.join(' ')} |`;
+  };
+  const header = ['| flag | environment | config key | type | default | description |', '|---|---|---|---|---|---|'];
   for (const [title, scope] of SECTIONS) {
-    const options = OPTIONS.filter((o) => o.scope === scope);
+    const options = OPTIONS.filter((o) => o.scope === scope && !o.unsupported);
     if (options.length === 0) continue;
-    out.push('', `## ${title}`, '', '| flag | environment | config key | type | default | description |', '|---|---|---|---|---|---|');
+    out.push('', `## ${title}`, '', ...header);
     for (const option of options) {
-      const flags = [`\`--${option.flag}\``, ...(option.aliases ?? []).map((a) => `\`--${a}\` (deprecated)`)].join('<br>');
       const notes = [option.doc.replace(/\|/g, '\\|')];
       if (option.sensitive) notes.push('Secret: never logged.');
       if (option.notImplemented) notes.push(`**Accepted but not implemented yet** (${option.notImplemented}).`);
-      out.push(
-        `| ${flags} | ${option.env ? `\`${option.env}\`` : ''} | \`${option.key}\` | ${formatType(option)} | ${formatDefault(option)} | ${notes.join(' ')} |`,
-      );
+      out.push(row(option, notes));
     }
+  }
+  out.push(
+    '',
+    '## Settings of the Go ncps for features this ncps does not have',
+    '',
+    'These are accepted under the Go ncps\'s names, so its config files, environment and command lines',
+    'work unchanged, and have no effect. When one of them turns its feature on, `ncps` logs one',
+    'warning line at start naming the feature and what happens instead:',
+    '',
+  );
+  for (const { name, instead } of Object.values(UNSUPPORTED_FEATURES)) out.push(`- ${name}: ${instead}.`);
+  out.push('', ...header);
+  for (const option of OPTIONS.filter((o) => o.unsupported)) {
+    const feature = UNSUPPORTED_FEATURES[option.unsupported!.feature].name;
+    out.push(row(option, [`${feature}${option.unsupported!.active ? ' (warns when turned on)' : ''}`]));
   }
   return out.join('\n') + '\n';
 }

@@ -133,6 +133,24 @@ export function signNarInfo(n: NarInfo, key: SecretKey): NarInfo {
   return { ...n, references: [...n.references], sigs, extra: n.extra.map(([k, v]) => [k, v]) };
 }
 
+/**
+ * What the signatures of a narinfo say against `keys`: `trusted` when one verifies; `forged` when
+ * one is under the name of a key in `keys` but does not verify (the text was changed after
+ * signing, or the key is not the one trusted); else `unsigned` (no signature, or only signatures
+ * by keys nobody configured).
+ */
+export function narInfoTrust(n: NarInfo, keys: readonly PublicKey[]): 'trusted' | 'forged' | 'unsigned' {
+  let fingerprint: string;
+  try {
+    fingerprint = narInfoFingerprint(n);
+  } catch {
+    return 'unsigned';
+  }
+  if (n.sigs.some((s) => verifySignature(s, fingerprint, keys))) return 'trusted';
+  const names = new Set(keys.map((k) => k.name));
+  return n.sigs.some((s) => names.has(s.slice(0, Math.max(0, s.indexOf(':'))))) ? 'forged' : 'unsigned';
+}
+
 /** True if any of the narinfo's signatures verifies with one of `keys`. */
 export function narInfoVerifies(n: NarInfo, keys: readonly PublicKey[]): boolean {
   let fingerprint: string;

@@ -194,7 +194,8 @@ export function buildApp(options: AppOptions): FastifyInstance {
     writeTokenConfigured: Boolean(options.putToken || options.getToken),
   });
   if (options.prometheus) {
-    app.get('/metrics', { config: { quiet: true } }, async (_request, reply) => {
+    // Never behind the read token, as in the Go ncps: Prometheus scrapers carry none.
+    app.get('/metrics', { config: { quiet: true, access: 'public' } }, async (_request, reply) => {
       // Prometheus must see what can still be measured exactly when something is down: with the
       // database unreachable, the gauges read from it keep their last values and the rest is fresh.
       if (options.beforeScrape) {

@@ -34,7 +34,8 @@ export async function flushLogs(timeoutMs = 2_000): Promise<void> {
 /** ncps (like the Go original) names its most severe level "panic"; pino calls it "fatal". */
 export function createLogger(level: string, options: LoggerOptions = {}): Logger {
   const settings = {
-    level: level === 'panic' ? 'fatal' : level,
+    // `disabled` (zerolog's, so the Go ncps's) is pino's `silent`.
+    level: level === 'panic' ? 'fatal' : level === 'disabled' ? 'silent' : level,
     base: undefined,
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label: string) => ({ level: label }) },

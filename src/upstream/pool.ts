@@ -20,6 +20,8 @@ export interface Upstream {
   priority: number;
   /** Whether the priority came from the URL (then nix-cache-info does not override it). */
   priorityFixed: boolean;
+  /** `?allow-unsigned=true` in its URL: narinfos no configured key signed are accepted from it. */
+  allowUnsigned: boolean;
   healthy: boolean;
   /** The last health check: when it ended, how long it took, and why it failed (if it did). */
   lastCheck?: HealthCheck;
@@ -74,6 +76,8 @@ export interface UpstreamPoolOptions {
 }
 
 const DEFAULT_PRIORITY = 50;
+/** The upstream URL parameter that opts in to unsigned narinfos (see src/upstream/trust.ts). */
+export const ALLOW_UNSIGNED_PARAM = 'allow-unsigned';
 const MAX_NARINFO_BYTES = 1 << 20;
 
 export function parseUpstreamUrl(text: string): Upstream {
@@ -88,13 +92,20 @@ export function parseUpstreamUrl(text: string): Upstream {
   }
   const priorityParam = url.searchParams.get('priority');
   url.searchParams.delete('priority');
+  const allowUnsignedParam = url.searchParams.get(ALLOW_UNSIGNED_PARAM);
+  url.searchParams.delete(ALLOW_UNSIGNED_PARAM);
+  let allowUnsigned = false;
+  if (allowUnsignedParam !== null) {
+    if (!/^(true|false|1|0)$/.test(allowUnsignedParam)) throw new Error(`${ALLOW_UNSIGNED_PARAM} must be true or false in upstream URL: ${text}`);
+    allowUnsigned = allowUnsignedParam === 'true' || allowUnsignedParam === '1';
+  }
   let priority = DEFAULT_PRIORITY;
   if (priorityParam !== null) {
     if (!/^\d+$/.test(priorityParam)) throw new Error(`invalid priority in upstream URL: ${text}`);
     priority = Number(priorityParam);
   }
   if (!url.pathname.endsWith('/')) url.pathname += '/';
-  return { baseUrl: url, priority, priorityFixed: priorityParam !== null, healthy: true, backoff: new UpstreamBackoff() };
+  return { baseUrl: url, priority, priorityFixed: priorityParam !== null, allowUnsigned, healthy: true, backoff: new UpstreamBackoff() };
 }
 
 export class UpstreamPool {

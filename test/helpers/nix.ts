@@ -172,10 +172,12 @@ export type Compression = 'xz' | 'zstd' | 'none';
 export async function makeBinaryCache(
   dir: string,
   paths: readonly string[],
-  opts: { secretKeyFile: string; compression: Compression; narListing?: boolean },
+  /** Without secretKeyFile the cache is unsigned (as a private cache that never signs). */
+  opts: { secretKeyFile: string | undefined; compression: Compression; narListing?: boolean },
 ): Promise<void> {
   const listing = opts.narListing ? '&write-nar-listing=true' : '';
-  const to = `file://${dir}?secret-key=${opts.secretKeyFile}&compression=${opts.compression}${listing}`;
+  const signing = opts.secretKeyFile ? `secret-key=${opts.secretKeyFile}&` : '';
+  const to = `file://${dir}?${signing}compression=${opts.compression}${listing}`;
   const r = await run(
     'nix',
     ['--extra-experimental-features', 'nix-command', 'copy', '--to', to, ...BUILD_OPTIONS, ...paths],

@@ -626,7 +626,7 @@ describe('operations', { skip }, () => {
 
     before(
       async () => {
-        n = await ncpsWith({ extraArgs: [`--cache-get-token=${READ_TOKEN}`] });
+        n = await ncpsWith({ extraArgs: [`--cache-get-token=${READ_TOKEN}`, '--prometheus-enabled'] });
         ncpsKey = await n.publicKey(); // /pubkey is open
         const r = await request(n.url, `/${hashPart(authC.leaf)}.narinfo`, { headers: bearer(READ_TOKEN), timeoutMs: 20_000 });
         assert.equal(r.status, 200, describeResponse('GET narinfo with the token', r, n));
@@ -665,10 +665,12 @@ describe('operations', { skip }, () => {
           }
         }
       }
-      for (const p of ['/healthz', '/pubkey']) {
+      // /metrics as in the Go ncps: Prometheus scrapers carry no token.
+      for (const p of ['/healthz', '/pubkey', '/metrics']) {
         const r = await request(n.url, p);
         assert.equal(r.status, 200, describeResponse(`GET ${p} without credentials`, r, n));
       }
+      assert.equal((await request(n.url, '/pins')).status, 401, 'GET /pins needs the read token');
     });
 
     it('lets the Nix client substitute with a netrc file, and not without one', { timeout: TIMEOUT }, async () => {
@@ -724,10 +726,10 @@ describe('operations', { skip }, () => {
       assert.equal((await request(n.url, pinPath, { method: 'POST', headers: bearer(READ_TOKEN) })).status, 401, 'pin with the read token');
       assert.equal((await request(n.url, pinPath, { method: 'POST' })).status, 401, 'pin without credentials');
       const pin = await request(n.url, pinPath, { method: 'POST', headers: bearer(WRITE_TOKEN) });
-      assert.equal(pin.status, 204, describeResponse('pin with the put token', pin, n));
+      assert.equal(pin.status, 200, describeResponse('pin with the put token', pin, n));
       assert.equal((await request(n.url, pinPath, { method: 'DELETE', headers: bearer(READ_TOKEN) })).status, 401, 'unpin with the read token');
       const unpin = await request(n.url, pinPath, { method: 'DELETE', headers: bearer(WRITE_TOKEN) });
-      assert.equal(unpin.status, 204, describeResponse('unpin with the put token', unpin, n));
+      assert.equal(unpin.status, 200, describeResponse('unpin with the put token', unpin, n));
 
       const delPath = `/${leaf.hash}.narinfo`;
       assert.equal((await request(n.url, delPath, { method: 'DELETE', headers: bearer(READ_TOKEN) })).status, 401, 'DELETE with the read token');
@@ -752,7 +754,7 @@ describe('operations', { skip }, () => {
       assert.equal(ni.status, 204, describeResponse('PUT narinfo with the read token', ni, n));
       const pinPath = `/pin/${leaf.hash}.narinfo`;
       assert.equal((await request(n.url, pinPath, { method: 'POST' })).status, 401, 'pin without credentials');
-      assert.equal((await request(n.url, pinPath, { method: 'POST', headers: bearer(READ_TOKEN) })).status, 204, 'pin with the read token');
+      assert.equal((await request(n.url, pinPath, { method: 'POST', headers: bearer(READ_TOKEN) })).status, 200, 'pin with the read token');
       const d = await request(n.url, `/${leaf.hash}.narinfo`, { method: 'DELETE', headers: bearer(READ_TOKEN) });
       assert.equal(d.status, 204, describeResponse('DELETE with the read token', d, n));
     });
@@ -799,7 +801,7 @@ describe('operations', { skip }, () => {
 
   // -------------------------------------------------------------------------------------------
   describe('pins', () => {
-    it('refuses POST and DELETE /pin/… with 403 when no token is configured', { timeout: TIMEOUT }, async () => {
+    it('refuses POST and DELETE /pin/… with 403 when no token is configured and uploads are closed', { timeout: TIMEOUT }, async () => {
       const n = await ncpsWith({ extraArgs: [] });
       const p = `/pin/${hashPart(pinC.top)}.narinfo`;
       const post = await request(n.url, p, { method: 'POST', timeoutMs: 20_000 });
@@ -808,36 +810,48 @@ describe('operations', { skip }, () => {
       assert.equal(del.status, 403, describeResponse('DELETE pin without any token configured', del, n));
       const list = await request(n.url, '/pins');
       if (list.status === 200) {
-        const pins = JSON.parse(list.text) as Array<{ hash: string }>;
+        const pins = JSON.parse(list.text) as string[];
         assert.equal(pins.length, 0, 'a refused pin must not have been recorded');
       }
     });
 
-    it('pins and unpins with a token: 204, 404 for unknown paths, listed by GET /pins', { timeout: TIMEOUT }, async () => {
+    it('without any token, pins are open when uploads are (--cache-allow-put-verb), as in the Go ncps', { timeout: TIMEOUT }, async () => {
+      const n = await ncpsWith({ extraArgs: ['--cache-allow-put-verb'] });
+      const hash = hashPart(pinC.top);
+      const post = await request(n.url, `/pin/${hash}.narinfo`, { method: 'POST', timeoutMs: 20_000 });
+      assert.equal(post.status, 200, describeResponse('POST pin, uploads open', post, n));
+      assert.deepEqual(JSON.parse((await request(n.url, '/pins')).text), [hash]);
+      const del = await request(n.url, `/pin/${hash}.narinfo`, { method: 'DELETE' });
+      assert.equal(del.status, 200, describeResponse('DELETE pin, uploads open', del, n));
+    });
+
+    it('pins and unpins with a token: 200 (as the Go ncps), 404 for unknown paths, GET /pins in the Go shape', { timeout: TIMEOUT }, async () => {
       const n = await ncpsWith({ extraArgs: [`--cache-put-token=${WRITE_TOKEN}`] });
       const hash = hashPart(pinC.top);
       const p = `/pin/${hash}.narinfo`;
       // The path is not in ncps yet: pinning fetches its narinfo from the upstream.
       const post = await request(n.url, p, { method: 'POST', headers: bearer(WRITE_TOKEN), timeoutMs: 20_000 });
-      assert.equal(post.status, 204, describeResponse('POST pin', post, n));
+      assert.equal(post.status, 200, describeResponse('POST pin', post, n));
       const again = await request(n.url, p, { method: 'POST', headers: bearer(WRITE_TOKEN) });
-      assert.equal(again.status, 204, describeResponse('POST pin again (idempotent)', again, n));
+      assert.equal(again.status, 200, describeResponse('POST pin again (idempotent)', again, n));
       const unknown = await request(n.url, `/pin/${randomNix32(32)}.narinfo`, { method: 'POST', headers: bearer(WRITE_TOKEN), timeoutMs: 20_000 });
       assert.equal(unknown.status, 404, describeResponse('POST pin of an unknown path', unknown, n));
 
       const list = await request(n.url, '/pins', { headers: bearer(WRITE_TOKEN) });
       assert.equal(list.status, 200, describeResponse('GET /pins', list, n));
       assert.match(String(list.headers['content-type']), /json/);
-      const pins = JSON.parse(list.text) as Array<{ hash: string; storePath?: string }>;
-      assert.ok(Array.isArray(pins));
-      assert.equal(pins.length, 1, `exactly one pin expected: ${list.text}`);
+      // The Go ncps's shape: an array of narinfo hashes (its clients parse []string).
+      assert.deepEqual(JSON.parse(list.text), [hash]);
+      const detail = await request(n.url, '/pins?detail=true', { headers: bearer(WRITE_TOKEN) });
+      const pins = JSON.parse(detail.text) as Array<{ hash: string; storePath?: string }>;
+      assert.equal(pins.length, 1, `exactly one pin expected: ${detail.text}`);
       assert.equal(pins[0]?.hash, hash);
       assert.equal(pins[0]?.storePath, pinC.top);
 
       const del = await request(n.url, p, { method: 'DELETE', headers: bearer(WRITE_TOKEN) });
-      assert.equal(del.status, 204, describeResponse('DELETE pin', del, n));
+      assert.equal(del.status, 200, describeResponse('DELETE pin', del, n));
       const del2 = await request(n.url, p, { method: 'DELETE', headers: bearer(WRITE_TOKEN) });
-      assert.equal(del2.status, 404, describeResponse('DELETE pin again', del2, n));
+      assert.equal(del2.status, 200, describeResponse('DELETE pin again (as the Go ncps: nothing left to unpin is fine)', del2, n));
       const after = JSON.parse((await request(n.url, '/pins', { headers: bearer(WRITE_TOKEN) })).text) as unknown[];
       assert.deepEqual(after, []);
     });

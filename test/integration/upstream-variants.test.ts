@@ -270,6 +270,10 @@ describe('upstream credentials and signing options', { timeout: 120_000 }, () =>
       assert.equal(narinfo.status, 200);
       const sigs = narinfo.text.match(/^Sig: .*$/gm) ?? [];
       assert.deepEqual(sigs.map((s) => s.split(':')[1]!.trim()), ['upstream-auth-1']);
+      // As the Go ncps: /pubkey still names the cache's key (the one it would sign with).
+      const pubkey = await request(ncps.url, '/pubkey');
+      assert.equal(pubkey.status, 200);
+      assert.match(pubkey.text.trim(), /^ncps-test:[A-Za-z0-9+/]{43}=$/);
     } finally {
       await ncps.stop();
     }

@@ -13,7 +13,7 @@ import { listingName, narInfoHashOf } from './narinfo';
 export interface WriteRoutesOptions {
   allowPut: boolean;
   allowDelete: boolean;
-  /** Whether any token guards writes; pins are refused outright without one. */
+  /** Whether any token guards writes; without one, pins are open only when uploads are (allowPut). */
   writeTokenConfigured: boolean;
 }
 
@@ -124,23 +124,36 @@ export function registerWriteRoutes(app: FastifyInstance, writes: CacheWrites, o
     });
   }
 
-  // Pins change what LRU may evict, so they are never open to anyone (the Go ncps leaves them so).
+  // Pins change what LRU may evict (a pin can hold the store over its size limit), so they are
+  // writes: the write token when one is set; without any token, open only when uploads are open
+  // to everyone anyway (--cache-allow-put-verb). The Go ncps leaves them open in every case.
+  // Answers as the Go ncps's: 200, unpinning what is not pinned included.
+  const pinsOpen = options.writeTokenConfigured || options.allowPut;
   const pinsClosed = (reply: FastifyReply) =>
-    reply.code(403).type('text/plain; charset=utf-8').send('pins need a token: start ncps with --cache-put-token or --cache-get-token\n');
+    reply
+      .code(403)
+      .type('text/plain; charset=utf-8')
+      .send('pins are writes: start ncps with --cache-put-token (or --cache-get-token), or with --cache-allow-put-verb to let anyone write\n');
 
   app.post<{ Params: { file: string } }>('/pin/:file', { config: write }, async (request, reply) => {
-    if (!options.writeTokenConfigured) return pinsClosed(reply);
+    if (!pinsOpen) return pinsClosed(reply);
     const hash = narInfoHashOf(request.params.file);
     if (!hash) return reply.callNotFound();
-    return (await writes.pin(hash)) ? reply.code(204).send() : reply.callNotFound();
+    return (await writes.pin(hash)) ? reply.code(200).send() : reply.callNotFound();
   });
 
   app.delete<{ Params: { file: string } }>('/pin/:file', { config: write }, async (request, reply) => {
-    if (!options.writeTokenConfigured) return pinsClosed(reply);
+    if (!pinsOpen) return pinsClosed(reply);
     const hash = narInfoHashOf(request.params.file);
     if (!hash) return reply.callNotFound();
-    return (await writes.unpin(hash)) ? reply.code(204).send() : reply.callNotFound();
+    await writes.unpin(hash);
+    return reply.code(200).send();
   });
 
-  app.get('/pins', async (_request, reply) => reply.send(await writes.pins()));
+  // The Go ncps's shape, a JSON array of narinfo hashes; ?detail=true adds store paths and times.
+  app.get<{ Querystring: { detail?: string } }>('/pins', async (request, reply) => {
+    const pins = await writes.pins();
+    const detail = /^(1|true|yes)$/i.test(request.query.detail ?? '');
+    return reply.send(detail ? pins : pins.map((pin) => pin.hash));
+  });
 }
