@@ -1,5 +1,6 @@
 // The ncps command line: bad flags are usage errors (exit 2) that name the flag; --help works.
 import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runNcps } from '../helpers/ncps';
@@ -46,5 +47,58 @@ describe('ncps CLI', () => {
     const r = await runNcps(['serve', '--help'], { timeoutMs: 20_000 });
     assert.equal(r.code, 0, show(r));
     assert.match(r.stdout, /--cache-upstream-url\b/, show(r));
+  });
+});
+
+describe('ncps CLI in the Go shape', () => {
+  after(async () => {
+    await cleanupTempDirs();
+  });
+
+  it('takes global flags before the command with space-separated values, the s alias and help/version', { timeout: TIMEOUT }, async () => {
+    const dir = await makeTempDir('cli-go');
+    const file = path.join(dir, 'config.yaml');
+    await writeFile(file, 'log:\n  level: warn\ncache:\n  hostname: go-shape\n');
+    for (const argv of [
+      ['--config', file, 'serve', '--help'],
+      ['--log-level', 'debug', 's', '--help'],
+      ['--config', file, '--log-level', 'debug', 'help', 'serve'],
+    ]) {
+      const r = await runNcps(argv, { timeoutMs: 20_000 });
+      assert.equal(r.code, 0, `${argv.join(' ')}: ${show(r)}`);
+      assert.match(r.stdout, /Usage: ncps serve/, show(r));
+    }
+    for (const argv of [['--version'], ['version'], ['-v']]) {
+      const r = await runNcps(argv, { timeoutMs: 20_000 });
+      assert.equal(r.code, 0, show(r));
+      assert.match(r.stdout, /^ncps version \S+\n$/, show(r));
+    }
+    const help = await runNcps(['help'], { timeoutMs: 20_000 });
+    assert.equal(help.code, 0, show(help));
+    assert.match(help.stdout, /serve, s /, show(help));
+    // A bad config named before the command is found and reported (it was not taken for a command).
+    const bad = await runNcps(['--config', path.join(dir, 'missing.yaml'), 'serve'], { timeoutMs: 20_000 });
+    assert.equal(bad.code, 2, show(bad));
+    assert.match(bad.stderr, /cannot read config file .*missing\.yaml/, show(bad));
+    const unknown = await runNcps(['--no-such-global', 'serve'], { timeoutMs: 20_000 });
+    assert.equal(unknown.code, 2, show(unknown));
+    assert.match(unknown.stderr, /unknown flag: --no-such-global/, show(unknown));
+  });
+
+  it('finds the migrate subcommand after global flags, and refuses migrate down as the Go ncps does', { timeout: TIMEOUT }, async () => {
+    const dir = await makeTempDir('cli-migrate');
+    const file = path.join(dir, 'config.toml');
+    await writeFile(file, `[cache]\ndatabase-url = "sqlite:${path.join(dir, 'db.sqlite')}"\n`);
+    const up = await runNcps(['--config', file, 'migrate', 'up'], { timeoutMs: 30_000 });
+    assert.equal(up.code, 0, show(up));
+    assert.match(up.stdout, /applied 1/, show(up));
+    const status = await runNcps(['migrate', '--config', file, 'status'], { timeoutMs: 30_000 });
+    assert.equal(status.code, 0, show(status));
+    const down = await runNcps(['migrate', 'down'], { timeoutMs: 20_000 });
+    assert.equal(down.code, 1, show(down));
+    assert.match(down.stderr, /only go forward/, show(down));
+    const cdc = await runNcps(['migrate-chunks-to-nar'], { timeoutMs: 20_000 });
+    assert.equal(cdc.code, 2, show(cdc));
+    assert.match(cdc.stderr, /no content-defined chunking/, show(cdc));
   });
 });
