@@ -255,6 +255,30 @@ let
     "exec ${ncps} migrate-narinfo ${escapeShellArgs migrateNarinfoFlags}"
   ];
 
+  # fsck reads the server's config file (keys of other commands are accepted) and needs the same
+  # signing key, database and storage credentials, but no netrc or tokens.
+  fsckCredentialNames = [
+    "secretKey"
+    "databaseURL"
+    "s3AccessKeyId"
+    "s3SecretAccessKey"
+    "redisPassword"
+  ];
+  fsckFlags =
+    [ "--config=${configFile}" ]
+    ++ optional (cfg.cache.secretKeyPath != null) ''--cache-secret-key-path="$CREDENTIALS_DIRECTORY/secretKey"''
+    ++ optional cfg.fsck.repair "--repair"
+    ++ optional cfg.fsck.verifyContent "--verify-content"
+    ++ optional (cfg.fsck.verifiedSince != null) "--verified-since=${cfg.fsck.verifiedSince}"
+    ++ map escapeShellArg cfg.fsck.extraArgs;
+
+  fsckScript = script "ncps-fsck" [
+    "set -euo pipefail"
+    (exportCredentials fsckCredentialNames)
+    exportPlainRedisPassword
+    "exec ${ncps} fsck ${concatStringsSep " " fsckFlags}"
+  ];
+
   # ---------------------------------------------------------------------------------------------
   # Directories: below /var/lib they are StateDirectory entries (systemd creates them with the
   # right owner); elsewhere a tmpfiles rule creates them and ReadWritePaths opens them.
@@ -443,6 +467,7 @@ in
         migrateNarinfo = migrateScript;
         migrateNarinfoArgs = migrateNarinfoFlags;
         migrateUpArgs = if migrateMode == "offline" then migrateUpFlags else [ ];
+        fsck = fsckScript;
       };
       description = "The start scripts of the units (for tests and debugging).";
     };
@@ -510,6 +535,53 @@ in
         type = types.listOf types.str;
         default = [ ];
         description = "Extra flags for `ncps migrate-narinfo`.";
+      };
+    };
+
+    fsck = {
+      enable = mkEnableOption ''
+        a periodic `ncps fsck`: a systemd timer starts the oneshot unit `ncps-fsck.service`, which
+        checks beside the running server that the database and storage agree, with the server's
+        configuration and credentials. The unit fails when problems were found (or are left after
+        a repair), so `systemctl --failed` and the journal show them
+      '';
+      schedule = mkOption {
+        type = types.str;
+        default = "weekly";
+        example = "Sun *-*-* 03:00:00";
+        description = "When it runs: a systemd calendar expression (`OnCalendar=`); a missed run is made up at boot.";
+      };
+      repair = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Repair what is found (`ncps fsck --repair`; every repair is logged). Repairs take the
+          same locks as the running server, which only Redis shares between processes: this needs
+          cache.redis (without it, fsck refuses to repair beside a live server).
+        '';
+      };
+      verifyContent = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Also read every stored NAR and check its bytes against FileHash and, decompressed, NarHash
+          (`--verify-content`). Reads the whole store; see verifiedSince.
+        '';
+      };
+      verifiedSince = mkOption {
+        type = types.nullOr durationType;
+        default = null;
+        example = "720h";
+        description = ''
+          With verifyContent: skip NARs whose bytes were verified less than this long ago
+          (`--verified-since`), so that each run verifies the part of a large store not verified
+          lately.
+        '';
+      };
+      extraArgs = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        description = "Extra flags for `ncps fsck`.";
       };
     };
 
@@ -907,6 +979,10 @@ in
           message = "services.ncps.highAvailability: migrateNarinfo.mode = \"offline\" would run while the other instances keep serving; use \"online\" or \"auto\".";
         }
         {
+          assertion = cfg.fsck.enable && cfg.fsck.repair -> useRedis;
+          message = "services.ncps.fsck.repair needs Redis (services.ncps.cache.redis): repairs take the server's locks, which only Redis shares with it, and without them fsck refuses to repair beside the running server. Run the check alone (repair = false) and repair by hand with the server stopped.";
+        }
+        {
           assertion = cfg.openFirewall -> listenPort != null;
           message = "services.ncps.openFirewall: cannot read a port from server.addr \"${cfg.server.addr}\" (expected host:port).";
         }
@@ -956,6 +1032,35 @@ in
         // optionalAttrs (cfg.watchdogSec != null) { WatchdogSec = cfg.watchdogSec; };
       };
     }
+
+    (mkIf cfg.fsck.enable {
+      systemd.services.ncps-fsck = {
+        description = "ncps: check that the cache's database and storage agree";
+        wants = [ "network-online.target" ];
+        after = [
+          "network-online.target"
+          "ncps.service"
+        ];
+        unitConfig.RequiresMountsFor = writableDirs;
+        serviceConfig = hardening // {
+          Type = "oneshot";
+          ExecStart = "${fsckScript}";
+          LoadCredential = loadCredential fsckCredentialNames;
+          # Reading the whole store must not slow the server down more than it has to.
+          Nice = 10;
+          IOSchedulingClass = "idle";
+        };
+      };
+      systemd.timers.ncps-fsck = {
+        description = "ncps: periodic consistency check";
+        wantedBy = [ "timers.target" ];
+        timerConfig = {
+          OnCalendar = cfg.fsck.schedule;
+          Persistent = true;
+          RandomizedDelaySec = "10min";
+        };
+      };
+    })
 
     (mkIf (migrateMode != "disabled") {
       systemd.services.ncps-migrate-narinfo = {

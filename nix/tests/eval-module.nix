@@ -147,6 +147,32 @@ let
         };
       }
     ];
+    fsck = [
+      base
+      {
+        services.ncps.fsck = {
+          enable = true;
+          schedule = "daily";
+          verifyContent = true;
+          verifiedSince = "720h";
+        };
+      }
+    ];
+    fsckRepair = [
+      base
+      {
+        services.ncps.cache.secretKeyPath = "/run/secrets/ncps-signing-key";
+        services.ncps.cache.getTokenFile = "/run/secrets/get-token";
+        services.ncps.cache.redis = {
+          addresses = [ "127.0.0.1:6379" ];
+          passwordFile = "/run/secrets/redis-password";
+        };
+        services.ncps.fsck = {
+          enable = true;
+          repair = true;
+        };
+      }
+    ];
     literalSecretPath = [
       base
       { services.ncps.cache.secretKeyPath = ./eval-module.nix; }
@@ -223,6 +249,15 @@ let
       base
       { services.ncps.cache.upstream.urls = lib.mkForce [ ]; }
     ];
+    badFsckRepairNoRedis = [
+      base
+      {
+        services.ncps.fsck = {
+          enable = true;
+          repair = true;
+        };
+      }
+    ];
   };
 
   configs = lib.mapAttrs (_: evalConfig) cases;
@@ -236,6 +271,9 @@ let
   settings = c: builtins.fromJSON (configText c);
   serveText = c: c.services.ncps.generatedScripts.serve.text;
   migrateText = c: c.services.ncps.generatedScripts.migrateNarinfo.text;
+  hasFsck = c: c.systemd.services ? ncps-fsck;
+  fsckUnit = c: unit c "ncps-fsck";
+  fsckText = c: c.services.ncps.generatedScripts.fsck.text;
   failedAssertions = c: map (a: a.message) (builtins.filter (a: !a.assertion) c.assertions);
   contains = needle: haystack: lib.hasInfix needle haystack;
   get = path: attrs: lib.attrByPath (lib.splitString "." path) null attrs;
@@ -358,6 +396,8 @@ let
         "migrateDisabled"
         "everything"
         "literalSecretPath"
+        "fsck"
+        "fsckRepair"
       ];
       config-keys-known = builtins.all (n: onlyKnownKeys c.${n}) (builtins.attrNames (lib.filterAttrs (n: _: !(lib.hasPrefix "bad" n)) cases));
       config-has-no-secret-keys = builtins.all (n: noSecretKeys c.${n}) (builtins.attrNames cases);
@@ -547,6 +587,35 @@ let
 
       migrate-disabled = !(hasMigrateUnit c.migrateDisabled);
 
+      # fsck: a timer and a oneshot unit beside the server, with its config and credentials.
+      fsck-off-by-default = !(hasFsck c.sqlite) && !(c.sqlite.systemd.timers ? ncps-fsck);
+      fsck-timer =
+        c.fsck.systemd.timers.ncps-fsck.timerConfig.OnCalendar == "daily"
+        && c.fsck.systemd.timers.ncps-fsck.timerConfig.Persistent
+        && c.fsck.systemd.timers.ncps-fsck.wantedBy == [ "timers.target" ];
+      fsck-unit =
+        (fsckUnit c.fsck).serviceConfig.Type == "oneshot"
+        && (fsckUnit c.fsck).serviceConfig.User == "ncps"
+        && (fsckUnit c.fsck).serviceConfig.ExecStart == "${c.fsck.services.ncps.generatedScripts.fsck}"
+        && builtins.elem "ncps.service" (fsckUnit c.fsck).after
+        && (fsckUnit c.fsck).wantedBy == [ ]
+        && (fsckUnit c.fsck).unitConfig.RequiresMountsFor == [
+          "/var/lib/ncps"
+          "/var/lib/ncps/db"
+        ]
+        && (fsckUnit c.fsck).serviceConfig.LoadCredential == [ ];
+      fsck-check-command =
+        contains "exec /nix/store/${fakeHash "ncps"}-ncps-stub/bin/ncps fsck --config=${c.fsck.services.ncps.configFile} --verify-content --verified-since=720h\n" (fsckText c.fsck)
+        && !(contains "--repair" (fsckText c.fsck));
+      fsck-repair-with-credentials =
+        contains "--repair" (fsckText c.fsckRepair)
+        && contains ''--cache-secret-key-path="$CREDENTIALS_DIRECTORY/secretKey"'' (fsckText c.fsckRepair)
+        && exports "CACHE_REDIS_PASSWORD" "redisPassword" (fsckText c.fsckRepair)
+        && builtins.elem "secretKey:/run/secrets/ncps-signing-key" (fsckUnit c.fsckRepair).serviceConfig.LoadCredential
+        && builtins.elem "redisPassword:/run/secrets/redis-password" (fsckUnit c.fsckRepair).serviceConfig.LoadCredential
+        && !(builtins.elem "getToken:/run/secrets/get-token" (fsckUnit c.fsckRepair).serviceConfig.LoadCredential)
+        && !(contains "CACHE_GET_TOKEN" (fsckText c.fsckRepair));
+
       everything-config =
         let
           s = settings c.everything;
@@ -595,6 +664,10 @@ let
       assert-one-database-url = assertionFires "badTwoDatabaseURLs" [ "exactly one" ];
       assert-lru-needs-max-size = assertionFires "badLru" [ "maxSize" ];
       assert-needs-upstream = assertionFires "badNoUpstream" [ "upstream.urls" ];
+      assert-fsck-repair-needs-redis = assertionFires "badFsckRepairNoRedis" [
+        "fsck.repair needs Redis"
+        "repair by hand"
+      ];
     };
 
   failed = builtins.attrNames (lib.filterAttrs (_: ok: ok != true) checks);
@@ -612,6 +685,7 @@ in
     migrateUpArgs = if hasMigrateUnit c then c.services.ncps.generatedScripts.migrateUpArgs else [ ];
     serveFlags = flagsIn (serveText c);
     migrateNarinfoFlags = if hasMigrateUnit c then flagsIn (migrateText c) else [ ];
+    fsckFlags = if hasFsck c then flagsIn (fsckText c) else [ ];
   }) (lib.filterAttrs (n: _: !(lib.hasPrefix "bad" n)) configs);
   inherit knownKeys secretKeys;
   # Failed assertion messages of the refused configurations, for reading.

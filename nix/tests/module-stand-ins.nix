@@ -63,6 +63,27 @@ let
       };
   };
 
+  timerStandIn = {
+    options = {
+      description = mkOption {
+        type = types.str;
+        default = "";
+      };
+      wantedBy = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+      };
+      timerConfig = mkOption {
+        type = types.attrsOf types.unspecified;
+        default = { };
+      };
+      unitConfig = mkOption {
+        type = types.attrsOf types.unspecified;
+        default = { };
+      };
+    };
+  };
+
   nixosStandIns = {
     options = {
       assertions = mkOption {
@@ -99,6 +120,10 @@ let
       };
       systemd.services = mkOption {
         type = types.attrsOf (types.submodule unitStandIn);
+        default = { };
+      };
+      systemd.timers = mkOption {
+        type = types.attrsOf (types.submodule timerStandIn);
         default = { };
       };
     };

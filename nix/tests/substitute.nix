@@ -8,11 +8,20 @@ pkgs.testers.runNixOSTest {
 
   nodes = {
     upstream = common.upstreamNode;
-    ncps = common.ncpsNode {
-      upstreams = [
-        "http://upstream?priority=10"
-        "http://upstream:5000?priority=20"
+    ncps = {
+      imports = [
+        (common.ncpsNode {
+          upstreams = [
+            "http://upstream?priority=10"
+            "http://upstream:5000?priority=20"
+          ];
+        })
       ];
+      # The periodic check; started by hand below rather than waited for.
+      services.ncps.fsck = {
+        enable = true;
+        verifyContent = true;
+      };
     };
     client = common.clientNode { };
   };
@@ -72,6 +81,16 @@ pkgs.testers.runNixOSTest {
             forget(client, path)
             substitute(client, path)
         assert status(client, "http://ncps:8501/" + "1" * 32 + ".narinfo") == "404"
+        ncps.succeed("systemctl is-active ncps.service")
+
+    with subtest("the fsck unit finds the cache consistent, then a NAR file that went missing"):
+        ncps.succeed("systemctl list-timers --all | grep -q ncps-fsck.timer")
+        ncps.succeed("systemctl start ncps-fsck.service")
+        ncps.succeed("journalctl -u ncps-fsck.service | grep -q 'consistent: no problems found'")
+        nar = ncps.succeed("find /var/lib/ncps/store/nar -type f | head -n 1").strip()
+        ncps.succeed(f"rm {nar}")
+        ncps.fail("systemctl start ncps-fsck.service")
+        ncps.succeed("journalctl -u ncps-fsck.service | grep -q 'fsck found: NAR missing from storage'")
         ncps.succeed("systemctl is-active ncps.service")
   '';
 }

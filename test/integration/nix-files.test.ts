@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { loadConfig } from '../../src/config/load';
-import { OPTIONS } from '../../src/config/options';
+import { OPTIONS, optionsFor } from '../../src/config/options';
 
 const REPO = path.resolve(__dirname, '../../..');
 const SKIP_DIRS = new Set(['node_modules', '.git', 'build', 'dist', 'result']);
@@ -102,6 +102,7 @@ interface Generated {
   configKeys: string[];
   serveFlags: string[];
   migrateNarinfoFlags: string[];
+  fsckFlags: string[];
   migrateNarinfoArgs: string[];
   migrateUpArgs: string[];
 }
@@ -176,6 +177,13 @@ describe('NixOS module evaluated against nixpkgs lib', () => {
       accept(`${name} config file`, 'serve', [`--config=${file}`]);
       if (g.migrateNarinfoArgs.length > 0) accept(name, 'migrate-narinfo', g.migrateNarinfoArgs);
       if (g.migrateUpArgs.length > 0) accept(name, 'migrate up', g.migrateUpArgs);
+      if (g.fsckFlags.length > 0) {
+        // The fsck unit runs `ncps fsck --config=<the serve config> …` with these flags.
+        accept(`${name} fsck`, 'fsck', [`--config=${file}`]);
+        const fsckFlags = new Set(optionsFor('fsck').map((o) => o.flag));
+        for (const flag of g.fsckFlags) assert.ok(fsckFlags.has(flag), `${name}: the fsck unit passes --${flag}, which ncps fsck does not take`);
+      }
     }
+    assert.ok(Object.values(e.generated).some((g) => g.fsckFlags.includes('repair')), 'a configuration with the fsck timer repairing');
   });
 });
