@@ -284,7 +284,7 @@ export class UpstreamPool {
         }
         const raw = await readLimitedBuffer(res.body, limit);
         this.outcome(upstream, relative, undefined);
-        return { found: await decodeContent(String(res.headers['content-encoding'] ?? 'identity'), raw), absent: false };
+        return { found: await decodeContent(String(res.headers['content-encoding'] ?? 'identity'), raw, limit), absent: false };
       } catch (error) {
         failed = true;
         if (error instanceof UpstreamFailure || isNetworkFailure(error)) this.outcome(upstream, relative, error as Error);
@@ -362,35 +362,66 @@ async function readLimited(body: Readable, limit: number): Promise<string> {
   return (await readLimitedBuffer(body, limit)).toString('utf8');
 }
 
-/** Undoes a Content-Encoding (binary caches serve listings and logs compressed that way). */
-async function decodeContent(encoding: string, data: Buffer): Promise<Buffer> {
-  switch (encoding.trim().toLowerCase()) {
-    case '':
-    case 'identity':
-      return data;
-    case 'br':
-      return promisify(brotliDecompress)(data);
-    case 'gzip':
-    case 'x-gzip':
-      return promisify(gunzip)(data);
-    case 'deflate':
-      return promisify(inflate)(data);
-    case 'zstd':
-      return runFilter('zstd', ['-dcq'], data);
-    case 'xz':
-      return runFilter('xz', ['-dc'], data);
-    default:
-      throw new Error(`unsupported Content-Encoding ${encoding}`);
+/**
+ * Undoes a Content-Encoding (binary caches serve listings and logs compressed that way). The
+ * decoded size is bounded like the raw one: a small answer that inflates to gigabytes (a
+ * decompression bomb) fails at `limit` instead of filling memory.
+ */
+async function decodeContent(encoding: string, data: Buffer, limit: number): Promise<Buffer> {
+  const bounded = { maxOutputLength: limit };
+  try {
+    switch (encoding.trim().toLowerCase()) {
+      case '':
+      case 'identity':
+        return data;
+      case 'br':
+        return await promisify(brotliDecompress)(data, bounded);
+      case 'gzip':
+      case 'x-gzip':
+        return await promisify(gunzip)(data, bounded);
+      case 'deflate':
+        return await promisify(inflate)(data, bounded);
+      case 'zstd':
+        return await runFilter('zstd', ['-dcq'], data, limit);
+      case 'xz':
+        return await runFilter('xz', ['-dc'], data, limit);
+      default:
+        throw new Error(`unsupported Content-Encoding ${encoding}`);
+    }
+  } catch (error) {
+    if ((error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE' || error instanceof RangeError) throw new DecodedTooLarge(encoding, limit);
+    throw error;
   }
 }
 
-function runFilter(command: string, args: string[], input: Buffer): Promise<Buffer> {
+class DecodedTooLarge extends Error {
+  constructor(encoding: string, limit: number) {
+    super(`${encoding} answer larger than ${limit} bytes once decoded`);
+  }
+}
+
+/** Runs a decompressor over `input`; stops it as soon as its output passes `limit`. */
+function runFilter(command: string, args: string[], input: Buffer, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'ignore'] });
     const chunks: Buffer[] = [];
-    child.stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
+    let total = 0;
+    let tooLarge = false;
+    child.stdout.on('data', (chunk: Buffer) => {
+      total += chunk.length;
+      if (total > limit) {
+        tooLarge = true;
+        child.kill('SIGKILL');
+        return;
+      }
+      chunks.push(chunk);
+    });
     child.once('error', reject);
-    child.once('close', (code) => (code === 0 ? resolve(Buffer.concat(chunks)) : reject(new Error(`${command} exited ${code}`))));
+    child.once('close', (code) => {
+      if (tooLarge) reject(new RangeError('too large'));
+      else if (code === 0) resolve(Buffer.concat(chunks));
+      else reject(new Error(`${command} exited ${code}`));
+    });
     child.stdin.on('error', () => undefined);
     child.stdin.end(input);
   });

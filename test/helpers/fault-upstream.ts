@@ -9,7 +9,10 @@ import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { createGzip } from 'node:zlib';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import type { Transform, Writable } from 'node:stream';
+import { constants as zlibConstants, createBrotliCompress, createDeflate, createGzip } from 'node:zlib';
 
 export interface FaultRequest {
   method: string;
@@ -203,15 +206,48 @@ export function rewriteNarinfo(edit: (fields: Map<string, string>) => void): Fau
  */
 export async function gzipBomb(decodedBytes: number): Promise<Buffer> {
   const member = 16 << 20;
-  const one = await new Promise<Buffer>((resolve, reject) => {
-    const gz = createGzip({ level: 9 });
-    const chunks: Buffer[] = [];
-    gz.on('data', (c: Buffer) => chunks.push(c));
-    gz.on('end', () => resolve(Buffer.concat(chunks)));
-    gz.on('error', reject);
-    gz.end(Buffer.alloc(member));
-  });
+  const one = await compressZeros(createGzip({ level: 9 }), member);
   return Buffer.concat(Array.from({ length: Math.ceil(decodedBytes / member) }, () => one));
+}
+
+/** `decodedBytes` of zeros compressed for `Content-Encoding: encoding` (br, deflate, zstd, gzip). */
+export async function zeroBomb(encoding: 'gzip' | 'br' | 'deflate' | 'zstd', decodedBytes: number): Promise<Buffer> {
+  switch (encoding) {
+    case 'gzip':
+      return gzipBomb(decodedBytes);
+    case 'br':
+      return compressZeros(createBrotliCompress({ params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 4 } }), decodedBytes);
+    case 'deflate':
+      return compressZeros(createDeflate({ level: 9 }), decodedBytes);
+    case 'zstd': {
+      const child = spawn('zstd', ['-c', '-q'], { stdio: ['pipe', 'pipe', 'ignore'] });
+      const out = new Promise<Buffer>((resolve, reject) => {
+        const chunks: Buffer[] = [];
+        child.stdout.on('data', (c: Buffer) => chunks.push(c));
+        child.once('error', reject);
+        child.once('close', (code) => (code === 0 ? resolve(Buffer.concat(chunks)) : reject(new Error(`zstd exited ${code}`))));
+      });
+      await feedZeros(child.stdin, decodedBytes);
+      return out;
+    }
+  }
+}
+
+async function feedZeros(sink: Writable, bytes: number): Promise<void> {
+  const block = Buffer.alloc(1 << 20);
+  for (let left = bytes; left > 0; left -= block.length) {
+    if (!sink.write(left >= block.length ? block : block.subarray(0, left))) await once(sink, 'drain');
+  }
+  sink.end();
+}
+
+async function compressZeros(compressor: Transform, bytes: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  compressor.on('data', (c: Buffer) => chunks.push(c));
+  const ended = once(compressor, 'end');
+  await feedZeros(compressor, bytes);
+  await ended;
+  return Buffer.concat(chunks);
 }
 
 // ---- the server ---------------------------------------------------------------------------
