@@ -23,6 +23,7 @@ import { Metrics } from '../telemetry/metrics';
 import { Readiness } from '../telemetry/readiness';
 import { SystemdNotifier } from '../telemetry/systemd';
 import { parseNetrc, type Netrc } from '../upstream/netrc';
+import { parseAllowedHost } from '../upstream/destinations';
 import { parseUpstreamUrl, UpstreamPool } from '../upstream/pool';
 import { upstreamTrustWarnings } from '../upstream/trust';
 
@@ -82,6 +83,15 @@ function checkedSettings(config: LoadedConfig) {
     }
   }
 
+  const allowedHosts = config.get<string[]>('cache.upstream.allowed-hosts');
+  for (const entry of allowedHosts) {
+    try {
+      parseAllowedHost(entry);
+    } catch (error) {
+      throw new ConfigError(`--cache-upstream-allowed-host: ${(error as Error).message}`);
+    }
+  }
+
   // As in the Go ncps: ~/.netrc unless told otherwise, and a file that cannot be used is a warning
   // (upstreams are then asked without credentials), not a reason to stay down.
   let netrc: Netrc | undefined;
@@ -98,6 +108,7 @@ function checkedSettings(config: LoadedConfig) {
     listen: parseListenAddress(config.get<string>('server.addr')),
     hostname: config.get<string>('cache.hostname') || os.hostname(),
     upstreamUrls,
+    allowedHosts,
     trustedKeys,
     netrc,
     netrcWarning,
@@ -161,6 +172,8 @@ async function serve(argv: string[]): Promise<number> {
     responseHeaderTimeoutMs: settings.responseHeaderTimeoutMs,
     logger,
     ...(settings.netrc ? { netrc: settings.netrc } : {}),
+    allowedHosts: settings.allowedHosts,
+    ownPorts: [settings.listen.port],
   });
   // Health is checked in the background: an upstream that is down at start must not delay serving.
   void upstreams.start();

@@ -336,6 +336,15 @@ export const OPTIONS: readonly OptionSpec[] = [
     deprecated: { env: ['UPSTREAM_RESPONSE_HEADER_TIMEOUT'] },
   },
   {
+    key: 'cache.upstream.allowed-hosts',
+    flag: 'cache-upstream-allowed-host',
+    env: 'CACHE_UPSTREAM_ALLOWED_HOSTS',
+    format: 'string-list',
+    default: [],
+    doc: 'A host (`name`, `name:port`, an address) or address range (`10.0.0.0/8`) that NAR URLs and redirects may lead to although it is loopback, link-local or private; repeatable. Without it ncps fetches only from the configured upstreams and from hosts with public addresses (checked after DNS resolution), never from its own port.',
+    scope: 'serve',
+  },
+  {
     key: 'cache.netrc-file',
     flag: 'netrc-file',
     env: 'NETRC_FILE',

@@ -7,10 +7,11 @@ import { spawn } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { brotliDecompress, gunzip, inflate } from 'node:zlib';
-import { Agent, interceptors, request, type Dispatcher } from 'undici';
+import { Agent, buildConnector, interceptors, request, type Dispatcher } from 'undici';
 import { parseNarInfo, type NarInfo } from '../nix';
 import type { Logger } from '../telemetry/logger';
 import { UpstreamBackoff } from './backoff';
+import { DestinationPolicy } from './destinations';
 import { basicAuthFor, type Netrc } from './netrc';
 
 export interface Upstream {
@@ -73,6 +74,10 @@ export interface UpstreamPoolOptions {
   netrc?: Netrc;
   logger: Logger;
   healthIntervalMs?: number;
+  /** Non-public hosts NAR URLs and redirects may point to (--cache-upstream-allowed-host). */
+  allowedHosts?: readonly string[];
+  /** Ports ncps listens on: never fetched from on this machine. */
+  ownPorts?: readonly number[];
 }
 
 const DEFAULT_PRIORITY = 50;
@@ -113,13 +118,20 @@ export class UpstreamPool {
   private readonly agent: Agent;
   private readonly dispatcher: Dispatcher;
   private readonly options: UpstreamPoolOptions;
+  private readonly destinations: DestinationPolicy;
   private healthTimer?: NodeJS.Timeout;
 
   constructor(options: UpstreamPoolOptions) {
     this.options = options;
     this.upstreams = options.urls.map(parseUpstreamUrl);
+    this.destinations = new DestinationPolicy({
+      upstreams: this.upstreams.map((u) => u.baseUrl),
+      ...(options.allowedHosts ? { allowedHosts: options.allowedHosts } : {}),
+      ...(options.ownPorts ? { ownPorts: options.ownPorts } : {}),
+    });
     this.agent = new Agent({
-      connect: { timeout: options.dialerTimeoutMs },
+      // Every connection, redirects included, goes only where the destination policy allows.
+      connect: this.destinations.connector(buildConnector({ timeout: options.dialerTimeoutMs })),
       headersTimeout: options.responseHeaderTimeoutMs,
       // Between body chunks; a stalled upstream must not hold a download forever.
       bodyTimeout: 60_000,
@@ -221,9 +233,10 @@ export class UpstreamPool {
     let failed = skipped;
     const attempts = candidates.map((upstream) =>
       this.fetchNarInfoFrom(upstream, hash, controller.signal).then(
-        (narInfo) => {
+        async (narInfo) => {
           this.outcome(upstream, path, undefined);
-          return narInfo && accept(narInfo, upstream) ? narInfo : undefined;
+          if (!narInfo || !accept(narInfo, upstream)) return undefined;
+          return (await this.narUrlAllowed(upstream, hash, narInfo)) ? narInfo : undefined;
         },
         (error: Error) => {
           if (!controller.signal.aborted) {
@@ -245,6 +258,17 @@ export class UpstreamPool {
       return { absent: !failed };
     } finally {
       controller.abort();
+    }
+  }
+
+  /** A narinfo whose NAR lives where ncps may not fetch from is not served at all. */
+  private async narUrlAllowed(upstream: Upstream, hash: string, narInfo: NarInfo): Promise<boolean> {
+    try {
+      await this.destinations.check(new URL(narInfo.url, upstream.baseUrl));
+      return true;
+    } catch (error) {
+      this.options.logger.warn({ upstream: upstream.baseUrl.href, hash, url: narInfo.url, err: (error as Error).message }, 'upstream narinfo points at a NAR ncps may not fetch; ignored');
+      return false;
     }
   }
 
