@@ -1,0 +1,160 @@
+// The chart's rendered pods, run: the ConfigMap's config file, the Secrets and the containers' argv
+// (`/bin/ncps --config /etc/ncps/config.yaml …`) start our real bundle, the init containers and
+// hook Jobs migrate, the probes answer, the real Nix client substitutes through the server, and
+// SIGTERM drains it within the grace period. Once with one SQLite pod, once with the HA set-up on
+// PostgreSQL, S3 (s3rver) and Redis. Pods run as local processes (test/helpers/chart-pod.ts).
+import assert from 'node:assert/strict';
+import { existsSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { stringify } from 'yaml';
+import { materialisePod, runToCompletion, startContainer, waitForProbe, type Claims } from '../helpers/chart-pod';
+import { signedUpstream, substituteAndVerify, teardown, type SignedUpstream } from '../helpers/fixture';
+import { chartToolsMissing, render, type K8sObject } from '../helpers/helm';
+import { request } from '../helpers/http';
+import { freePort } from '../helpers/ncps';
+import { generateKeyPair, makeTempDir, nixAvailable, type KeyPair } from '../helpers/nix';
+import { postgresAvailable, startPostgres, type PostgresServer } from '../helpers/postgres';
+import { redisAvailable, startRedis, type RedisServer } from '../helpers/redis';
+import { s3rverAvailable, startS3rver, type S3rverInstance } from '../helpers/s3';
+
+const toolsMissing = chartToolsMissing();
+const skip = toolsMissing || (!nixAvailable() && 'the Nix client is not installed');
+
+async function renderWith(values: Record<string, unknown>): Promise<K8sObject[]> {
+  const file = path.join(await makeTempDir('chart-values'), 'values.yaml');
+  writeFileSync(file, stringify(values));
+  return render({ values: [file], release: 'cache' });
+}
+
+function find(objects: K8sObject[], kind: string, test: (o: K8sObject) => boolean = () => true): K8sObject {
+  const found = objects.find((o) => o.kind === kind && test(o));
+  assert.ok(found, `no ${kind} rendered`);
+  return found;
+}
+
+/** Starts the server container of `workload` after its init containers, waits for every probe,
+ * substitutes `upstream`'s closure through it with the real Nix client, and returns a stopper
+ * that sends SIGTERM and checks the drain. */
+async function servePod(objects: K8sObject[], workload: K8sObject, claims: Claims, upstream: SignedUpstream, signingKey: KeyPair) {
+  const pod = await materialisePod(objects, workload, claims);
+  for (const init of pod.initContainers) {
+    const r = await runToCompletion(init);
+    assert.equal(r.code, 0, `init container ${init.name} (${init.argv.slice(2).join(' ')}) failed:\n${r.stdout}${r.stderr}`);
+  }
+  const server = pod.containers.find((c) => c.name === 'ncps')!;
+  assert.deepEqual(server.argv.slice(2).filter((a) => !a.startsWith('/')), ['--config', 'serve']);
+  const running = startContainer(server);
+  const spec = server.spec;
+  for (const probe of [spec.startupProbe, spec.livenessProbe, spec.readinessProbe]) await waitForProbe(spec, probe, running);
+  const port = spec.ports[0].containerPort as number;
+  const url = `http://127.0.0.1:${port}`;
+  const pubkey = await request(url, '/pubkey', { timeoutMs: 10_000 });
+  assert.equal(pubkey.text.trim(), signingKey.publicKey, 'ncps signs with the key from the chart\'s Secret');
+  await substituteAndVerify(upstream.closure, { substituter: url, trustedPublicKey: signingKey.publicKey });
+  return {
+    url,
+    logs: running.logs,
+    async stop(): Promise<void> {
+      const grace = workload.spec.template.spec.terminationGracePeriodSeconds as number;
+      const preStop = spec.lifecycle.preStop.sleep.seconds as number;
+      const started = Date.now();
+      running.proc.kill('SIGTERM');
+      const code = await running.exited;
+      assert.equal(code, 0, `ncps exit status after SIGTERM\n${running.logs().slice(-3000)}`);
+      assert.ok(Date.now() - started < (grace - preStop) * 1000, 'drained within the grace period left after preStop');
+    },
+  };
+}
+
+describe('the chart\'s pods run the real server', { skip }, () => {
+  let upstream: SignedUpstream;
+  let signingKey: KeyPair;
+
+  before(async () => {
+    upstream = await signedUpstream({ label: 'chart' });
+    signingKey = await generateKeyPair('cache.example.org-1', await makeTempDir('chart-key'));
+  });
+  after(() => teardown(upstream));
+
+  it('one SQLite pod: init containers migrate, then the StatefulSet\'s server serves the Nix client', async () => {
+    const port = await freePort();
+    const objects = await renderWith({
+      config: {
+        hostname: 'cache.example.org',
+        server: { addr: `127.0.0.1:${port}` },
+        signing: { secretKey: signingKey.secretKey },
+        permissions: { allowPut: true },
+        cache: { maxSize: '10G' },
+        upstream: { caches: [{ url: upstream.url, publicKey: upstream.key.publicKey }] },
+      },
+      fsck: { enabled: true },
+    });
+    const sts = find(objects, 'StatefulSet');
+    const claims: Claims = new Map();
+    const pod = await servePod(objects, sts, claims, upstream, signingKey);
+    // The database is where the Go chart keeps it, on the pod's claim.
+    const storage = claims.get('storage-cache-ncps-0')!;
+    assert.ok(storage, 'the claim template became the pod\'s volume');
+    assert.match(pod.logs(), /ncps is serving/);
+    await pod.stop();
+    assert.ok(existsSync(path.join(storage, 'db', 'ncps.db')), 'SQLite at /storage/db/ncps.db');
+    // An upgrade: the next pod's init containers find the database migrated and the volume in place.
+    const again = await servePod(objects, sts, claims, upstream, signingKey);
+    await again.stop();
+  });
+
+  const haSkip = !postgresAvailable() ? 'PostgreSQL is not installed' : !redisAvailable() ? 'redis-server is not installed' : !s3rverAvailable() ? 's3rver is not installed' : false;
+  describe('HA: PostgreSQL, S3 and Redis', { skip: haSkip }, () => {
+    let pg: PostgresServer;
+    let redis: RedisServer;
+    let s3: S3rverInstance;
+    before(async () => {
+      pg = await startPostgres();
+      redis = await startRedis({ password: 'redis-secret-pw' });
+      s3 = await startS3rver({ bucket: 'ncps-chart' });
+    });
+    after(async () => {
+      await s3?.stop();
+      await redis?.stop();
+      await pg?.stop();
+    });
+
+    it('the migration hook Job, then a Deployment pod, then the online narinfo Job', async () => {
+      const port = await freePort();
+      const dbUrl = new URL(await pg.createDatabase('chart'));
+      const objects = await renderWith({
+        mode: 'deployment',
+        replicaCount: 2,
+        config: {
+          hostname: 'cache.example.org',
+          server: { addr: `127.0.0.1:${port}` },
+          signing: { secretKey: signingKey.secretKey },
+          upstream: { caches: [{ url: upstream.url, publicKey: upstream.key.publicKey }] },
+          storage: {
+            type: 's3',
+            s3: { bucket: s3.bucket, endpoint: s3.endpoint, region: s3.region, forcePathStyle: true, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+          },
+          database: {
+            type: 'postgresql',
+            postgresql: { host: dbUrl.hostname, port: Number(dbUrl.port), database: dbUrl.pathname.slice(1), username: 'postgres', password: 'unused:pw/with@specials', sslMode: 'disable' },
+          },
+          redis: { enabled: true, addresses: [redis.addr], password: 'redis-secret-pw' },
+        },
+      });
+      const claims: Claims = new Map();
+      const hook = find(objects, 'Job', (o) => o.metadata.annotations?.['helm.sh/hook'] === 'pre-install,pre-upgrade');
+      const migrate = await materialisePod(objects, hook, claims);
+      const r = await runToCompletion(migrate.containers[0]!);
+      assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
+      const versions = await pg.query(dbUrl.pathname.slice(1), 'SELECT max(version) AS v FROM schema_migrations');
+      assert.ok(Number(versions[0]!.v) >= 1, 'the hook Job migrated PostgreSQL before any pod started');
+
+      const pod = await servePod(objects, find(objects, 'Deployment'), claims, upstream, signingKey);
+      const post = find(objects, 'Job', (o) => o.metadata.annotations?.['helm.sh/hook'] === 'post-install,post-upgrade');
+      const narinfo = await runToCompletion((await materialisePod(objects, post, claims)).containers[0]!);
+      assert.equal(narinfo.code, 0, `online narinfo migration beside the live pod:\n${narinfo.stdout}${narinfo.stderr}`);
+      await pod.stop();
+    });
+  });
+});
