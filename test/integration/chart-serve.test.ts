@@ -1,8 +1,9 @@
 // The chart's rendered pods, run: the ConfigMap's config file, the Secrets and the containers' argv
 // (`/bin/ncps --config /etc/ncps/config.yaml …`) start our real bundle, the init containers and
-// hook Jobs migrate, the probes answer, the real Nix client substitutes through the server, and
-// SIGTERM drains it within the grace period. Once with one SQLite pod, once with the HA set-up on
-// PostgreSQL, S3 (s3rver) and Redis. Pods run as local processes (test/helpers/chart-pod.ts).
+// hook Jobs migrate, the probes answer, the real Nix client substitutes through the server,
+// SIGTERM drains it within the grace period, and the fsck CronJob's pod finds the cache
+// consistent. Once with one SQLite pod, once with the HA set-up on PostgreSQL, S3 (s3rver) and
+// Redis. Pods run as local processes (test/helpers/chart-pod.ts).
 import assert from 'node:assert/strict';
 import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -88,7 +89,7 @@ describe('the chart\'s pods run the real server', { skip }, () => {
         cache: { maxSize: '10G' },
         upstream: { caches: [{ url: upstream.url, publicKey: upstream.key.publicKey }] },
       },
-      fsck: { enabled: true },
+      fsck: { enabled: true, verifyContent: true },
     });
     const sts = find(objects, 'StatefulSet');
     const claims: Claims = new Map();
@@ -97,6 +98,15 @@ describe('the chart\'s pods run the real server', { skip }, () => {
     const storage = claims.get('storage-cache-ncps-0')!;
     assert.ok(storage, 'the claim template became the pod\'s volume');
     assert.match(pod.logs(), /ncps is serving/);
+    // The fsck CronJob's pod, beside the live server on the same volume: the cache it filled is consistent.
+    const fsck = await materialisePod(objects, find(objects, 'CronJob'), claims);
+    assert.deepEqual(fsck.containers[0]!.argv.slice(4), ['fsck', '--verify-content']);
+    const checked = await runToCompletion(fsck.containers[0]!);
+    assert.equal(checked.code, 0, `fsck beside the live pod:\n${checked.stdout}${checked.stderr}`);
+    const n = upstream.closure.paths.length;
+    assert.match(checked.stdout, new RegExp(`ncps fsck: ${n} narinfos?, ${n} NAR records?`), 'fsck looked at what the Nix client fetched');
+    assert.match(checked.stdout, new RegExp(`NAR contents: ${n} verified`));
+    assert.match(checked.stdout, /checked against the serving key cache\.example\.org-1/, 'with the key from the chart\'s Secret');
     await pod.stop();
     assert.ok(existsSync(path.join(storage, 'db', 'ncps.db')), 'SQLite at /storage/db/ncps.db');
     // An upgrade: the next pod's init containers find the database migrated and the volume in place.

@@ -144,7 +144,7 @@ describe('Helm chart charts/ncps', { skip }, () => {
         try {
           const file = path.join(dir, 'config.yaml');
           writeFileSync(file, text);
-          for (const command of ['serve', 'migrate up', 'migrate-narinfo']) {
+          for (const command of ['serve', 'migrate up', 'migrate-narinfo', 'fsck']) {
             assert.doesNotThrow(() => loadConfig(command, ['--config', file], {}), `ncps ${command} refuses the config file`);
           }
         } finally {
