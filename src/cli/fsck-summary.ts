@@ -15,7 +15,10 @@ export function problemsLeft(report: FsckReport, repairs: readonly RepairResult[
   return repairs.filter((r) => r.status !== 'repaired' && r.status !== 'resolved').length;
 }
 
-export function formatSummary(report: FsckReport, repairs: readonly RepairResult[] | undefined, dryRun: boolean): string {
+/** How the run ends: a dry run, a report, a question before repairing, or the repairs done. */
+export type SummaryEnding = 'dry-run' | 'report' | 'ask' | 'repaired';
+
+export function formatSummary(report: FsckReport, repairs: readonly RepairResult[] | undefined, ending: SummaryEnding): string {
   const c = report.counts;
   const lines: string[] = [];
   lines.push(
@@ -64,7 +67,8 @@ export function formatSummary(report: FsckReport, repairs: readonly RepairResult
 
   lines.push('');
   if (found === 0) lines.push('consistent: no problems found');
-  else if (dryRun) lines.push(`${plural(found, 'problem')} found; dry run, nothing changed (run with --repair to fix)`);
+  else if (ending === 'dry-run') lines.push(`${plural(found, 'problem')} found; dry run, nothing changed (run with --repair to fix)`);
+  else if (ending === 'ask') lines.push(`${plural(found, 'problem')} found`);
   else if (!repairs) lines.push(`${plural(found, 'problem')} found; nothing changed (run with --repair to fix)`);
   else {
     const left = problemsLeft(report, repairs);

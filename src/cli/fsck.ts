@@ -42,12 +42,16 @@ function refuseMissingStore(config: LoadedConfig): void {
   }
 }
 
-/** A redrawn bar per phase on a terminal, log lines every few seconds otherwise (see Progress). */
+/**
+ * A redrawn bar per phase on a terminal (each phase's last state stays on screen), log lines every
+ * few seconds otherwise, and none for a phase over before the first one was due.
+ */
 function progressSink(logger: Logger): ProgressSink {
+  const lastReport = process.stderr.isTTY ? 'always' : 'after-progress';
   return {
     phase(label, total) {
       const counts = { done: 0, failed: 0, total };
-      const progress = new Progress(label, () => counts, logger, process.stderr, 'after-progress');
+      const progress = new Progress(label, () => counts, logger, process.stderr, lastReport);
       progress.start();
       return {
         tick: (n = 1) => void (counts.done += n),
@@ -127,21 +131,24 @@ async function fsck(argv: string[]): Promise<number> {
       );
       const report = await checkCache(options);
       if (report.findings.length === 0 || dryRun) {
-        process.stdout.write(formatSummary(report, undefined, dryRun));
+        process.stdout.write(formatSummary(report, undefined, dryRun ? 'dry-run' : 'report'));
         return report.findings.length === 0 ? 0 : 1;
       }
-      let go = repair;
-      if (!go && process.stdin.isTTY && process.stdout.isTTY) {
-        process.stdout.write(formatSummary(report, undefined, false));
-        go = (await askToRepair(report.findings.length)) && (await mayRepair());
-        if (!go) return 1;
-      }
-      if (!go) {
-        process.stdout.write(formatSummary(report, undefined, false));
-        return 1;
+      if (!repair) {
+        // As the Go ncps: on a terminal, ask; otherwise report and leave it.
+        if (!(process.stdin.isTTY && process.stdout.isTTY)) {
+          process.stdout.write(formatSummary(report, undefined, 'report'));
+          return 1;
+        }
+        process.stdout.write(formatSummary(report, undefined, 'ask'));
+        if (!(await askToRepair(report.findings.length))) {
+          process.stdout.write('Nothing changed.\n');
+          return 1;
+        }
+        if (!(await mayRepair())) return 1;
       }
       const repairs = await repairFindings(options, report.findings);
-      process.stdout.write(formatSummary(report, repairs, false));
+      process.stdout.write(formatSummary(report, repairs, 'repaired'));
       return problemsLeft(report, repairs) === 0 ? 0 : 1;
     } finally {
       await running.release();

@@ -18,9 +18,23 @@ import { encodeNix32, generateSecretKey, parseNarInfo, signNarInfo, type SecretK
 import { LocalStorage } from '../../src/storage/local';
 import { createLogger } from '../../src/telemetry/logger';
 import { randomStoreHash, withSqlite, writeLegacyNarInfo, syntheticNarInfo } from '../helpers/legacy';
-import { cleanupTempDirs, makeTempDir } from '../helpers/proc';
+import { NCPS_BUNDLE, runNcps } from '../helpers/ncps';
+import { cleanupTempDirs, makeTempDir, run } from '../helpers/proc';
 
 const HOUR = 3600_000;
+
+/** `script` gives the command a terminal (util-linux; Debian's bsdutils). */
+const haveScript = (() => {
+  try {
+    return require('node:child_process').spawnSync('script', ['--version']).status === 0;
+  } catch {
+    return false;
+  }
+})();
+
+function sh(word: string): string {
+  return `'${word.replace(/'/g, `'\\''`)}'`;
+}
 
 interface Cache {
   dir: string;
@@ -214,5 +228,51 @@ describe('fsck: the other kinds of problem', () => {
     } finally {
       await c.db.close();
     }
+  });
+});
+
+describe('ncps fsck, the command', () => {
+  it('refuses a storage directory or database that does not exist (exit 2), and an unmigrated database (exit 1)', async () => {
+    const dir = await makeTempDir('fsck-refusals');
+    const missing = await runNcps(['fsck', `--cache-storage-local=${path.join(dir, 'nope')}`]);
+    assert.equal(missing.code, 2, missing.stderr);
+    assert.match(missing.stderr, /--cache-storage-local .*nope does not exist; there is nothing to check/);
+    assert.equal(existsSync(path.join(dir, 'nope')), false, 'nothing created');
+    const noDb = await runNcps(['fsck', `--cache-storage-local=${dir}`]);
+    assert.equal(noDb.code, 2, noDb.stderr);
+    assert.match(noDb.stderr, /the database .*db\.sqlite does not exist/);
+    const blank = path.join(dir, 'blank.sqlite');
+    await writeFile(blank, '');
+    const unmigrated = await runNcps(['fsck', `--cache-storage-local=${dir}`, `--cache-database-url=sqlite:${blank}`]);
+    assert.equal(unmigrated.code, 1, unmigrated.stderr);
+    assert.match(unmigrated.stderr, /not migrated yet; run ncps migrate up/);
+  });
+
+  it('on a terminal it draws a bar per phase and asks before repairing: no changes nothing, yes repairs', { skip: haveScript ? false : 'script (util-linux) not installed' }, async () => {
+    const c = await cache();
+    const p = await c.addPath();
+    c.sql('UPDATE nar_files SET stored_at = NULL WHERE name = ?', p.nar);
+    await c.db.close();
+    const args = ['fsck', `--cache-storage-local=${c.dir}`, `--cache-database-url=sqlite:${path.join(c.dir, 'db.sqlite')}`];
+    const command = [process.execPath, NCPS_BUNDLE, ...args].map(sh).join(' ');
+    const onTerminal = (answer: string) => run('script', ['-q', '-e', '-c', command, '/dev/null'], { input: `${answer}\n`, timeoutMs: 60_000 });
+    const stored = () => withSqlite(path.join(c.dir, 'db.sqlite'), (db) => db.prepare('SELECT stored_at FROM nar_files WHERE name = ?').get(p.nar) as { stored_at: number | null });
+
+    const no = await onTerminal('n');
+    assert.equal(no.code, 1, no.stdout);
+    assert.match(no.stdout, /Repair this problem\? \[y\/N\]/);
+    assert.match(no.stdout, /\rchecking NAR records \[#{30}\] 1\/1/, `a bar for the phase:\n${JSON.stringify(no.stdout)}`);
+    assert.match(no.stdout, /^1 problem found\r?$/m);
+    assert.match(no.stdout, /Nothing changed\./);
+    assert.equal(stored().stored_at, null, 'no: nothing changed');
+
+    const yes = await onTerminal('y');
+    assert.equal(yes.code, 0, yes.stdout);
+    assert.match(yes.stdout, /1 problem found, 1 repaired/);
+    assert.notEqual(stored().stored_at, null, 'yes: repaired');
+
+    const piped = await runNcps(args);
+    assert.equal(piped.code, 0, piped.stdout + piped.stderr);
+    assert.doesNotMatch(piped.stderr, /\r/, 'no bar when not on a terminal');
   });
 });

@@ -37,7 +37,7 @@ describe('fsck summary', () => {
   const findings = [finding('nar-missing', 'a.nar.xz', 2048), finding('nar-missing', 'b.nar.xz', 1024), finding('narinfo-signature', 'h', 0)];
 
   it('counts and sizes per kind, a total, and says nothing was changed', () => {
-    const text = formatSummary(report(findings, false), undefined, false);
+    const text = formatSummary(report(findings, false), undefined, 'report');
     assert.match(row(text, PROBLEM_KINDS['nar-missing'].label)!, /\s2\s+3\.0 KiB$/);
     assert.match(row(text, PROBLEM_KINDS['narinfo-signature'].label)!, /\s1\s+-$/, 'no bytes for a signature');
     assert.match(row(text, PROBLEM_KINDS['nar-size'].label)!, /\s0\s+-$/);
@@ -50,7 +50,7 @@ describe('fsck summary', () => {
   });
 
   it('with --verify-content: the content rows count, and the skipped NARs are named', () => {
-    const text = formatSummary(report([finding('nar-content', 'c.nar.xz', 100)], true), undefined, true);
+    const text = formatSummary(report([finding('nar-content', 'c.nar.xz', 100)], true), undefined, 'dry-run');
     assert.match(row(text, PROBLEM_KINDS['nar-content'].label)!, /\s1\s+100 B$/);
     assert.match(text, /NAR contents: 3 verified, 2 skipped \(verified within 24h00m\)/);
     assert.match(text, /1 problem found; dry run, nothing changed/);
@@ -63,7 +63,7 @@ describe('fsck summary', () => {
       { finding: findings[2]!, status: 'resolved' },
     ];
     const r = report(findings, false);
-    const text = formatSummary(r, repairs, false);
+    const text = formatSummary(r, repairs, 'repaired');
     assert.match(row(text, PROBLEM_KINDS['nar-missing'].label)!, /\s2\s+3\.0 KiB\s+1$/);
     assert.match(row(text, 'total')!, /\s3\s+3\.0 KiB\s+1$/);
     assert.match(text, /^3 problems found, 1 repaired, 1 no longer a problem, 1 left \(see the log\)$/m);
@@ -72,8 +72,13 @@ describe('fsck summary', () => {
     assert.equal(problemsLeft(r, undefined), 3);
   });
 
+  it('before the question on a terminal: just what was found', () => {
+    const text = formatSummary(report(findings, false), undefined, 'ask');
+    assert.match(text, /\n3 problems found\n$/);
+  });
+
   it('a consistent cache', () => {
-    const text = formatSummary(report([], false), undefined, false);
+    const text = formatSummary(report([], false), undefined, 'report');
     assert.match(text, /^consistent: no problems found$/m);
     assert.match(row(text, 'total')!, /\s0\s+-$/);
   });
