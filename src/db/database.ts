@@ -97,7 +97,27 @@ export interface Database {
   getSetting(key: string): Promise<string | undefined>;
   /** Stores a setting unless one exists; returns whichever value is stored (first writer wins). */
   putSettingIfAbsent(key: string, value: string): Promise<string>;
+  /** Stores a setting, replacing any value it had. */
+  putSetting(key: string, value: string): Promise<void>;
+  /**
+   * Records taken over from another cache's database (the Go ncps), in one transaction, with their
+   * own times: narinfos whose hash is already here are left as they are, a NAR record whose name
+   * is already here is shared. Returns how many narinfos were inserted.
+   */
+  importNarInfos(entries: readonly ImportedNarInfo[]): Promise<number>;
   close(): Promise<void>;
+}
+
+/** A narinfo brought in from elsewhere, with the NAR record it points at and when both were used. */
+export interface ImportedNarInfo {
+  hash: string;
+  narInfo: NarInfo;
+  /** `storedAt` set when the bytes are in storage (they always are for a takeover). */
+  narFile: NarFileRecord;
+  createdAt: number;
+  lastAccessedAt: number;
+  narFileCreatedAt: number;
+  narFileLastAccessedAt: number;
 }
 
 /** A narinfo as fsck reads it: row id (for paging), hash, contents and the NAR record it names. */

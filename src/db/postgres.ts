@@ -20,6 +20,7 @@ import type {
   AuxFileKey,
   AuxFileRecord,
   Database,
+  ImportedNarInfo,
   NarFileEntry,
   NarFileRecord,
   NarInfoEntry,
@@ -550,6 +551,89 @@ export class PostgresDatabase implements Database {
     const stored = await this.getSetting(key);
     if (stored === undefined) throw new Error(`setting ${key} vanished right after it was stored`);
     return stored;
+  }
+
+  async putSetting(key: string, value: string): Promise<void> {
+    await this.pool.query(
+      'INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value',
+      [key, value],
+    );
+  }
+
+  async importNarInfos(entries: readonly ImportedNarInfo[]): Promise<number> {
+    if (entries.length === 0) return 0;
+    return this.transaction(async (client) => {
+      let inserted = 0;
+      for (const entry of entries) {
+        const { narInfo, narFile } = entry;
+        // A takeover keeps the records' own times; an existing NAR record is shared, not changed
+        // (only learning that its bytes are stored).
+        const file = await client.query<{ id: number }>(
+          `INSERT INTO nar_files (name, compression, file_hash, file_size, nar_hash, nar_size,
+                                  upstream_url, stored_at, created_at, last_accessed_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+           ON CONFLICT (name) DO UPDATE SET
+             stored_at = COALESCE(nar_files.stored_at, EXCLUDED.stored_at),
+             file_size = CASE WHEN nar_files.stored_at IS NULL THEN EXCLUDED.file_size ELSE nar_files.file_size END
+           RETURNING id`,
+          [
+            narFile.name,
+            narFile.compression,
+            narFile.fileHash ?? null,
+            narFile.fileSize ?? null,
+            narFile.narHash,
+            narFile.narSize,
+            narFile.upstreamUrl ?? null,
+            narFile.storedAt ?? null,
+            entry.narFileCreatedAt,
+            entry.narFileLastAccessedAt,
+          ],
+        );
+        const info = await client.query<{ id: number }>(
+          `INSERT INTO narinfos (hash, store_path, url, compression, file_hash, file_size, nar_hash,
+                                 nar_size, deriver, system, ca, extra_fields, nar_file_id,
+                                 created_at, last_accessed_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+           ON CONFLICT (hash) DO NOTHING
+           RETURNING id`,
+          [
+            entry.hash,
+            narInfo.storePath,
+            narInfo.url,
+            narInfo.compressionGiven ? narInfo.compression : null,
+            narInfo.fileHash?.toNix32() ?? null,
+            narInfo.fileSize ?? null,
+            narInfo.narHash.toNix32(),
+            narInfo.narSize,
+            narInfo.deriver ?? null,
+            narInfo.system ?? null,
+            narInfo.ca ?? null,
+            narInfo.extra.length > 0 ? JSON.stringify(narInfo.extra) : null,
+            file.rows[0]!.id,
+            entry.createdAt,
+            entry.lastAccessedAt,
+          ],
+        );
+        const id = info.rows[0]?.id;
+        if (id === undefined) continue;
+        if (narInfo.references.length > 0) {
+          await client.query(
+            `INSERT INTO narinfo_references (narinfo_id, position, reference)
+             SELECT $1, ord - 1, ref FROM unnest($2::text[]) WITH ORDINALITY AS t(ref, ord)`,
+            [id, narInfo.references],
+          );
+        }
+        if (narInfo.sigs.length > 0) {
+          await client.query(
+            `INSERT INTO narinfo_signatures (narinfo_id, position, signature)
+             SELECT $1, ord - 1, sig FROM unnest($2::text[]) WITH ORDINALITY AS t(sig, ord)`,
+            [id, narInfo.sigs],
+          );
+        }
+        inserted++;
+      }
+      return inserted;
+    });
   }
 
   async close(): Promise<void> {

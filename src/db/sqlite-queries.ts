@@ -112,6 +112,26 @@ export const SQLITE_QUERIES = {
         RETURNING name, file_size AS size, stored_at`,
   getSetting: `SELECT value FROM settings WHERE key = ?`,
   insertSetting: `INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`,
+  putSetting: `INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+  // A takeover keeps the times the records had; an existing NAR record is shared, not changed
+  // (only learning that its bytes are stored).
+  importNarFile: `
+        INSERT INTO nar_files (name, compression, file_hash, file_size, nar_hash, nar_size,
+                               upstream_url, stored_at, created_at, last_accessed_at)
+        VALUES (@name, @compression, @fileHash, @fileSize, @narHash, @narSize, @upstreamUrl, @storedAt,
+                @createdAt, @lastAccessedAt)
+        ON CONFLICT (name) DO UPDATE SET
+          stored_at = COALESCE(nar_files.stored_at, excluded.stored_at),
+          file_size = CASE WHEN nar_files.stored_at IS NULL THEN excluded.file_size ELSE nar_files.file_size END
+        RETURNING id`,
+  importNarInfo: `
+        INSERT INTO narinfos (hash, store_path, url, compression, file_hash, file_size, nar_hash,
+                              nar_size, deriver, system, ca, extra_fields, nar_file_id,
+                              created_at, last_accessed_at)
+        VALUES (@hash, @storePath, @url, @compression, @fileHash, @fileSize, @narHash, @narSize,
+                @deriver, @system, @ca, @extraFields, @narFileId, @createdAt, @lastAccessedAt)
+        ON CONFLICT (hash) DO NOTHING
+        RETURNING id`,
 } as const;
 
 export type SqliteQueryName = keyof typeof SQLITE_QUERIES;

@@ -35,6 +35,7 @@ import type {
   AuxFileKey,
   AuxFileRecord,
   Database,
+  ImportedNarInfo,
   NarFileEntry,
   NarFileRecord,
   NarInfoEntry,
@@ -136,6 +137,9 @@ export class SqliteDatabase implements Database {
       deleteUnusedNarFileByName: db.prepare<[{ name: string }], RemovedNarFileRow>(q.deleteUnusedNarFileByName),
       getSetting: db.prepare<[string], { value: string }>(q.getSetting),
       insertSetting: db.prepare(q.insertSetting),
+      putSetting: db.prepare(q.putSetting),
+      importNarFile: db.prepare(q.importNarFile),
+      importNarInfo: db.prepare(q.importNarInfo),
     };
   }
 
@@ -234,22 +238,7 @@ export class SqliteDatabase implements Database {
         now,
       }) as { id: number };
       sql.deleteNarInfo.run(hash);
-      const { id } = sql.insertNarInfo.get({
-        hash,
-        storePath: narInfo.storePath,
-        url: narInfo.url,
-        compression: narInfo.compressionGiven ? narInfo.compression : null,
-        fileHash: narInfo.fileHash?.toNix32() ?? null,
-        fileSize: narInfo.fileSize ?? null,
-        narHash: narInfo.narHash.toNix32(),
-        narSize: narInfo.narSize,
-        deriver: narInfo.deriver ?? null,
-        system: narInfo.system ?? null,
-        ca: narInfo.ca ?? null,
-        extraFields: narInfo.extra.length > 0 ? JSON.stringify(narInfo.extra) : null,
-        narFileId,
-        now,
-      }) as { id: number };
+      const { id } = sql.insertNarInfo.get({ hash, ...narInfoColumns(narInfo), narFileId, now }) as { id: number };
       narInfo.references.forEach((ref, i) => sql.insertReference.run(id, i, ref));
       narInfo.sigs.forEach((sig, i) => sql.insertSignature.run(id, i, sig));
       const orphaned: RemovedNarFile[] = [];
@@ -438,8 +427,62 @@ export class SqliteDatabase implements Database {
     return this.sql.getSetting.get(key)!.value;
   }
 
+  async putSetting(key: string, value: string): Promise<void> {
+    this.sql.putSetting.run(key, value);
+  }
+
+  async importNarInfos(entries: readonly ImportedNarInfo[]): Promise<number> {
+    const sql = this.sql;
+    return this.db.transaction(() => {
+      let inserted = 0;
+      for (const entry of entries) {
+        const { narInfo, narFile } = entry;
+        const { id: narFileId } = sql.importNarFile.get({
+          name: narFile.name,
+          compression: narFile.compression,
+          fileHash: narFile.fileHash ?? null,
+          fileSize: narFile.fileSize ?? null,
+          narHash: narFile.narHash,
+          narSize: narFile.narSize,
+          upstreamUrl: narFile.upstreamUrl ?? null,
+          storedAt: narFile.storedAt ?? null,
+          createdAt: entry.narFileCreatedAt,
+          lastAccessedAt: entry.narFileLastAccessedAt,
+        }) as { id: number };
+        const row = sql.importNarInfo.get({
+          hash: entry.hash,
+          ...narInfoColumns(narInfo),
+          narFileId,
+          createdAt: entry.createdAt,
+          lastAccessedAt: entry.lastAccessedAt,
+        }) as { id: number } | undefined;
+        if (!row) continue;
+        narInfo.references.forEach((ref, i) => sql.insertReference.run(row.id, i, ref));
+        narInfo.sigs.forEach((sig, i) => sql.insertSignature.run(row.id, i, sig));
+        inserted++;
+      }
+      return inserted;
+    }).immediate();
+  }
+
   async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }
 }
 
+/** A narinfo's column values, as both the insert and the import write them. */
+function narInfoColumns(narInfo: NarInfo) {
+  return {
+    storePath: narInfo.storePath,
+    url: narInfo.url,
+    compression: narInfo.compressionGiven ? narInfo.compression : null,
+    fileHash: narInfo.fileHash?.toNix32() ?? null,
+    fileSize: narInfo.fileSize ?? null,
+    narHash: narInfo.narHash.toNix32(),
+    narSize: narInfo.narSize,
+    deriver: narInfo.deriver ?? null,
+    system: narInfo.system ?? null,
+    ca: narInfo.ca ?? null,
+    extraFields: narInfo.extra.length > 0 ? JSON.stringify(narInfo.extra) : null,
+  };
+}

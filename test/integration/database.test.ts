@@ -614,6 +614,51 @@ for (const engine of [sqliteEngine, postgresEngine]) {
       }
     });
 
+    it('putSetting replaces a value', async () => {
+      const db = await migrated();
+      await db.putSetting('state', 'one');
+      await db.putSetting('state', 'two');
+      assert.equal(await db.getSetting('state'), 'two');
+      assert.equal(await open().getSetting('state'), 'two');
+    });
+
+    it('importNarInfos keeps the records and their times, skips hashes already there, shares NAR records', async () => {
+      const db = await migrated();
+      const a = fixture('imp-a', { refs: [baseName('imp-b')], sigs: [sig('go-1', 1), sig('up-1', 2)] });
+      const b = fixture('imp-b', { minimal: true });
+      const shared = fixture('imp-shared', { file: 'imp-b', minimal: true });
+      const kept = fixture('imp-kept');
+      await put(db, kept);
+      const entry = (f: Fixture, at: number) => ({
+        hash: f.hash,
+        narInfo: f.narInfo,
+        narFile: { ...f.narFile, upstreamUrl: undefined, storedAt: at, fileSize: 999 },
+        createdAt: at,
+        lastAccessedAt: at + 1,
+        narFileCreatedAt: at,
+        narFileLastAccessedAt: at + 2,
+      });
+      const inserted = await db.importNarInfos([entry(a, 1_000), entry(b, 2_000), entry(shared, 3_000), entry(kept, 4_000)]);
+      assert.equal(inserted, 3);
+      assert.equal(formatNarInfo((await db.getNarInfo(a.hash))!), a.text);
+      assert.equal(formatNarInfo((await db.getNarInfo(b.hash))!), b.text);
+      assert.equal(formatNarInfo((await db.getNarInfo(kept.hash))!), kept.text, 'an existing narinfo is left as it was');
+      assert.deepEqual(await db.getNarFile(a.narFile.name), { ...a.narFile, upstreamUrl: undefined, storedAt: 1_000, fileSize: 999 });
+      // The least recently used first, with the times the records came with.
+      const order = (await db.leastRecentlyUsedNarInfos(10)).filter((r) => r.hash !== kept.hash);
+      assert.deepEqual(order, [
+        { hash: a.hash, lastAccessedAt: 1_001 },
+        { hash: b.hash, lastAccessedAt: 2_001 },
+        { hash: shared.hash, lastAccessedAt: 3_001 },
+      ]);
+      const stats = await db.storeStats();
+      assert.equal(stats.narInfoCount, 4);
+      // a, b (shared) and kept's NAR record, which only now learns that its bytes are stored.
+      assert.equal(stats.storedBytes, 3 * 999);
+      assert.equal(await db.importNarInfos([entry(a, 5_000)]), 0, 'importing again changes nothing');
+      assert.deepEqual(await db.leastRecentlyUsedNarInfos(1), [{ hash: a.hash, lastAccessedAt: 1_001 }]);
+    });
+
     it('refuses a schema migrated past its compatibility floor, accepts a newer expand-only one', async () => {
       const db = await migrated();
       await fresh.exec(

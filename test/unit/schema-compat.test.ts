@@ -186,6 +186,7 @@ function positional(name: string, f: Fixture): unknown[] | undefined {
     narFilePage: [0, 10],
     narInfoIdOf: [f.hashA],
     deleteSignatures: [f.narInfoIdA],
+    putSetting: ['compat-setting', 'value'],
   };
   return table[name];
 }
@@ -219,6 +220,9 @@ function named(f: Fixture): Record<string, unknown> {
     startedAt: f.now,
     heartbeatAt: f.now + 4,
     limit: 10,
+    storedAt: f.now,
+    createdAt: f.now,
+    lastAccessedAt: f.now + 5,
   };
 }
 
