@@ -1,5 +1,6 @@
 // Chooses the Database implementation from --cache-database-url.
 
+import { SCHEMA_BESIDE_GO, sqliteFileBesideGo, sqliteFileInUse } from './beside-go';
 import { UnsupportedDatabaseError, type Database } from './database';
 import { SqliteDatabase, sqlitePathFromUrl } from './sqlite';
 
@@ -23,21 +24,45 @@ export function databaseKind(url: string): DatabaseKind {
   );
 }
 
+export interface OpenOptions {
+  /**
+   * Open (creating) our tables beside a Go ncps's in that database: what a takeover writes into.
+   * Without it, they are used when they exist (see beside-go.ts), else the URL's own place.
+   */
+  besideGo?: boolean;
+}
+
 /**
  * Opens the database a URL names: `sqlite:`/`sqlite3:` for the embedded SQLite file, or
  * `postgres://`/`postgresql://` (TCP or a unix socket directory given as `?host=/dir`).
  * Nothing is connected yet; call migrate() next.
  */
-export function openDatabase(url: string, pool: PoolSettings): Database {
+export function openDatabase(url: string, pool: PoolSettings, options: OpenOptions = {}): Database {
   switch (databaseKind(url)) {
-    case 'sqlite':
-      return new SqliteDatabase(sqlitePathFromUrl(url));
+    case 'sqlite': {
+      const file = sqlitePathFromUrl(url);
+      return new SqliteDatabase(options.besideGo ? sqliteFileBesideGo(file) : sqliteFileInUse(file));
+    }
     case 'postgres': {
       // Loaded on demand: a SQLite instance never needs the PostgreSQL client in memory.
       const { PostgresDatabase } = require('./postgres') as typeof import('./postgres');
-      return new PostgresDatabase(url, { maxOpenConns: pool.maxOpenConns, maxIdleConns: pool.maxIdleConns });
+      return new PostgresDatabase(url, {
+        maxOpenConns: pool.maxOpenConns,
+        maxIdleConns: pool.maxIdleConns,
+        schema: options.besideGo ? SCHEMA_BESIDE_GO : 'beside-go-if-present',
+      });
     }
   }
+}
+
+/** Where the database a URL names keeps our tables (for logs): the SQLite file, or the URL. */
+export function describeDatabaseInUse(url: string): string {
+  if (databaseKind(url) === 'sqlite') {
+    const file = sqlitePathFromUrl(url);
+    const used = sqliteFileInUse(file);
+    return used === file ? redactDatabaseUrl(url) : `sqlite:${used}`;
+  }
+  return redactDatabaseUrl(url);
 }
 
 /**

@@ -15,6 +15,7 @@ import {
   type MigrationTarget,
   type SchemaStatus,
 } from './schema';
+import { SCHEMA_BESIDE_GO } from './beside-go';
 import { PINNED_CLOSURE } from './shared-sql';
 import type {
   AuxFileKey,
@@ -84,6 +85,11 @@ export interface PostgresOptions {
   maxIdleConns?: number;
   /** Called when an idle pooled connection fails (e.g. the server restarted). */
   onError?: (error: Error) => void;
+  /**
+   * The schema our tables live in: a name, or 'beside-go-if-present' (the default) for the one
+   * beside a Go ncps's tables when a takeover created it, else the connection's own.
+   */
+  schema?: string;
 }
 
 const DEFAULT_MAX_OPEN_CONNS = 10;
@@ -94,6 +100,43 @@ const CONNECT_TIMEOUT_MS = 30_000;
 
 
 type Queryable = Pick<pg.PoolClient, 'query'>;
+
+/** How our connections name themselves (pg_stat_activity): a takeover tells them from the Go ncps's. */
+export const APPLICATION_NAME = 'ncps';
+
+/**
+ * A client class whose connections work in our schema: `search_path` is set right after each
+ * connects, before the pool hands it out. With 'beside-go-if-present', the first connection looks
+ * whether a takeover made the schema beside the Go ncps's tables; every later one follows it.
+ */
+function clientInSchema(schema: string): typeof pg.Client {
+  let decided: Promise<string | undefined> | undefined = schema === 'beside-go-if-present' ? undefined : Promise.resolve(schema);
+  return class ClientInSchema extends pg.Client {
+    // pg-pool connects with a callback; callers outside a pool use the promise.
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    override connect(callback?: (...args: any[]) => void): any {
+      const connected = (async () => {
+        await super.connect();
+        if (!decided) {
+          const lookup = super
+            .query<{ present: boolean }>('SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS present', [SCHEMA_BESIDE_GO])
+            .then((r) => (r.rows[0]?.present ? SCHEMA_BESIDE_GO : undefined));
+          decided = lookup;
+          // A failed look is not remembered: the next connection looks again.
+          lookup.catch(() => {
+            if (decided === lookup) decided = undefined;
+          });
+        }
+        const chosen = await decided;
+        if (chosen) await super.query(`SET search_path TO "${chosen.replace(/"/g, '""')}"`);
+        return this;
+      })();
+      if (!callback) return connected;
+      connected.then(() => callback(null, this), (error: Error) => callback(error));
+      return undefined;
+    }
+  };
+}
 
 export class PostgresDatabase implements Database {
   private readonly pool: pg.Pool;
@@ -108,8 +151,9 @@ export class PostgresDatabase implements Database {
       min,
       idleTimeoutMillis: IDLE_TIMEOUT_MS,
       connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
-      application_name: 'ncps',
+      application_name: APPLICATION_NAME,
       types: TYPES,
+      Client: clientInSchema(options.schema ?? 'beside-go-if-present'),
     });
     // Without a listener, an idle connection dropped by the server would crash the process.
     const onError = options.onError ?? (() => undefined);

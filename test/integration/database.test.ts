@@ -2,11 +2,13 @@
 // throwaway server): whatever the cache core relies on must hold on both engines.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import BetterSqlite3 from 'better-sqlite3';
 import { UnsupportedDatabaseError, type Database, type NarFileRecord } from '../../src/db/database';
 import { MIGRATIONS } from '../../src/db/migrations';
+import { SCHEMA_BESIDE_GO, sqliteFileBesideGo } from '../../src/db/beside-go';
 import { openDatabase, redactDatabaseUrl } from '../../src/db/open';
 import { PostgresDatabase } from '../../src/db/postgres';
 import { SqliteDatabase } from '../../src/db/sqlite';
@@ -738,6 +740,35 @@ describe('PostgreSQL specifics', { skip: postgresEngine.skip, timeout: 180_000 }
     }
   });
 
+  it('uses the schema beside a Go ncps once it exists; opened beside Go, it works there', async () => {
+    const url = await pgServer.createDatabase('beside');
+    const name = decodeURIComponent(new URL(url).pathname.slice(1));
+    // Go-named tables in public, which must never be touched.
+    await pgServer.query(name, 'CREATE TABLE narinfos (id BIGINT PRIMARY KEY, hash TEXT, updated_at TIMESTAMPTZ)');
+    await pgServer.query(name, `CREATE SCHEMA ${SCHEMA_BESIDE_GO}`);
+    const beside = openDatabase(url, POOL, { besideGo: true });
+    const later = openDatabase(url, POOL);
+    try {
+      assert.deepEqual(await beside.migrate(), ALL_VERSIONS);
+      const f = fixture('beside-go');
+      await put(beside, f);
+      assert.deepStrictEqual(await later.getNarInfo(f.hash), f.narInfo, 'a later instance finds the tables beside Go by itself');
+      const where = await pgServer.query<{ table_schema: string }>(
+        name,
+        `SELECT DISTINCT table_schema FROM information_schema.tables WHERE table_name = 'narinfos' ORDER BY 1`,
+      );
+      assert.deepEqual(where.map((r) => r.table_schema), [SCHEMA_BESIDE_GO, 'public']);
+      const goColumns = await pgServer.query<{ column_name: string }>(
+        name,
+        `SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'narinfos' ORDER BY 1`,
+      );
+      assert.deepEqual(goColumns.map((r) => r.column_name), ['hash', 'id', 'updated_at']);
+    } finally {
+      await beside.close();
+      await later.close();
+    }
+  });
+
   it('reports an unreachable server when migrating', async () => {
     const db = openDatabase(`postgresql://postgres@127.0.0.1:1/none`, POOL);
     try {
@@ -749,6 +780,27 @@ describe('PostgreSQL specifics', { skip: postgresEngine.skip, timeout: 180_000 }
 });
 
 describe('openDatabase and redactDatabaseUrl', () => {
+  it('SQLite: uses the file beside a Go ncps file once it exists, and never writes the Go file', async () => {
+    const dir = await makeTempDir('beside-go');
+    const goFile = path.join(dir, 'db.sqlite');
+    const raw = new BetterSqlite3(goFile);
+    raw.exec('CREATE TABLE narinfos (id INTEGER PRIMARY KEY, hash TEXT, updated_at TIMESTAMP)');
+    raw.close();
+    const before = createHash('sha256').update(readFileSync(goFile)).digest('hex');
+    const beside = openDatabase(`sqlite:${goFile}`, POOL, { besideGo: true });
+    await beside.migrate();
+    await put(beside, fixture('beside-sqlite'));
+    await beside.close();
+    const later = openDatabase(`sqlite:${goFile}`, POOL);
+    try {
+      assert.ok(await later.getNarInfo(hashOf('beside-sqlite')));
+      assert.equal((later as SqliteDatabase).file, sqliteFileBesideGo(goFile));
+    } finally {
+      await later.close();
+    }
+    assert.equal(createHash('sha256').update(readFileSync(goFile)).digest('hex'), before);
+  });
+
   it('rejects MySQL and unknown schemes with UnsupportedDatabaseError', () => {
     assert.throws(() => openDatabase('mysql://u:p@db/ncps', POOL), (error: Error) => {
       assert.ok(error instanceof UnsupportedDatabaseError);
