@@ -2,10 +2,11 @@
 // Writes never appear partially: a verified temp file is renamed into place.
 
 import { mkdirSync } from 'node:fs';
+import type { Readable } from 'node:stream';
 import { copyFile, mkdir, open, readFile, readdir, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { checkDirectoryWritable } from './writable';
-import { auxKey, fanOut, inFanOut, quarantineKey, type AuxKind, type ByteRange, type ListableAuxKind, type Storage, type StoredFileInfo, type StoredNar } from './storage';
+import { auxKey, chunkKey, fanOut, inFanOut, quarantineKey, type AuxKind, type ByteRange, type ListableAuxKind, type Storage, type StoredFileInfo, type StoredNar } from './storage';
 
 export class LocalStorage implements Storage {
   readonly root: string;
@@ -174,13 +175,28 @@ export class LocalStorage implements Storage {
     return readIfExists(path.join(this.root, 'config', 'cache.key'));
   }
 
-  /** Removes downloads left behind by a crash (older than maxAgeMs). */
+  async getChunk(hash: string): Promise<Readable | undefined> {
+    let handle: FileHandle;
+    try {
+      handle = await open(path.join(this.root, chunkKey(hash)), 'r');
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+    return handle.createReadStream({ highWaterMark: 1 << 20 });
+  }
+
+  async deleteChunk(hash: string): Promise<void> {
+    await rm(path.join(this.root, chunkKey(hash)), { force: true });
+  }
+
   async checkWritable(): Promise<void> {
     await checkDirectoryWritable(this.tempDir, 'temp directory');
     // NARs are renamed from the temp directory into the store: that must take files too.
     if (path.relative(this.root, this.tempDir).startsWith('..')) await checkDirectoryWritable(path.join(this.root, 'store', 'nar'), 'storage');
   }
 
+  /** Removes downloads left behind by a crash (older than maxAgeMs). */
   async cleanTempDir(maxAgeMs: number): Promise<number> {
     let removed = 0;
     const now = Date.now();

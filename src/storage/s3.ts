@@ -25,7 +25,7 @@ import {
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { auxKey, fanOut, inFanOut, quarantineKey, type AuxKind, type ByteRange, type ListableAuxKind, type Storage, type StoredFileInfo, type StoredNar } from './storage';
+import { auxKey, chunkKey, fanOut, inFanOut, quarantineKey, type AuxKind, type ByteRange, type ListableAuxKind, type Storage, type StoredFileInfo, type StoredNar } from './storage';
 
 const MiB = 1024 * 1024;
 /** The largest object a single CopyObject may copy. */
@@ -276,6 +276,20 @@ export class S3Storage implements Storage {
 
   async deleteLegacyNarInfo(hash: string): Promise<void> {
     await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.narInfoKey(hash) }));
+  }
+
+  async getChunk(hash: string): Promise<Readable | undefined> {
+    try {
+      const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: chunkKey(hash) }));
+      return toReadable(response.Body);
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
+  async deleteChunk(hash: string): Promise<void> {
+    await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: chunkKey(hash) }));
   }
 
   async getAuxFile(kind: AuxKind, name: string): Promise<Buffer | undefined> {

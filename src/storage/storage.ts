@@ -74,6 +74,22 @@ export interface Storage {
   getLegacySecretKey(): Promise<string | undefined>;
   /** Fails, saying why, when storage cannot take new files right now (for /readyz). */
   checkWritable(): Promise<void>;
+  /**
+   * A chunk file the Go ncps's content-defined chunking wrote (`store/chunk/<a>/<ab>/<hash>`,
+   * zstd-compressed), as stored; undefined when it is not there. Read when taking it over.
+   */
+  getChunk(hash: string): Promise<Readable | undefined>;
+  /** Removes such a chunk file (only when the operator asks, once the NARs were taken over). */
+  deleteChunk(hash: string): Promise<void>;
+}
+
+/** The Go ncps names chunks by their BLAKE3 digest in hex; nothing else is read as a chunk. */
+export const CHUNK_NAME = /^[0-9a-f]{64}$/;
+
+/** Where a Go ncps chunk file lives, relative to the storage root or bucket. */
+export function chunkKey(hash: string): string {
+  if (!CHUNK_NAME.test(hash)) throw new Error(`not a chunk name: ${hash}`);
+  return ['store', 'chunk', ...fanOut(hash)].join('/');
 }
 
 /** Where a small auxiliary file lives, relative to the storage root or bucket. */
