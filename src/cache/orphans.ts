@@ -12,6 +12,7 @@
 import type { Database } from '../db/database';
 import type { Locker } from '../lock/locker';
 import { hasLegacyNarInfos } from '../migrate/narinfo';
+import { legacyFilesKeptForGo } from '../migrate/go/state';
 import { dropAuxFile } from './aux-files';
 import type { Storage, StoredFileInfo } from '../storage/storage';
 import type { Logger } from '../telemetry/logger';
@@ -84,8 +85,9 @@ export class OrphanSweeper {
     const { locker, storage, logger, lockTtlMs } = this.options;
     const result = (this.progress = emptyResult());
     // NARs of narinfo files an older ncps kept in storage have no record until those files are
-    // migrated: until then, no NAR can be told to be an orphan.
-    if (await hasLegacyNarInfos(storage)) {
+    // migrated: until then, no NAR can be told to be an orphan. (Files a Go takeover kept for the
+    // Go ncps are in the database already.)
+    if ((await hasLegacyNarInfos(storage)) && !(await legacyFilesKeptForGo(this.options.db))) {
       logger.info('orphan sweep skipped: storage still holds narinfo files from an older ncps (run ncps migrate-narinfo)');
       return { ...result, skipped: 'legacy narinfo files are not migrated yet' };
     }

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { ConfigError, helpText, loadConfig, type LoadedConfig } from '../config/load';
 import type { Database } from '../db/database';
 import { UnsupportedDatabaseError } from '../db/database';
-import { openDatabase, redactDatabaseUrl } from '../db/open';
+import { describeDatabaseInUse, openDatabase } from '../db/open';
 import { LocalLocker } from '../lock/local';
 import type { Locker } from '../lock/locker';
 import { LocalStorage } from '../storage/local';
@@ -68,8 +68,9 @@ export function openConfiguredDatabase(config: LoadedConfig): Database {
   }
 }
 
+/** The database for logs (passwords masked): ours beside a Go ncps's file, once a takeover made it. */
 export function describeDatabase(config: LoadedConfig): string {
-  return redactDatabaseUrl(databaseUrl(config));
+  return describeDatabaseInUse(databaseUrl(config));
 }
 
 export type ConfiguredStorage = Storage & {

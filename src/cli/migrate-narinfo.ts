@@ -10,6 +10,7 @@ import type { Locker } from '../lock/locker';
 import { InvalidLegacyNarInfo, LegacyNarInfoMigrator } from '../migrate/narinfo';
 import { Progress } from '../migrate/progress';
 import { storedSigningKey } from '../cache/signing-key';
+import { legacyFilesKeptForGo } from '../migrate/go/state';
 import { Metrics } from '../telemetry/metrics';
 import { commandConfig, commandLogger, createLocker, startConfiguredOpenTelemetry, describeDatabase, liveServerRefusal, openConfiguredDatabase, openConfiguredStorage } from './common';
 
@@ -40,6 +41,13 @@ async function migrateNarinfo(argv: string[]): Promise<number> {
     } else if ((await db.schemaStatus!()).pending.length > 0) {
       databaseReady = false;
       logger.warn('the database schema is not migrated yet (serve or migrate up will do it): the dry run only checks the files');
+    }
+    if (databaseReady && (await legacyFilesKeptForGo(db))) {
+      process.stdout.write(
+        "nothing to migrate: the narinfo files in storage are the Go ncps's, taken over into the database and kept for going back to it " +
+          '(ncps migrate from-go --remove-go-files removes them)\n',
+      );
+      return 0;
     }
     // The key the servers sign with, when it is kept in the database: migrated rows then carry it.
     const signingKey = databaseReady ? await storedSigningKey(db) : undefined;

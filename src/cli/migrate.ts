@@ -4,9 +4,13 @@
 import { MIGRATIONS } from '../db/migrations';
 import { checkCompatibility, KNOWN_SCHEMA_VERSION } from '../db/schema';
 import { splitCommand } from './argv';
-import { commandConfig, describeDatabase, openConfiguredDatabase } from './common';
+import { GoStillRunning } from '../migrate/go/takeover';
+import { formatReport } from '../migrate/go/report';
+import { commandConfig, commandLogger, describeDatabase, openConfiguredDatabase, openConfiguredStorage } from './common';
+import { takeOverConfiguredGoDatabase } from './go-takeover';
+import { migrateFromGo } from './migrate-from-go';
 
-const SUMMARY = 'Apply (up) or show (status) the database schema migrations.';
+const SUMMARY = 'Apply (up) or show (status) the database schema migrations; take over a Go ncps database (from-go).';
 
 async function migrate(argv: string[]): Promise<number> {
   // `ncps --config F migrate up` hands `--config F up` here: the subcommand is the first argument
@@ -20,15 +24,43 @@ async function migrate(argv: string[]): Promise<number> {
     );
     return 1;
   }
+  if (sub === 'from-go') return migrateFromGo(rest);
   if (sub !== 'up' && sub !== 'status') {
     const help = argv.includes('--help') || argv.includes('-h');
-    const text = `Usage: ncps migrate <up|status> [flags]\n\n${SUMMARY}\n\n  up       apply pending migrations (--dry-run lists them)\n  status   show applied and pending migrations\n`;
+    const text =
+      `Usage: ncps migrate <up|status|from-go> [flags]\n\n${SUMMARY}\n\n` +
+      '  up       apply pending migrations (--dry-run lists them); takes over a Go ncps database first\n' +
+      '  status   show applied and pending migrations\n' +
+      '  from-go  take over a Go ncps database and data directory (--dry-run shows what)\n';
     (help ? process.stdout : process.stderr).write(text);
     return help ? 0 : 2;
   }
   const command = `migrate ${sub}`;
   const config = commandConfig(command, SUMMARY, rest);
   if (!config) return 0;
+  if (sub === 'up') {
+    // The same takeover `serve` does on start-up, so a pre-upgrade job running `migrate up`
+    // leaves a database the new servers can serve from at once.
+    const dryRun = config.get<boolean>('dry-run');
+    const storage = openConfiguredStorage(config);
+    let report;
+    try {
+      report = await takeOverConfiguredGoDatabase(config, storage, commandLogger(config), { dryRun });
+    } catch (error) {
+      if (error instanceof GoStillRunning) {
+        process.stderr.write(`ncps migrate up: ${error.message}\n`);
+        return 1;
+      }
+      throw error;
+    }
+    if (report && !report.upToDate) process.stdout.write(`${dryRun ? 'dry run: ' : ''}${formatReport(report)}`);
+    if (report?.newDatabase) {
+      // Dry: our database beside the Go one does not exist yet, so every migration would run.
+      process.stdout.write(`database: ${describeDatabase(config)} (new, beside the Go ncps database)\n`);
+      for (const m of MIGRATIONS) process.stdout.write(`would apply ${m.version}  ${m.name}\n`);
+      return 0;
+    }
+  }
   const db = openConfiguredDatabase(config);
   try {
     const status = await db.schemaStatus!();

@@ -13,6 +13,8 @@ import { loadSigningKey } from '../cache/signing-key';
 import { ConfigError, type LoadedConfig } from '../config/load';
 import { LeaseKeeper } from '../lock/lease';
 import { hasLegacyNarInfos, LegacyNarInfoMigrator } from '../migrate/narinfo';
+import { legacyFilesKeptForGo } from '../migrate/go/state';
+import { takeOverConfiguredGoDatabase } from './go-takeover';
 import { instrumentLocker } from '../lock/instrumented';
 import { LocalLocker } from '../lock/local';
 import { commandConfig, commandLogger, createLocker, startConfiguredOpenTelemetry, describeDatabase, openConfiguredDatabase, openConfiguredStorage } from './common';
@@ -150,6 +152,9 @@ async function serve(argv: string[]): Promise<number> {
 
   const locker = instrumentLocker(baseLocker, metrics, lockMode);
   await locker.check?.();
+  // A Go ncps database is taken over (or, taken over already, checked for news) before anything
+  // is served from ours: a takeover killed half-way is finished here first.
+  await takeOverConfiguredGoDatabase(config, storage, logger);
   const db = openConfiguredDatabase(config);
   const applied = await db.migrate();
   if (applied.length > 0) {
@@ -181,7 +186,9 @@ async function serve(argv: string[]): Promise<number> {
   for (const { upstream, message } of upstreamTrustWarnings(upstreams.upstreams, settings.trustedKeys)) logger.warn({ upstream }, message);
 
 
-  const legacy = (await hasLegacyNarInfos(storage))
+  // Narinfo files a takeover found are the Go ncps's (it reads them) and are in our database already.
+  const keptForGo = await legacyFilesKeptForGo(db);
+  const legacy = !keptForGo && (await hasLegacyNarInfos(storage))
     ? new LegacyNarInfoMigrator({
         db,
         storage,

@@ -22,7 +22,7 @@ export interface OptionSpec {
   default: unknown;
   doc: string;
   /** Which commands accept it; global options are accepted everywhere. */
-  scope: 'global' | 'serve' | 'signing' | 'storage' | 'database' | 'redis' | 'migration' | 'narinfo-migration' | 'offline' | 'fsck';
+  scope: 'global' | 'serve' | 'signing' | 'storage' | 'database' | 'redis' | 'migration' | 'narinfo-migration' | 'offline' | 'fsck' | 'go-takeover' | 'go-cleanup';
   sensitive?: boolean;
   /** Older flag names that still work, with a warning. */
   aliases?: readonly string[];
@@ -707,14 +707,41 @@ export const OPTIONS: readonly OptionSpec[] = [
     flag: 'force',
     format: 'bool',
     default: false,
-    doc: 'Run without Redis even though an ncps server was seen using the database recently (only when you know it is stopped).',
+    doc:
+      'Run even though another program was seen using the database: an ncps server, without Redis; for migrate from-go, ' +
+      'clients of the Go database that may be a Go ncps (only when you know it is stopped).',
     scope: 'offline',
+  },
+
+  // Taking over a Go ncps deployment
+  {
+    key: 'go-database-url',
+    flag: 'go-database-url',
+    env: 'NCPS_GO_DATABASE_URL',
+    format: 'string',
+    default: '',
+    doc:
+      'The Go ncps database to take over when it is not the one --cache-database-url names: sqlite:…, postgresql://… or ' +
+      'mysql://… (this ncps does not serve from MySQL, it copies). Empty: a Go database at --cache-database-url is taken over in place.',
+    scope: 'go-takeover',
+    sensitive: true,
+  },
+  {
+    key: 'remove-go-files',
+    flag: 'remove-go-files',
+    format: 'bool',
+    default: false,
+    doc:
+      "Once taken over, remove the Go ncps's CDC chunk files (of NARs now whole in storage) and its narinfo files (now in the " +
+      'database). Only when you will not go back to the Go ncps.',
+    scope: 'go-cleanup',
   },
 ];
 
 export const COMMAND_SCOPES: Record<string, ReadonlyArray<OptionSpec['scope']>> = {
-  serve: ['global', 'serve', 'signing', 'storage', 'database', 'redis'],
-  'migrate up': ['global', 'storage', 'database', 'migration'],
+  serve: ['global', 'serve', 'signing', 'storage', 'database', 'redis', 'go-takeover'],
+  'migrate up': ['global', 'storage', 'database', 'migration', 'go-takeover'],
+  'migrate from-go': ['global', 'signing', 'storage', 'database', 'migration', 'offline', 'go-takeover', 'go-cleanup'],
   'migrate status': ['global', 'storage', 'database'],
   'migrate-narinfo': ['global', 'storage', 'database', 'redis', 'migration', 'narinfo-migration', 'offline'],
   'sweep-orphans': ['global', 'storage', 'database', 'redis', 'migration', 'offline'],

@@ -35,10 +35,12 @@ const SECTIONS: Array<[string, OptionSpec['scope']]> = [
   ['Storage', 'storage'],
   ['Database', 'database'],
   ['Redis and locks', 'redis'],
-  ['Dry runs (`migrate up`, `migrate-narinfo`, `sweep-orphans`, `fsck`)', 'migration'],
+  ['Dry runs (`migrate up`, `migrate from-go`, `migrate-narinfo`, `sweep-orphans`, `fsck`)', 'migration'],
   ['Narinfo migration (`migrate-narinfo`)', 'narinfo-migration'],
-  ['Beside a running server (`migrate-narinfo`, `sweep-orphans`, `fsck`)', 'offline'],
+  ['Beside a running server (`migrate from-go`, `migrate-narinfo`, `sweep-orphans`, `fsck`)', 'offline'],
   ['Checking the cache (`fsck`)', 'fsck'],
+  ['Taking over a Go ncps (`serve`, `migrate up`, `migrate from-go`)', 'go-takeover'],
+  ['Removing what a takeover kept for the Go ncps (`migrate from-go`)', 'go-cleanup'],
 ];
 
 export function configurationReference(): string {

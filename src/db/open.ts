@@ -1,5 +1,6 @@
 // Chooses the Database implementation from --cache-database-url.
 
+import { existsSync } from 'node:fs';
 import { SCHEMA_BESIDE_GO, sqliteFileBesideGo, sqliteFileInUse } from './beside-go';
 import { UnsupportedDatabaseError, type Database } from './database';
 import { SqliteDatabase, sqlitePathFromUrl } from './sqlite';
@@ -17,7 +18,11 @@ export type DatabaseKind = 'sqlite' | 'postgres';
 export function databaseKind(url: string): DatabaseKind {
   if (/^sqlite3?:/i.test(url)) return 'sqlite';
   if (/^postgres(ql)?:\/\//i.test(url)) return 'postgres';
-  if (/^mysql:/i.test(url)) throw new UnsupportedDatabaseError('MySQL is not supported; use SQLite or PostgreSQL');
+  if (/^mysql(\+unix)?:/i.test(url)) {
+    throw new UnsupportedDatabaseError(
+      'MySQL is not supported as this ncps\'s database; use SQLite or PostgreSQL (a Go ncps MySQL database is taken over with --go-database-url)',
+    );
+  }
   throw new UnsupportedDatabaseError(
     `unsupported database URL "${redactDatabaseUrl(url)}": expected sqlite:/path/to/db.sqlite, ` +
       'postgres://user@host/dbname or postgresql:///dbname?host=/run/postgresql',
@@ -58,9 +63,8 @@ export function openDatabase(url: string, pool: PoolSettings, options: OpenOptio
 /** Where the database a URL names keeps our tables (for logs): the SQLite file, or the URL. */
 export function describeDatabaseInUse(url: string): string {
   if (databaseKind(url) === 'sqlite') {
-    const file = sqlitePathFromUrl(url);
-    const used = sqliteFileInUse(file);
-    return used === file ? redactDatabaseUrl(url) : `sqlite:${used}`;
+    const beside = sqliteFileBesideGo(sqlitePathFromUrl(url));
+    return existsSync(beside) ? `sqlite:${beside}` : redactDatabaseUrl(url);
   }
   return redactDatabaseUrl(url);
 }

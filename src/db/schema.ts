@@ -13,9 +13,9 @@ export class IncompatibleSchemaError extends Error {}
 
 /** A schema_migrations table that is not ours: most likely a database of the Go ncps. */
 export const FOREIGN_SCHEMA_MESSAGE =
-  'this database has a schema_migrations table that ncps-ts did not write (a database of the Go ncps?). ' +
-  'Its schema cannot be adopted: point --cache-database-url at a new database and keep --cache-storage-local; ' +
-  'NARs already in storage are reused, and narinfo files in storage are migrated (ncps migrate-narinfo).';
+  'this database has a schema_migrations table that ncps-ts did not write. If it is a Go ncps database, ncps serve and ' +
+  'ncps migrate up take it over, leaving its tables as they are (ncps migrate from-go --dry-run shows what they would take); ' +
+  'otherwise point --cache-database-url at another database.';
 
 export interface MigrationTarget {
   dialect: Dialect;

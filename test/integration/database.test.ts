@@ -804,7 +804,7 @@ describe('openDatabase and redactDatabaseUrl', () => {
   it('rejects MySQL and unknown schemes with UnsupportedDatabaseError', () => {
     assert.throws(() => openDatabase('mysql://u:p@db/ncps', POOL), (error: Error) => {
       assert.ok(error instanceof UnsupportedDatabaseError);
-      assert.equal(error.message, 'MySQL is not supported; use SQLite or PostgreSQL');
+      assert.match(error.message, /^MySQL is not supported as this ncps's database; use SQLite or PostgreSQL \(a Go ncps MySQL database is taken over with --go-database-url\)$/);
       return true;
     });
     assert.throws(() => openDatabase('redis://u:secret@db/0', POOL), (error: Error) => {

@@ -19,7 +19,7 @@ it('refuses, with advice, a database whose schema_migrations table another tool 
   raw.close();
   const db = new SqliteDatabase(file);
   try {
-    await assert.rejects(db.migrate(), (error: Error) => error instanceof IncompatibleSchemaError && /new database/.test(error.message));
+    await assert.rejects(db.migrate(), (error: Error) => error instanceof IncompatibleSchemaError && /take it over/.test(error.message));
   } finally {
     await db.close();
   }
