@@ -123,8 +123,8 @@ export function createLocker(config: LoadedConfig, logger: Logger): Locker & { c
     logger.warn('--cache-lock-backend=local: the Redis addresses are not used for locks; several instances will not coordinate');
     return new LocalLocker();
   }
-  const { RedisLocker } = require('../lock/redis') as typeof import('../lock/redis');
-  return new RedisLocker({
+  const { RedisLockService } = require('../lock/redis-service') as typeof import('../lock/redis-service');
+  return new RedisLockService({
     addrs,
     db: config.get<number>('cache.redis.db'),
     useTls: config.get<boolean>('cache.redis.use-tls'),

@@ -9,10 +9,16 @@
 // Waiting for a busy lock goes on until the lock is free (a download may take minutes), with
 // exponential backoff. Failing to *reach* Redis is bounded by retry.maxAttempts; then either a
 // LockUnavailableError is thrown or, with allowDegradedMode, an in-process lock is used instead.
+// A token an attempt gave up on is deleted again as soon as Redis takes commands (./abandoned.ts),
+// so a short stall never leaves a path locked for the whole TTL.
+//
+// This class speaks to one Redis: a server, or a Redis Cluster (several addresses). Several
+// independent servers are ./redlock.ts; ./redis-service.ts tells which the addresses are.
 
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { AbandonedTokens } from './abandoned';
 import { LocalLocker } from './local';
 import type { Lock, Locker } from './locker';
 
@@ -35,6 +41,8 @@ export interface RedisLockRetryOptions {
 export interface RedisLockerOptions {
   /** `host:port` (or `[v6addr]:port`); one → a standalone client, several → Redis Cluster. */
   addrs: string[];
+  /** Talk to a Redis Cluster (default: when several addresses are given; ./redis-service.ts asks them). */
+  cluster?: boolean;
   username?: string;
   password?: string;
   /** Database number (standalone only; Redis Cluster has only database 0). */
@@ -74,20 +82,20 @@ export type RedisClientOptions =
   | { mode: 'cluster'; nodes: ClusterNode[]; options: ClusterOptions };
 
 // Extend the TTL only while the key still holds our token.
-const EXTEND_SCRIPT = `
+export const EXTEND_SCRIPT = `
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
 end
 return 0`;
 
 // Delete the key only while it still holds our token.
-const RELEASE_SCRIPT = `
+export const RELEASE_SCRIPT = `
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1])
 end
 return 0`;
 
-const AUTH_ERROR = /WRONGPASS|NOAUTH|NOPERM|invalid password|invalid username-password/i;
+export const AUTH_ERROR = /WRONGPASS|NOAUTH|NOPERM|invalid password|invalid username-password/i;
 
 type Client = Redis | Cluster;
 
@@ -115,12 +123,14 @@ export class RedisLocker implements Locker {
   private lastConnectionError: Error | undefined;
   private outageLogged = false;
   private readonly readyWaiters = new Set<ReadyWaiter>();
+  private readonly abandoned: AbandonedTokens;
 
   constructor(options: RedisLockerOptions) {
     if (options.addrs.length === 0) throw new Error('RedisLocker needs at least one Redis address');
     this.options = options;
     this.logger = options.logger;
     this.connectWaitMs = options.connectWaitMs ?? 2_000;
+    this.abandoned = new AbandonedTokens(options.logger);
     const config = RedisLocker.clientOptions(options);
     if (config.mode === 'cluster') {
       if (options.db !== 0) this.logger?.warn({ db: options.db }, 'Redis Cluster has only database 0; the Redis db setting is ignored');
@@ -170,7 +180,7 @@ export class RedisLocker implements Locker {
     // Reconnect forever (Redis restarts must be survived), at most every 2 s.
     const reconnect = (times: number) => Math.min(100 * times, 2_000);
 
-    if (options.addrs.length === 1) {
+    if (!(options.cluster ?? options.addrs.length > 1)) {
       const { host, port } = parseAddr(options.addrs[0]!);
       return {
         mode: 'standalone',
@@ -208,6 +218,7 @@ export class RedisLocker implements Locker {
       try {
         obtained = await this.reachable(trySet);
       } catch (error) {
+        this.abandon(redisKey, token, ttlMs);
         return this.giveUp(key, ttlMs, error, (k, t) => this.acquireLocal(k, t));
       }
       if (obtained) return this.hold(key, redisKey, token, ttlMs);
@@ -227,6 +238,7 @@ export class RedisLocker implements Locker {
     try {
       obtained = await this.reachable(this.setIfAbsent(redisKey, token, ttlMs));
     } catch (error) {
+      this.abandon(redisKey, token, ttlMs);
       return this.giveUp(key, ttlMs, error, (k, t) => this.tryAcquireLocal(k, t));
     }
     return obtained ? this.hold(key, redisKey, token, ttlMs) : undefined;
@@ -238,6 +250,7 @@ export class RedisLocker implements Locker {
     const releases = [...this.held].map((lock) => lock.release());
     await Promise.race([Promise.allSettled(releases), sleep(2_000)]);
     this.closed = true;
+    this.abandoned.close();
     await this.local.close();
     try {
       await Promise.race([this.client.quit(), sleep(1_000)]);
@@ -248,6 +261,16 @@ export class RedisLocker implements Locker {
   }
 
   // --- internals -----------------------------------------------------------------------------
+
+  /** A SET for `token` may have been sent without an answer: delete it again wherever it landed. */
+  private abandon(redisKey: string, token: string, ttlMs: number): void {
+    if (this.closed) return;
+    this.abandoned.forget(this.options.addrs.join(','), redisKey, Date.now() + ttlMs, () =>
+      this.client.status === 'ready'
+        ? this.client.eval(RELEASE_SCRIPT, 1, redisKey, token)
+        : Promise.reject(new Error(`Redis connection is ${this.client.status}`)),
+    );
+  }
 
   /** SET key token NX PX ttl, as a repeatable attempt: true when the key now holds our token. */
   private setIfAbsent(redisKey: string, token: string, ttlMs: number): () => Promise<boolean> {
@@ -360,7 +383,12 @@ export class RedisLocker implements Locker {
       // Compare-and-delete: never removes a lock that expired and was taken by someone else.
       remove: async () => {
         this.held.delete(lock);
-        await this.reachable(() => this.client.eval(RELEASE_SCRIPT, 1, redisKey, token));
+        try {
+          await this.reachable(() => this.client.eval(RELEASE_SCRIPT, 1, redisKey, token));
+        } catch (error) {
+          this.abandon(redisKey, token, ttlMs);
+          throw error;
+        }
       },
       lost: (reason) => {
         this.failures++;
@@ -408,7 +436,7 @@ export class RedisLocker implements Locker {
   }
 }
 
-interface HeldLockOps {
+export interface HeldLockOps {
   /** Compare-and-extend; false when the key no longer holds our token. */
   extend(): Promise<boolean>;
   /** Compare-and-delete. */
@@ -417,7 +445,7 @@ interface HeldLockOps {
   logger: LockLogger | undefined;
 }
 
-class HeldLock implements RedisLock {
+export class HeldLock implements RedisLock {
   readonly degraded = false;
   private readonly controller = new AbortController();
   private readonly timer: NodeJS.Timeout;
@@ -475,7 +503,7 @@ class HeldLock implements RedisLock {
     try {
       await this.ops.remove();
     } catch (error) {
-      this.ops.logger?.warn({ key: this.key, err: (error as Error).message }, 'could not release Redis lock; it expires after its TTL');
+      this.ops.logger?.warn({ key: this.key, err: (error as Error).message }, 'could not release Redis lock now; it is deleted in the background (at the latest it expires after its TTL)');
     }
   }
 }
@@ -496,14 +524,14 @@ export function parseAddr(addr: string): { host: string; port: number } {
 }
 
 /** PX takes a positive integer. */
-function wholeMs(ms: number): number {
+export function wholeMs(ms: number): number {
   return Math.max(1, Math.round(ms));
 }
 
-function newToken(): string {
+export function newToken(): string {
   return `${os.hostname()}:${process.pid}:${randomBytes(12).toString('hex')}`;
 }
 
-function sleep(ms: number): Promise<void> {
+export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }

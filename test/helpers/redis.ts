@@ -16,11 +16,17 @@ export interface RedisServer {
   stop(): Promise<void>;
   /** Stops it and starts a fresh one on the same port (data is not kept). */
   restart(): Promise<void>;
+  /** SIGSTOP: the process stalls with its connections open (commands queue unanswered). */
+  pause(): void;
+  /** SIGCONT after pause(). */
+  resume(): void;
 }
 
 export interface RedisServerOptions {
   /** Sets `--requirepass`. */
   password?: string;
+  /** More redis-server arguments (e.g. `--cluster-enabled yes`). */
+  extraArgs?: string[];
   readyTimeoutMs?: number;
 }
 
@@ -49,6 +55,7 @@ export async function startRedis(options: RedisServerOptions = {}): Promise<Redi
       '--loglevel', 'notice',
     ];
     if (options.password !== undefined) args.push('--requirepass', options.password);
+    args.push(...(options.extraArgs ?? []));
     const proc = spawn(REDIS_SERVER, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     child = proc;
     killOnExit(proc);
@@ -82,6 +89,7 @@ export async function startRedis(options: RedisServerOptions = {}): Promise<Redi
   const stop = async () => {
     const proc = child;
     if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    proc.kill('SIGCONT'); // a paused server would not see the SIGTERM
     proc.kill('SIGTERM');
     const killer = setTimeout(() => proc.kill('SIGKILL'), 5_000);
     await exited;
@@ -100,6 +108,12 @@ export async function startRedis(options: RedisServerOptions = {}): Promise<Redi
       await stop();
       output += '\n--- restart ---\n';
       await launch();
+    },
+    pause() {
+      child?.kill('SIGSTOP');
+    },
+    resume() {
+      child?.kill('SIGCONT');
     },
   };
 }
