@@ -139,6 +139,25 @@ describe('fsck: the other kinds of problem', () => {
       await utimes(path.join(c.dir, 'store', 'ls', orphan[0]!, orphan.slice(0, 2), orphan), old, old);
       await c.storage.putAuxFile('ls', `${randomStoreHash()}.ls`, Buffer.from('{"version":1}'));
       c.sql('UPDATE schema_migrations SET applied_at = ?', Date.now() - 3 * HOUR);
+      // Records naming files outside ncps's layout: only the records go, storage is not touched.
+      const outside = path.join(await makeTempDir('fsck-outside'), 'not-ours');
+      await writeFile(outside, 'not ours');
+      // Storage puts `<name>` at store/<kind>/<name[0]>/<name[0..1]>/<name>: from store/ on.
+      const escape = path.relative(path.join(c.dir, 'store'), outside);
+      assert.ok(escape.startsWith('../'));
+      c.sql(
+        `INSERT INTO nar_files (name, compression, nar_hash, nar_size, stored_at, created_at, last_accessed_at) VALUES (?, 'none', 'sha256:x', 8, 1, 1, 1)`,
+        escape,
+      );
+      c.sql(
+        `INSERT INTO narinfos (hash, store_path, url, nar_hash, nar_size, nar_file_id, created_at, last_accessed_at)
+         VALUES (?, ?, 'nar/x.nar', 'sha256:${'0'.repeat(52)}', 8, (SELECT id FROM nar_files WHERE name = ?), 1, 1)`,
+        'z'.repeat(32),
+        `/nix/store/${'z'.repeat(32)}-escape`,
+        escape,
+      );
+      // (As a listing that is not JSON, it would be removed, were storage looked at for it.)
+      await c.db.putAuxFile({ kind: 'ls', name: escape, size: 8 });
 
       const report = await checkCache(c.options());
       assert.deepEqual(
@@ -153,9 +172,13 @@ describe('fsck: the other kinds of problem', () => {
           `small-file-unreadable build-trace-v2/${trace}`,
           `small-file-unrecorded ls/${listed.hash}.ls`,
           `listing-orphaned ls/${orphan}`,
+          `nar-missing ${escape}`,
+          `narinfo-signature ${'z'.repeat(32)}`,
+          `small-file-missing ls/${escape}`,
         ].sort(),
       );
-      assert.equal(report.findings.find((f) => f.kind === 'nar-missing')?.detail, 'never stored, and no upstream to fetch it from');
+      assert.equal(report.findings.find((f) => f.subject === unfetchable.nar)?.detail, 'never stored, and no upstream to fetch it from');
+      assert.equal(report.findings.find((f) => f.subject === escape)?.detail, 'not a NAR file name ncps serves');
       assert.equal(report.counts.unrecordedYoung, 1, 'the young listing is not judged yet');
       assert.ok(!found(report.findings).some((f) => f.includes(later.nar)), 'a NAR fetched on demand is not missing');
 
@@ -168,6 +191,8 @@ describe('fsck: the other kinds of problem', () => {
       assert.equal(await c.storage.statAuxFile('build-trace-v2', trace), undefined);
       assert.equal(await c.storage.statAuxFile('ls', orphan), undefined);
       assert.ok(await c.storage.statAuxFile('ls', `${listed.hash}.ls`), 'a listing of a path that is there is kept, and recorded');
+      assert.ok(existsSync(outside), 'nothing outside the storage directory was touched');
+      assert.equal(await c.db.getNarFile(escape), undefined);
 
       const again = await checkCache(c.options());
       assert.deepEqual(found(again.findings), []);

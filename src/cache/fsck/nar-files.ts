@@ -6,6 +6,7 @@
 import type { NarFileEntry } from '../../db/database';
 import { narFileLockKey, orphanAges, unrecordedFileAge } from '../orphans';
 import { downloadLockKey } from '../cache';
+import { NAR_FILE_NAME } from '../names';
 import { DecompressorUnavailable, hashStoredNar } from '../nar-hash';
 import { NixHash, isKnownCompression } from '../../nix';
 import type { StoredFileInfo } from '../../storage/storage';
@@ -79,6 +80,20 @@ async function checkRecords(ctx: FsckContext, inStorage: Map<string, StoredFileI
               if (removed) await storage.deleteNar(name);
               return { removed: Boolean(removed) };
             },
+          });
+          continue;
+        }
+
+        if (!NAR_FILE_NAME.test(name)) {
+          // Never written by ncps (which serves no such name): storage is not touched for it.
+          ctx.found({
+            kind: 'nar-missing',
+            subject: name,
+            bytes: 0,
+            detail: 'not a NAR file name ncps serves',
+            locks,
+            recheck: async () => (await db.getNarFile(name)) !== undefined,
+            repair: () => removeNarRecords(ctx, name),
           });
           continue;
         }

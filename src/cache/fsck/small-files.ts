@@ -19,6 +19,15 @@ export interface SmallFileCheckOptions {
 /** Kinds kept as JSON documents. Build logs are text, stored as they came. */
 const JSON_KINDS: ReadonlySet<string> = new Set(['ls', 'realisations', 'build-trace-v2']);
 
+const KINDS: ReadonlySet<string> = new Set(['ls', 'log', 'realisations', 'build-trace-v2']);
+const SEGMENT = /^[A-Za-z0-9+\-._?=!]+$/;
+
+/** A name ncps could have stored (one or two plain segments): anything else is never looked up in storage. */
+function storableName(kind: string, name: string): boolean {
+  const segments = name.split('/');
+  return KINDS.has(kind) && segments.length <= 2 && segments.every((s) => SEGMENT.test(s) && s !== '.' && s !== '..');
+}
+
 function parses(data: Buffer): boolean {
   try {
     JSON.parse(data.toString('utf8'));
@@ -50,6 +59,21 @@ async function checkRecords(ctx: FsckContext, options: SmallFileCheckOptions): P
         const { name } = record;
         const subject = `${kind}/${name}`;
         if (kind === 'ls') listings.add(name);
+        if (!storableName(kind, name)) {
+          ctx.found({
+            kind: 'small-file-missing',
+            subject,
+            bytes: record.size,
+            detail: 'not a name ncps stores',
+            locks: [],
+            recheck: async () => true,
+            repair: async () => {
+              await db.deleteAuxFile({ kind, name });
+              return {};
+            },
+          });
+          continue;
+        }
         const size = await storage.statAuxFile(kind, name);
         if (size === undefined) {
           ctx.found({
