@@ -619,20 +619,19 @@ export class Cache {
   }
 }
 
-/** What the downloaded bytes must match: FileHash/FileSize, or NarHash/NarSize when uncompressed. */
+/**
+ * What the downloaded bytes must match: FileHash/FileSize when the upstream gave them (or NarHash
+ * and NarSize for an uncompressed NAR), and always the decompressed NarHash/NarSize, which the
+ * upstream's signature covers (FileHash and FileSize are the upstream's word only).
+ */
 function expectedFile(record: NarFileRecord): ExpectedFile {
-  const expected: ExpectedFile = {};
+  const expected: ExpectedFile = { compression: record.compression as Compression };
   const size = record.fileSize ?? (record.compression === 'none' ? record.narSize : undefined);
   if (size !== undefined) expected.size = size;
   const hash = record.fileHash ?? (record.compression === 'none' ? record.narHash : undefined);
-  if (hash?.startsWith('sha256:')) {
-    expected.sha256 = decodeNix32(hash.slice('sha256:'.length));
-  } else if (record.narHash.startsWith('sha256:')) {
-    expected.contents = {
-      compression: record.compression as Compression,
-      sha256: decodeNix32(record.narHash.slice('sha256:'.length)),
-      size: record.narSize,
-    };
+  if (hash?.startsWith('sha256:')) expected.sha256 = decodeNix32(hash.slice('sha256:'.length));
+  if (record.narHash.startsWith('sha256:')) {
+    expected.contents = { sha256: decodeNix32(record.narHash.slice('sha256:'.length)), size: record.narSize };
   }
   return expected;
 }

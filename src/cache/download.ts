@@ -3,19 +3,24 @@
 // The bytes go to a temp file; readers tail that file with positional reads on a descriptor the
 // download keeps open, so a reader can attach at any moment (even while the file is being renamed
 // into storage) and reads at its own pace: a slow client never slows the download, a client that
-// goes away stops only its own reader, and memory stays flat whatever the NAR size. Size and hash
-// are checked before the file is handed to storage, so nothing unverified is ever committed.
+// goes away stops only its own reader, and memory stays flat whatever the NAR size.
+//
+// The bytes are verified as they arrive: the format the extension promises, the file hash and
+// size (FileHash/FileSize, which the upstream chose), and the decompressed NAR's hash and size
+// (NarHash/NarSize, which its signature covers), decompressed on the way. Nothing unverified is
+// committed, and no reader is sent the last byte of what it asked for before the verdict: a client
+// (or an HTTP cache in front) of a download that fails sees a broken transfer, never a clean end.
 
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { EventEmitter, once } from 'node:events';
 import { close, fsync, openSync, read, unlink, write } from 'node:fs';
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
-import type { Compression } from '../nix';
+import { formatMismatch, MAGIC_BYTES, type Compression } from '../nix';
 import type { UpstreamBody } from '../upstream/pool';
-import { hashDecompressed } from './nar-hash';
+import { NarHasher } from './nar-hash';
 
 const writeAsync = promisify(write);
 const readAsync = promisify(read);
@@ -23,16 +28,33 @@ const fsyncAsync = promisify(fsync);
 const closeAsync = promisify(close);
 
 export interface ExpectedFile {
+  compression: Compression;
   size?: number;
-  /** sha256 digest of the file's bytes. */
+  /** sha256 digest of the file's bytes (FileHash). */
   sha256?: Buffer;
-  /** When the file hash is unknown: what the decompressed NAR must be (NarHash, NarSize). */
-  contents?: { compression: Compression; sha256: Buffer; size: number };
+  /** What the decompressed NAR must be (NarHash, NarSize). */
+  contents?: { sha256: Buffer; size: number };
 }
 
 export class NotFoundUpstream extends Error {}
 
 export class VerificationError extends Error {}
+
+/**
+ * What a reader of a failed download errors with. The status is for a response whose headers are
+ * not out yet (none was cacheable as good); once they are, the connection is simply cut.
+ */
+export class DownloadFailed extends Error {
+  readonly statusCode = 502;
+}
+
+/** The temp file could not take the bytes: the file system is full (or over quota). */
+export class StorageFull extends Error {}
+
+export function isNoSpace(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
 
 /** The file was committed by another instance while this one waited for the download lock. */
 export class AlreadyStored extends Error {}
@@ -57,6 +79,10 @@ export class NarDownload extends EventEmitter {
   /** Total size when known up front (narinfo FileSize or Content-Length). */
   expectedSize: number | undefined;
   state: State = 'starting';
+  /** Set once every check passed (before the commit): readers may then send the end. */
+  verified = false;
+  /** Why the NarHash could not be checked (no decompressor), when FileHash alone vouched. */
+  contentsUnchecked: string | undefined;
   error: Error | undefined;
   /** Resolves once the upstream has answered with a body (rejects if it has not got the file). */
   readonly ready: Promise<void>;
@@ -87,6 +113,7 @@ export class NarDownload extends EventEmitter {
   }
 
   private async run(markReady: () => void, failReady: (error: Error) => void): Promise<void> {
+    const hasher = new NarHasher(this.options.expected.compression);
     try {
       const upstream = await this.options.open();
       if (!upstream) throw new NotFoundUpstream(`upstream does not have ${this.name}`);
@@ -95,18 +122,20 @@ export class NarDownload extends EventEmitter {
       }
       this.state = 'running';
       markReady();
-      const hash = createHash('sha256');
-      await pipeline(upstream.body, this.sink(hash));
-      this.verify(hash.digest());
-      await this.verifyContents();
+      await pipeline(upstream.body, this.sink(hasher));
+      await this.verify(hasher);
+      this.verified = true;
+      this.emit('change');
       await fsyncAsync(this.fd);
       await this.options.commit(this.tempFile, this.bytesWritten);
       this.state = 'done';
       this.emit('change');
-    } catch (error) {
-      this.error = error as Error;
+    } catch (caught) {
+      hasher.abort();
+      const error = isNoSpace(caught) ? new StorageFull(`${this.name}: no space left for the download (${(caught as Error).message})`) : (caught as Error);
+      this.error = error;
       this.state = 'failed';
-      failReady(this.error);
+      failReady(error);
       this.emit('change');
       unlink(this.tempFile, () => undefined);
       throw error;
@@ -115,13 +144,22 @@ export class NarDownload extends EventEmitter {
     }
   }
 
-  private sink(hash: ReturnType<typeof createHash>): Writable {
+  private sink(hasher: NarHasher): Writable {
     // Chunks that queue up while a write is in flight go out together (writev): one trip to
-    // the thread pool for many network chunks.
+    // the thread pool for many network chunks. The decompressor hashing the NAR gets them at the
+    // same time.
+    let head: Buffer | undefined = Buffer.alloc(0);
     const flush = (chunks: Buffer[], callback: (error?: Error | null) => void) => {
       const data = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-      this.writeChunk(data).then(() => {
-        hash.update(data);
+      if (head) {
+        head = Buffer.concat([head, data.subarray(0, MAGIC_BYTES - head.length)]);
+        if (head.length >= MAGIC_BYTES) {
+          const mismatch = formatMismatch(this.options.expected.compression, head);
+          if (mismatch) return callback(new VerificationError(`${this.name}: ${mismatch}`));
+          head = undefined;
+        }
+      }
+      Promise.all([this.writeChunk(data), hasher.update(data)]).then(() => {
         this.emit('change');
         callback();
       }, callback);
@@ -130,6 +168,11 @@ export class NarDownload extends EventEmitter {
       highWaterMark: 1 << 20,
       write: (chunk: Buffer, _encoding, callback) => flush([chunk], callback),
       writev: (chunks, callback) => flush(chunks.map((c) => c.chunk as Buffer), callback),
+      final: (callback) => {
+        // A file shorter than any signature is checked as it is.
+        const mismatch = head ? formatMismatch(this.options.expected.compression, head) : undefined;
+        callback(mismatch ? new VerificationError(`${this.name}: ${mismatch}`) : null);
+      },
     });
   }
 
@@ -140,27 +183,29 @@ export class NarDownload extends EventEmitter {
       offset += written;
       this.bytesWritten += written;
     }
-    const limit = this.options.expected.size;
+    const limit = this.options.expected.size ?? this.expectedSize;
     if (limit !== undefined && this.bytesWritten > limit) {
       throw new VerificationError(`${this.name}: upstream sent more than the expected ${limit} bytes`);
     }
   }
 
-  private verify(digest: Buffer): void {
-    const { size, sha256 } = this.options.expected;
-    if (size !== undefined && this.bytesWritten !== size) {
-      throw new VerificationError(`${this.name}: expected ${size} bytes, got ${this.bytesWritten}`);
+  private async verify(hasher: NarHasher): Promise<void> {
+    const { size, sha256, contents, compression } = this.options.expected;
+    const expectedSize = size ?? this.expectedSize;
+    if (expectedSize !== undefined && this.bytesWritten !== expectedSize) {
+      throw new VerificationError(`${this.name}: expected ${expectedSize} bytes, got ${this.bytesWritten}`);
     }
-    if (sha256 && !sha256.equals(digest)) {
-      throw new VerificationError(`${this.name}: file hash does not match the narinfo`);
-    }
-  }
-
-  private async verifyContents(): Promise<void> {
-    const contents = this.options.expected.contents;
+    const hashes = await hasher.finish();
+    if (sha256 && !sha256.equals(hashes.file.digest)) throw new VerificationError(`${this.name}: file hash does not match the narinfo`);
     if (!contents) return;
-    const actual = await hashDecompressed(this.tempFile, contents.compression);
-    if (actual.size !== contents.size || !actual.sha256.equals(contents.sha256)) {
+    if (hashes.decoderUnavailable) {
+      // No decompressor here: the file hash alone vouches for the bytes, if there is one.
+      if (!sha256) throw new Error(`cannot verify a ${compression} NAR: ${hashes.decoderUnavailable}`);
+      this.contentsUnchecked = hashes.decoderUnavailable;
+      return;
+    }
+    if (hashes.decodeError) throw new VerificationError(`${this.name}: bytes do not decompress as ${compression}: ${hashes.decodeError}`);
+    if (hashes.nar!.size !== contents.size || !hashes.nar!.digest.equals(contents.sha256)) {
       throw new VerificationError(`${this.name}: decompressed NAR does not match the narinfo's NarHash/NarSize`);
     }
   }
@@ -202,18 +247,28 @@ export class NarDownload extends EventEmitter {
     }).once('end', release);
   }
 
-  /** The next available bytes at `position`, waiting for the download when it has none yet. */
+  /**
+   * The next available bytes at `position`, waiting for the download when it has none yet. Until
+   * the bytes are verified, the last byte the reader asked for (the end of its range, or of the
+   * file when its size is known) is held back, and a stream of unknown length is not ended: if
+   * verification fails the reader errors instead, and the client's transfer breaks.
+   */
   private async nextChunk(position: number, end: number | undefined, size: number): Promise<Buffer | null> {
     for (;;) {
-      const limit = end === undefined ? this.bytesWritten : Math.min(this.bytesWritten, end + 1);
+      let limit = end === undefined ? this.bytesWritten : Math.min(this.bytesWritten, end + 1);
+      if (!this.verified) {
+        const last = end ?? (this.expectedSize !== undefined ? this.expectedSize - 1 : undefined);
+        if (last !== undefined) limit = Math.min(limit, last);
+      }
       if (position < limit) {
         const length = Math.min(limit - position, Math.max(size, 1 << 20));
         const buffer = Buffer.allocUnsafe(length);
         const { bytesRead } = await readAsync(this.fd, buffer, 0, length, position);
         return bytesRead === length ? buffer : buffer.subarray(0, bytesRead);
       }
-      if (this.state === 'failed') throw this.error ?? new Error('download failed');
-      if (this.state === 'done' || (end !== undefined && position > end)) return null;
+      // Verified (even if storing it failed afterwards): everything up to `limit` was good.
+      if (this.verified) return null;
+      if (this.state === 'failed') throw new DownloadFailed(`NAR download failed: ${this.error?.message ?? 'unknown error'}`);
       await once(this, 'change');
     }
   }

@@ -38,3 +38,34 @@ export function parseCompression(value: string | undefined): Compression {
   if (!isKnownCompression(value)) throw new Error(`unknown compression '${value}'`);
   return value;
 }
+
+/**
+ * How each compressed format's files begin (brotli has no signature). An uncompressed NAR is not
+ * checked here: its NarHash is its file hash, which is checked anyway.
+ */
+const MAGIC: Partial<Record<Compression, Buffer>> = {
+  xz: Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]),
+  zstd: Buffer.from([0x28, 0xb5, 0x2f, 0xfd]),
+  bzip2: Buffer.from('BZh'),
+  lz4: Buffer.from([0x04, 0x22, 0x4d, 0x18]),
+  lzip: Buffer.from('LZIP'),
+};
+
+/** Bytes needed to check any format's signature. */
+export const MAGIC_BYTES = 6;
+
+/**
+ * Whether the first bytes of a file are what `compression` promises (`.nar.zst` must hold zstd,
+ * not xz). `head` may be shorter than MAGIC_BYTES only when the file is. Returns why not, or
+ * undefined when they match (or the format has no signature).
+ */
+export function formatMismatch(compression: Compression, head: Buffer): string | undefined {
+  const magic = MAGIC[compression];
+  if (!magic) return undefined;
+  if (head.length >= magic.length && head.subarray(0, magic.length).equals(magic)) return undefined;
+  const found = (Object.keys(MAGIC) as Compression[]).find((c) => {
+    const m = MAGIC[c]!;
+    return head.length >= m.length && head.subarray(0, m.length).equals(m);
+  });
+  return `bytes are not ${compression} data${found ? ` (they are ${found})` : ''}`;
+}

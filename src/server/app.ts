@@ -174,6 +174,11 @@ export function buildApp(options: AppOptions): FastifyInstance {
       return reply.code(404).type('text/plain; charset=utf-8').send('not available right now: the lock service is unreachable\n');
     }
     const status = (error as { statusCode?: number }).statusCode;
+    if (status === 502) {
+      // A NAR download that failed before any byte went out: nothing here may be kept as good.
+      logger.warn({ err: (error as Error).message, url: request.url }, 'NAR download failed before the answer started');
+      return reply.code(502).header('cache-control', 'no-store').type('text/plain; charset=utf-8').send(`${(error as Error).message}\n`);
+    }
     if (status !== undefined && status >= 400 && status < 500) {
       return reply.code(status).type('text/plain; charset=utf-8').send(`${(error as Error).message}\n`);
     }

@@ -124,6 +124,15 @@ export function transformFile(transform: (data: Buffer) => Buffer, opts: { conte
   };
 }
 
+/** Serves another file (e.g. xz bytes under a `.nar.zst` name). */
+export function serveFile(file: string): FaultAction {
+  return async (_req, res) => {
+    const data = await readFile(file);
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(data.length) });
+    res.end(data);
+  };
+}
+
 /** The file with the byte at `offset` (negative: from the end) inverted: same size, wrong hash. */
 export function flipByte(offset: number, opts: { contentLength?: boolean } = {}): FaultAction {
   return transformFile((data) => {
