@@ -114,6 +114,29 @@ describe('the chart\'s pods run the real server', { skip }, () => {
     await again.stop();
   });
 
+  it('a values file with every Go chart default (plus its own upstream and address) runs as well', async () => {
+    const port = await freePort();
+    const file = path.join(await makeTempDir('chart-values'), 'local.yaml');
+    writeFileSync(
+      file,
+      stringify({
+        config: {
+          hostname: 'cache.example.org',
+          server: { addr: `127.0.0.1:${port}` },
+          signing: { secretKey: signingKey.secretKey },
+          upstream: { caches: [{ url: upstream.url, publicKey: upstream.key.publicKey }] },
+        },
+      }),
+    );
+    const objects = render({ values: ['go-defaults', file], release: 'cache' });
+    const sts = find(objects, 'StatefulSet');
+    // The Go chart's temp path, outside the volume, on its own emptyDir.
+    const mounts = sts.spec.template.spec.containers[0].volumeMounts.map((m: any) => m.mountPath);
+    assert.ok(mounts.includes('/tmp/ncps') && mounts.includes('/storage'), mounts.join(' '));
+    const pod = await servePod(objects, sts, new Map(), upstream, signingKey);
+    await pod.stop();
+  });
+
   const haSkip = !postgresAvailable() ? 'PostgreSQL is not installed' : !redisAvailable() ? 'redis-server is not installed' : !s3rverAvailable() ? 's3rver is not installed' : false;
   describe('HA: PostgreSQL, S3 and Redis', { skip: haSkip }, () => {
     let pg: PostgresServer;
