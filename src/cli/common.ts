@@ -9,6 +9,7 @@ import { UnsupportedDatabaseError } from '../db/database';
 import { describeDatabaseInUse, openDatabase } from '../db/open';
 import { LocalLocker } from '../lock/local';
 import type { Locker } from '../lock/locker';
+import { usePathStyle } from '../storage/s3-addressing';
 import { LocalStorage } from '../storage/local';
 import type { Storage } from '../storage/storage';
 import { createLogger, type Logger } from '../telemetry/logger';
@@ -99,7 +100,8 @@ export function openConfiguredStorage(config: LoadedConfig): ConfiguredStorage {
       region: s3('region') || 'us-east-1',
       accessKeyId,
       secretAccessKey,
-      forcePathStyle: config.get<boolean>('cache.storage.s3.force-path-style'),
+      // As the Go ncps: path-style for every endpoint but the object stores known to serve buckets as host names.
+      forcePathStyle: usePathStyle(s3('endpoint') || undefined, bucket, config.get<boolean>('cache.storage.s3.force-path-style')),
       tempDir: tempPath || path.join(os.tmpdir(), 'ncps'),
       ...(s3('endpoint') ? { endpoint: s3('endpoint') } : {}),
     });

@@ -286,7 +286,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'CACHE_STORAGE_S3_FORCE_PATH_STYLE',
     format: 'bool',
     default: false,
-    doc: 'Address the S3 bucket in the path rather than the host name (MinIO and most self-hosted servers).',
+    doc: 'Address the S3 bucket in the path (http://host/bucket/key) for every endpoint. Without it ncps chooses as the Go ncps does: the host name (http://bucket.host/key) only for Amazon S3, Google Cloud Storage and Alibaba OSS endpoints, the path for any other (MinIO, Garage, Ceph…).',
     scope: 'storage',
   },
 
