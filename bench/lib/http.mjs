@@ -64,14 +64,18 @@ export async function mapLimit(items, limit, fn) {
  * Fetches `urls` in order with curl (libcurl is what Nix downloads with), on one connection,
  * discarding bodies. Resolves with one { status, bytes, ttfbMs, totalMs, connects } per URL, where
  * ttfbMs is curl's time_starttransfer (first response byte) and both are from that transfer's start.
+ * The array also carries `clientCpuMs`: the CPU time curl itself used (user + system), read from
+ * the shell that waited for it. `cpus` (a taskset CPU list) confines curl to those CPUs.
  */
-export async function curl(urls, { timeoutMs = 600_000, capture }) {
+export async function curl(urls, { timeoutMs = 600_000, capture, cpus }) {
   const args = ['--silent', '--show-error', '--max-time', String(Math.ceil(timeoutMs / 1000)), '--write-out', '%{json}\\n'];
   for (const url of urls) args.push(url, '--output', '/dev/null');
-  const out = await capture('curl', 'curl', args, timeoutMs + 5_000);
+  const script = 'curl "$@"; rc=$?; echo "CLIENTCPU $(cut -d" " -f16,17 /proc/$$/stat)"; exit $rc';
+  const shell = ['-c', script, 'sh', ...args];
+  const out = cpus ? await capture('curl', 'taskset', ['-c', cpus, 'sh', ...shell], timeoutMs + 5_000) : await capture('curl', 'sh', shell, timeoutMs + 5_000);
   const lines = out.split('\n').filter((l) => l.startsWith('{'));
   if (lines.length !== urls.length) throw new Error(`curl reported ${lines.length} transfers for ${urls.length} URLs`);
-  return lines.map((line) => {
+  const results = lines.map((line) => {
     const j = JSON.parse(line);
     return {
       url: j.url_effective,
@@ -82,4 +86,7 @@ export async function curl(urls, { timeoutMs = 600_000, capture }) {
       connects: j.num_connects,
     };
   });
+  const ticks = /^CLIENTCPU (\d+) (\d+)$/m.exec(out);
+  results.clientCpuMs = ticks ? (Number(ticks[1]) + Number(ticks[2])) * 10 : NaN;
+  return results;
 }

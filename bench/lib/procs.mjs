@@ -1,7 +1,7 @@
 // Starting and stopping the processes under test (upstream nginx, ncps, nginx proxy_cache, wrk).
 // Every child is tracked so that a failure or Ctrl-C still stops all of them.
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { openSync, closeSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -122,26 +122,59 @@ export async function waitForHttp(url, child, timeoutMs = 20_000) {
 export function cpuMs(pid) {
   const TICK_MS = 10; // USER_HZ is 100 on Linux
   let total = 0;
-  const visit = (p, depth) => {
+  for (const p of processTree(pid)) {
     let stat;
     try {
       stat = readFileSync(`/proc/${p}/stat`, 'utf8');
     } catch {
-      return; // exited
+      continue; // exited
     }
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     total += (Number(f[11]) + Number(f[12])) * TICK_MS;
+  }
+  return total;
+}
+
+/** The process ids of `pid` and its live descendants (nginx's workers), up to three levels. */
+export function processTree(pid) {
+  const out = [];
+  const visit = (p, depth) => {
+    out.push(p);
     if (depth > 2) return;
     let kids = '';
     try {
       kids = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8');
     } catch {
-      // no children file (kernel without CONFIG_PROC_CHILDREN): the process alone
+      return;
     }
     for (const k of kids.split(' ').filter(Boolean)) visit(Number(k), depth + 1);
   };
   visit(pid, 0);
-  return total;
+  return out;
+}
+
+/**
+ * Restricts every thread of `pid` and its descendants to the CPUs in `cpus` (taskset's list
+ * form, e.g. "0" or "1-3"). Threads started later inherit the set. Returns false when taskset is
+ * missing or refused.
+ */
+export function pinTree(pid, cpus) {
+  let ok = true;
+  for (const p of processTree(pid)) {
+    const r = spawnSync('taskset', ['-apc', cpus, String(p)], { stdio: 'ignore', timeout: 5_000 });
+    if (r.status !== 0) ok = false;
+  }
+  return ok;
+}
+
+/** Parses taskset's list form ("0", "1-3", "0,2") into CPU numbers. */
+export function cpuList(spec) {
+  const cpus = [];
+  for (const part of spec.split(',').filter(Boolean)) {
+    const [a, b] = part.split('-').map(Number);
+    for (let c = a; c <= (b ?? a); c++) cpus.push(c);
+  }
+  return cpus;
 }
 
 function logTail(child) {
