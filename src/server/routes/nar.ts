@@ -5,6 +5,7 @@ import type { Cache } from '../../cache/cache';
 import { checkNarFileName } from '../../cache/names';
 import { badRequest } from '../errors';
 import { parseRange } from '../../cache/range';
+import { sendStream } from '../send-stream';
 
 /** NARs never change under a name: clients and proxies may keep them for good. */
 const IMMUTABLE = 'public, max-age=31536000, immutable';
@@ -51,7 +52,7 @@ export function registerNarRoutes(app: FastifyInstance, cache: Cache, prefix: ''
         reply.header('content-length', result.size);
       }
       if (head || !result.stream) return reply.send();
-      return reply.send(result.stream);
+      return sendStream(reply, result.stream);
     },
   });
 }
