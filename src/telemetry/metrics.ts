@@ -2,10 +2,12 @@
 // label values are the Go ncps's (so its dashboards keep working); labels of ours that say more
 // are added beside them, never instead. What only this implementation measures has its own names
 // (docs/operations.md › Metrics lists both). Counters are created with their common label sets at
-// zero, so a fresh instance already exposes every series.
+// zero, so a fresh instance already exposes every series. What every request counts uses the
+// fast variants (fast-metrics.ts).
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { StoreStats } from '../db/database';
+import { FastCounter, FastHistogram } from './fast-metrics';
 import { droppedLogLines } from './logger';
 
 /** What the status page and the gauges need to know about an upstream. */
@@ -23,19 +25,19 @@ export type NarInfoSource = 'database' | 'storage';
 export class Metrics {
   readonly registry = new Registry();
 
-  readonly narServed = new Counter({
+  readonly narServed = new FastCounter({
     name: 'ncps_nar_served_total',
     help: 'NAR GET requests answered: result hit (from storage) or miss (from upstream), status success or error, upstream_hostname on misses.',
     labelNames: ['result', 'status', 'upstream_hostname'] as const,
     registers: [this.registry],
   });
-  readonly narInfoServed = new Counter({
+  readonly narInfoServed = new FastCounter({
     name: 'ncps_narinfo_served_total',
     help: 'narinfo requests answered (GET and HEAD): result hit or miss, status success or error, source database or storage on hits, upstream_hostname on misses.',
     labelNames: ['result', 'status', 'source', 'upstream_hostname'] as const,
     registers: [this.registry],
   });
-  readonly bytesServed = new Counter({
+  readonly bytesServed = new FastCounter({
     name: 'ncps_bytes_served_total',
     help: 'Bytes of NAR GET responses (headers included), by source: cache (saved an upstream fetch) or upstream (fetched for this request, or prefetched for it and not served before).',
     labelNames: ['source'] as const,
@@ -179,7 +181,7 @@ export class Metrics {
       }
     },
   });
-  readonly httpDuration = new Histogram({
+  readonly httpDuration = new FastHistogram({
     name: 'ncps_http_request_duration_seconds',
     help: 'HTTP request latency, by method, route and status.',
     labelNames: ['method', 'route', 'status'] as const,
