@@ -66,7 +66,8 @@ export interface CacheOptions {
 export type CacheSource = 'hit' | 'miss';
 
 export interface NarInfoResult {
-  text: string;
+  /** The narinfo as served (UTF-8 text). */
+  body: Buffer;
   source: CacheSource;
   /** Where a hit came from: the database, or a narinfo file an older ncps left in storage. */
   from?: 'database' | 'storage';
@@ -159,24 +160,31 @@ export class Cache {
     this.touchTimer.unref();
   }
 
+  /**
+   * The narinfo for a store path hash if it was served a moment ago (see narinfo-memo.ts), without
+   * waiting for anything: the hot path of a busy cache (server/hot-path.ts). Counts as a use.
+   */
+  peekNarInfo(hash: string): Buffer | undefined {
+    const body = this.memo.get(hash);
+    if (body !== undefined) this.touched.add(hash);
+    return body;
+  }
+
   /** The narinfo for a store path hash (already validated by the caller), or undefined. */
   async getNarInfo(hash: string, read: ReadOptions = { upstream: true }): Promise<NarInfoResult | undefined> {
-    const memo = this.memo.get(hash);
-    if (memo !== undefined) {
-      this.touched.add(hash);
-      return { text: memo, source: 'hit', from: 'database' };
-    }
+    const memo = this.peekNarInfo(hash);
+    if (memo !== undefined) return { body: memo, source: 'hit', from: 'database' };
     const stored = await this.options.db.getNarInfo(hash);
     if (stored) {
       this.touched.add(hash);
-      const text = formatNarInfo(this.withOurSignature(stored));
-      this.memo.set(hash, text);
-      return { text, source: 'hit', from: 'database' };
+      const body = Buffer.from(formatNarInfo(this.withOurSignature(stored)));
+      this.memo.set(hash, body);
+      return { body, source: 'hit', from: 'database' };
     }
     const legacy = await this.fromLegacyFile(hash);
     if (legacy) {
       this.touched.add(hash);
-      return { text: formatNarInfo(this.withOurSignature(legacy)), source: 'hit', from: 'storage' };
+      return { body: Buffer.from(formatNarInfo(this.withOurSignature(legacy))), source: 'hit', from: 'storage' };
     }
     if (!read.upstream || this.absent.has(hash)) return undefined;
     let fetch = this.narInfoFetches.get(hash);
@@ -186,7 +194,7 @@ export class Cache {
     }
     const fetched = await fetch;
     if (!fetched) return undefined;
-    return { text: formatNarInfo(fetched.narInfo), source: 'miss', ...(fetched.upstream ? { upstream: fetched.upstream } : {}) };
+    return { body: Buffer.from(formatNarInfo(fetched.narInfo)), source: 'miss', ...(fetched.upstream ? { upstream: fetched.upstream } : {}) };
   }
 
   /**

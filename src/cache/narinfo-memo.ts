@@ -1,4 +1,4 @@
-// A short-lived memo of served narinfo text, so that a burst of clients asking for the same paths
+// A short-lived memo of served narinfos (the bytes as sent), so that a burst of clients asking for the same paths
 // (a fleet rebuilding, a CI matrix) costs one database read per path per moment, not one each.
 // Entries live for MEMO_TTL_MS at most: other instances may delete a narinfo, and this bounds how
 // long one can still be served after that. Deletions in this process invalidate at once, and
@@ -9,19 +9,19 @@ export const MEMO_TTL_MS = 2_000;
 const MAX_ENTRIES = 20_000;
 
 export class NarInfoMemo {
-  private readonly entries = new Map<string, { text: string; expires: number }>();
+  private readonly entries = new Map<string, { body: Buffer; expires: number }>();
 
-  get(hash: string, now = Date.now()): string | undefined {
+  get(hash: string, now = Date.now()): Buffer | undefined {
     const entry = this.entries.get(hash);
     if (!entry) return undefined;
-    if (entry.expires > now) return entry.text;
+    if (entry.expires > now) return entry.body;
     this.entries.delete(hash);
     return undefined;
   }
 
-  set(hash: string, text: string, now = Date.now()): void {
+  set(hash: string, body: Buffer, now = Date.now()): void {
     this.entries.delete(hash);
-    this.entries.set(hash, { text, expires: now + MEMO_TTL_MS });
+    this.entries.set(hash, { body, expires: now + MEMO_TTL_MS });
     if (this.entries.size > MAX_ENTRIES) {
       const oldest = this.entries.keys().next().value;
       if (oldest !== undefined) this.entries.delete(oldest);

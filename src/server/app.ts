@@ -3,16 +3,19 @@
 
 import { SpanKind, SpanStatusCode, type Span } from '@opentelemetry/api';
 import Fastify, { type FastifyInstance } from 'fastify';
+import http from 'node:http';
 import type { Cache, CacheSource } from '../cache/cache';
 import type { CacheWrites } from '../cache/writes';
 import type { Logger } from '../telemetry/logger';
 import type { Metrics, NarInfoSource } from '../telemetry/metrics';
 import type { Readiness } from '../telemetry/readiness';
 import { tracer } from '../telemetry/tracing';
-import { createAuthHook, type Access } from './auth';
+import { createAccessCheck, createAuthHook, type Access } from './auth';
 import { HttpError } from './errors';
 import { answerClientError, answerFrameworkError } from './framework-errors';
+import { createHotPath } from './hot-path';
 import { RouteMethods } from './method-not-allowed';
+import { createResponseRecorder } from './response-record';
 import { responseBytes, trackResponseBytes } from './response-bytes';
 import { registerCacheInfoRoutes } from './routes/cache-info';
 import { registerHealthRoutes } from './routes/health';
@@ -63,9 +66,33 @@ export interface AppOptions {
 /** How long a scrape waits for the figures read from the database before answering without them. */
 const SCRAPE_REFRESH_TIMEOUT_MS = 2_000;
 
+/** What fastify passes a server factory: its options, with its defaults filled in. */
+interface ServerSettings {
+  http?: http.ServerOptions;
+  keepAliveTimeout?: number;
+  requestTimeout?: number;
+  connectionTimeout?: number;
+  maxRequestsPerSocket?: number;
+}
+
 export function buildApp(options: AppOptions): FastifyInstance {
   const { logger, metrics } = options;
+  const tokens = { getToken: options.getToken, putToken: options.putToken };
+  const record = createResponseRecorder(metrics, logger);
+  const hotPath = createHotPath({ cache: options.cache, checkAccess: createAccessCheck(tokens), record, route: '/:file' });
   const app = Fastify({
+    // Our own http server, so that the hot path sees each request before fastify does; it is set
+    // up as fastify would set up its own.
+    serverFactory: (handler, settings: ServerSettings) => {
+      const server = http.createServer(settings.http ?? {}, (req, res) => {
+        if (!hotPath(req, res)) handler(req, res);
+      });
+      if (settings.keepAliveTimeout !== undefined) server.keepAliveTimeout = settings.keepAliveTimeout;
+      if (settings.requestTimeout !== undefined) server.requestTimeout = settings.requestTimeout;
+      server.setTimeout(settings.connectionTimeout ?? 0);
+      if (settings.maxRequestsPerSocket) server.maxRequestsPerSocket = settings.maxRequestsPerSocket;
+      return server;
+    },
     logger: false,
     // HEAD is routed explicitly: an automatic HEAD would run the GET handler and download NARs.
     exposeHeadRoutes: false,
@@ -95,21 +122,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
       attributes: { 'http.request.method': request.method, 'url.path': request.url },
     });
   });
-  app.addHook('onRequest', createAuthHook({ getToken: options.getToken, putToken: options.putToken }));
-
-  // The series every request touches, looked up once.
-  const narInfoHit = {
-    database: metrics.narInfoServed.labels({ result: 'hit', status: 'success', source: 'database' }),
-    storage: metrics.narInfoServed.labels({ result: 'hit', status: 'success', source: 'storage' }),
-  };
-  const narInfoAbsent = metrics.narInfoServed.labels({ result: 'miss', status: 'error' });
-  const narHit = metrics.narServed.labels({ result: 'hit', status: 'success' });
-  const narAbsent = metrics.narServed.labels({ result: 'miss', status: 'error' });
-  const bytesFromCache = metrics.bytesServed.labels('cache');
-  const bytesFromUpstream = metrics.bytesServed.labels('upstream');
-
-  /** The Go ncps's labels of a miss that found the path: its upstream host when known. */
-  const foundMiss = (status: string, host: string | undefined) => (host ? { result: 'miss', status, upstream_hostname: host } : { result: 'miss', status });
+  app.addHook('onRequest', createAuthHook(tokens));
 
   // One log line and the metrics per request: what was asked, by whom, the answer, size, time,
   // hit or miss.
@@ -117,41 +130,24 @@ export function buildApp(options: AppOptions): FastifyInstance {
     const seconds = Number(process.hrtime.bigint() - request.startedAt) / 1e9;
     const bytes = responseBytes(reply.raw);
     const status = reply.statusCode;
-    const route = reply.routeOptions.url ?? 'unmatched';
-    metrics.httpDuration.labels(request.method, route, String(status)).observe(seconds);
     const result = request.cacheSource;
     request.span?.setAttributes({ 'http.response.status_code': status, 'ncps.cache': result ?? 'none', 'ncps.bytes': bytes });
     if (status >= 500) request.span?.setStatus({ code: SpanStatusCode.ERROR });
     request.span?.end();
-    if (request.cacheKind === 'narinfo') {
-      // GET and HEAD, like the Go ncps (both look the narinfo up).
-      if (result === 'hit') narInfoHit[request.narInfoFrom ?? 'database'].inc();
-      else if (result === 'miss') metrics.narInfoServed.labels(foundMiss(status < 400 ? 'success' : 'error', request.upstreamHost)).inc();
-      else narInfoAbsent.inc();
-    } else if (request.cacheKind === 'nar' && request.method === 'GET') {
-      if (result === 'hit' && status < 400) {
-        narHit.inc();
-        bytesFromCache.inc(bytes);
-      } else if (result === 'miss') {
-        metrics.narServed.labels(foundMiss(status < 400 ? 'success' : 'error', request.upstreamHost)).inc();
-        bytesFromUpstream.inc(bytes);
-      } else if (status === 404) {
-        narAbsent.inc();
-      }
-    }
-    if (reply.routeOptions.config?.quiet) return;
-    logger.info(
-      {
-        client: clientAddress(request.ip),
-        method: request.method,
-        url: request.url,
-        status,
-        bytes,
-        ms: Math.round(seconds * 1e4) / 10,
-        cache: result,
-      },
-      'request',
-    );
+    record({
+      method: request.method,
+      url: request.url,
+      route: reply.routeOptions.url ?? 'unmatched',
+      status,
+      bytes,
+      seconds,
+      ip: request.ip,
+      cacheKind: request.cacheKind,
+      cacheSource: result,
+      narInfoFrom: request.narInfoFrom,
+      upstreamHost: request.upstreamHost,
+      quiet: reply.routeOptions.config?.quiet ?? false,
+    });
   });
 
   // Absence is short-lived: an upstream may get the path any minute. A path that exists for other
@@ -218,9 +214,4 @@ export function buildApp(options: AppOptions): FastifyInstance {
     });
   }
   return app;
-}
-
-/** `::ffff:192.0.2.1` (an IPv4 client of the dual-stack listener) as `192.0.2.1`. */
-function clientAddress(ip: string): string {
-  return ip.startsWith('::ffff:') ? ip.slice('::ffff:'.length) : ip;
 }

@@ -31,27 +31,37 @@ function presentedToken(header: string | undefined): string | undefined {
   }
 }
 
-export function createAuthHook(options: AuthOptions) {
+export type AccessVerdict = 'allowed' | 'missing' | 'invalid';
+
+/** Decides whether an Authorization header grants `access`; shared by the hook and the hot path. */
+export function createAccessCheck(options: AuthOptions): (access: Access, authorization: string | undefined) => AccessVerdict {
   const readDigest = options.getToken ? digest(options.getToken) : undefined;
   const writeToken = options.putToken || options.getToken;
   const writeDigest = writeToken ? digest(writeToken) : undefined;
 
-  return async function authorize(request: FastifyRequest, reply: FastifyReply): Promise<void> {
-    const access: Access = request.routeOptions.config?.access ?? 'read';
+  return (access, authorization) => {
     const expected = access === 'write' ? writeDigest : access === 'read' ? readDigest : undefined;
-    if (!expected) return;
-    const token = presentedToken(request.headers.authorization);
-    if (token !== undefined) {
-      const presented = digest(token);
-      if (timingSafeEqual(presented, expected)) return;
-      // Whoever may write may also read: `nix copy` sends its one netrc password on the reads it
-      // makes to find what is already uploaded.
-      if (access === 'read' && writeDigest && timingSafeEqual(presented, writeDigest)) return;
-    }
+    if (!expected) return 'allowed';
+    const token = presentedToken(authorization);
+    if (token === undefined) return 'missing';
+    const presented = digest(token);
+    if (timingSafeEqual(presented, expected)) return 'allowed';
+    // Whoever may write may also read: `nix copy` sends its one netrc password on the reads it
+    // makes to find what is already uploaded.
+    if (access === 'read' && writeDigest && timingSafeEqual(presented, writeDigest)) return 'allowed';
+    return 'invalid';
+  };
+}
+
+export function createAuthHook(options: AuthOptions) {
+  const check = createAccessCheck(options);
+  return async function authorize(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const verdict = check(request.routeOptions.config?.access ?? 'read', request.headers.authorization);
+    if (verdict === 'allowed') return;
     reply
       .code(401)
       .header('www-authenticate', 'Basic realm="ncps", charset="UTF-8"')
       .type('text/plain; charset=utf-8')
-      .send(token === undefined ? 'authentication required\n' : 'invalid token\n');
+      .send(verdict === 'missing' ? 'authentication required\n' : 'invalid token\n');
   };
 }

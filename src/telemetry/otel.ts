@@ -10,6 +10,7 @@ import { MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk
 import { BasicTracerProvider, BatchSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import type { Registry } from 'prom-client';
 import type { Logger } from './logger';
+import { markTracingEnabled } from './tracing';
 
 export interface OpenTelemetryOptions {
   url: string;
@@ -34,6 +35,7 @@ export async function startOpenTelemetry(options: OpenTelemetryOptions): Promise
     spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter(exporterOptions), { scheduledDelayMillis: 1000 })],
   });
   trace.setGlobalTracerProvider(tracerProvider);
+  markTracingEnabled();
 
   const meterProvider = new MeterProvider({
     resource,

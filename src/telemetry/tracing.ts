@@ -4,3 +4,13 @@
 import { trace } from '@opentelemetry/api';
 
 export const tracer = () => trace.getTracer('ncps');
+
+let tracing = false;
+
+/** Whether spans are recorded; paths that skip span creation (server/hot-path.ts) check this. */
+export const tracingEnabled = (): boolean => tracing;
+
+/** Called by otel.ts once it has registered a tracer provider. */
+export function markTracingEnabled(): void {
+  tracing = true;
+}

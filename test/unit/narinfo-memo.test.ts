@@ -5,10 +5,10 @@ import { NegativeCache } from '../../src/cache/negative-cache';
 
 it('the narinfo memo forgets entries after its TTL and on delete', () => {
   const memo = new NarInfoMemo();
-  memo.set('a', 'text-a', 1000);
-  assert.equal(memo.get('a', 1000 + MEMO_TTL_MS - 1), 'text-a');
+  memo.set('a', Buffer.from('text-a'), 1000);
+  assert.equal(memo.get('a', 1000 + MEMO_TTL_MS - 1)?.toString(), 'text-a');
   assert.equal(memo.get('a', 1000 + MEMO_TTL_MS), undefined, 'expired');
-  memo.set('b', 'text-b', 5000);
+  memo.set('b', Buffer.from('text-b'), 5000);
   memo.delete('b');
   assert.equal(memo.get('b', 5000), undefined);
 });

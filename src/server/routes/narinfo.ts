@@ -6,6 +6,11 @@ import { LISTING_FILE_NAME, NARINFO_FILE_NAME } from '../../cache/names';
 import { badRequest } from '../errors';
 import { serveAuxFile } from './aux-files';
 
+/** The headers of a narinfo answer; the hot path (server/hot-path.ts) sends the same. */
+export function narInfoHeaders(length: number): Record<string, string | number> {
+  return { 'content-type': 'text/x-nix-narinfo', 'cache-control': 'public, max-age=300', 'content-length': length };
+}
+
 export function listingName(file: string): string {
   if (!LISTING_FILE_NAME.test(file)) throw badRequest('invalid NAR listing name: expected <32 characters of nix32>.ls');
   return file;
@@ -36,11 +41,7 @@ export function registerNarInfoRoutes(app: FastifyInstance, cache: Cache, prefix
       request.upstreamHost = result?.upstream;
       reply.header('x-cache', result?.source === 'hit' ? 'HIT' : 'MISS');
       if (!result) return reply.callNotFound();
-      return reply
-        .type('text/x-nix-narinfo')
-        .header('cache-control', 'public, max-age=300')
-        .header('content-length', Buffer.byteLength(result.text))
-        .send(result.text);
+      return reply.headers(narInfoHeaders(result.body.length)).send(result.body);
     },
   });
 }

@@ -1,0 +1,85 @@
+// What every answered request leaves behind: the latency histogram, the cache counters (with the
+// Go ncps's labels) and one log line. Shared by the fastify onResponse hook and the hot path
+// (hot-path.ts), so both count and log alike.
+
+import type { CacheSource } from '../cache/cache';
+import type { Logger } from '../telemetry/logger';
+import type { Metrics, NarInfoSource } from '../telemetry/metrics';
+
+export interface AnsweredRequest {
+  method: string;
+  url: string;
+  /** The route pattern (`/:file`), or 'unmatched'. */
+  route: string;
+  status: number;
+  /** Bytes written for this response, headers included. */
+  bytes: number;
+  seconds: number;
+  /** The client's address as the socket saw it. */
+  ip: string;
+  /** Set by cache routes once they looked something up. */
+  cacheKind: 'narinfo' | 'nar' | undefined;
+  cacheSource: CacheSource | undefined;
+  narInfoFrom: NarInfoSource | undefined;
+  upstreamHost: string | undefined;
+  /** Not logged (health checks). */
+  quiet: boolean;
+}
+
+export type ResponseRecorder = (answered: AnsweredRequest) => void;
+
+export function createResponseRecorder(metrics: Metrics, logger: Logger): ResponseRecorder {
+  // The series every request touches, looked up once.
+  const narInfoHit = {
+    database: metrics.narInfoServed.labels({ result: 'hit', status: 'success', source: 'database' }),
+    storage: metrics.narInfoServed.labels({ result: 'hit', status: 'success', source: 'storage' }),
+  };
+  const narInfoAbsent = metrics.narInfoServed.labels({ result: 'miss', status: 'error' });
+  const narHit = metrics.narServed.labels({ result: 'hit', status: 'success' });
+  const narAbsent = metrics.narServed.labels({ result: 'miss', status: 'error' });
+  const bytesFromCache = metrics.bytesServed.labels('cache');
+  const bytesFromUpstream = metrics.bytesServed.labels('upstream');
+
+  /** The Go ncps's labels of a miss that found the path: its upstream host when known. */
+  const foundMiss = (status: string, host: string | undefined) => (host ? { result: 'miss', status, upstream_hostname: host } : { result: 'miss', status });
+
+  return (r) => {
+    const { status } = r;
+    metrics.httpDuration.labels(r.method, r.route, String(status)).observe(r.seconds);
+    const result = r.cacheSource;
+    if (r.cacheKind === 'narinfo') {
+      // GET and HEAD, like the Go ncps (both look the narinfo up).
+      if (result === 'hit') narInfoHit[r.narInfoFrom ?? 'database'].inc();
+      else if (result === 'miss') metrics.narInfoServed.labels(foundMiss(status < 400 ? 'success' : 'error', r.upstreamHost)).inc();
+      else narInfoAbsent.inc();
+    } else if (r.cacheKind === 'nar' && r.method === 'GET') {
+      if (result === 'hit' && status < 400) {
+        narHit.inc();
+        bytesFromCache.inc(r.bytes);
+      } else if (result === 'miss') {
+        metrics.narServed.labels(foundMiss(status < 400 ? 'success' : 'error', r.upstreamHost)).inc();
+        bytesFromUpstream.inc(r.bytes);
+      } else if (status === 404) {
+        narAbsent.inc();
+      }
+    }
+    if (r.quiet) return;
+    logger.info(
+      {
+        client: clientAddress(r.ip),
+        method: r.method,
+        url: r.url,
+        status,
+        bytes: r.bytes,
+        ms: Math.round(r.seconds * 1e4) / 10,
+        cache: result,
+      },
+      'request',
+    );
+  };
+}
+
+/** `::ffff:192.0.2.1` (an IPv4 client of the dual-stack listener) as `192.0.2.1`. */
+function clientAddress(ip: string): string {
+  return ip.startsWith('::ffff:') ? ip.slice('::ffff:'.length) : ip;
+}
