@@ -14,7 +14,7 @@ import { signedUpstream, substituteAndVerify, teardown, type SignedUpstream } fr
 import { chartToolsMissing, render, type K8sObject } from '../helpers/helm';
 import { request } from '../helpers/http';
 import { freePort } from '../helpers/ncps';
-import { generateKeyPair, makeTempDir, nixAvailable, type KeyPair } from '../helpers/nix';
+import { generateKeyPair, makeTempDir, nixAvailable, type Closure, type KeyPair } from '../helpers/nix';
 import { postgresAvailable, startPostgres, type PostgresServer } from '../helpers/postgres';
 import { redisAvailable, startRedis, type RedisServer } from '../helpers/redis';
 import { s3rverAvailable, startS3rver, type S3rverInstance } from '../helpers/s3';
@@ -34,10 +34,16 @@ function find(objects: K8sObject[], kind: string, test: (o: K8sObject) => boolea
   return found;
 }
 
+/** What a started pod must serve: every closure, signed by the key clients trust. */
+interface Serves {
+  closures: Closure[];
+  publicKey: string;
+}
+
 /** Starts the server container of `workload` after its init containers, waits for every probe,
- * substitutes `upstream`'s closure through it with the real Nix client, and returns a stopper
- * that sends SIGTERM and checks the drain. */
-async function servePod(objects: K8sObject[], workload: K8sObject, claims: Claims, upstream: SignedUpstream, signingKey: KeyPair) {
+ * substitutes the closures through it with the real Nix client, and returns a stopper that sends
+ * SIGTERM and checks the drain. */
+async function servePod(objects: K8sObject[], workload: K8sObject, claims: Claims, serves: Serves) {
   const pod = await materialisePod(objects, workload, claims);
   for (const init of pod.initContainers) {
     const r = await runToCompletion(init);
@@ -51,8 +57,8 @@ async function servePod(objects: K8sObject[], workload: K8sObject, claims: Claim
   const port = spec.ports[0].containerPort as number;
   const url = `http://127.0.0.1:${port}`;
   const pubkey = await request(url, '/pubkey', { timeoutMs: 10_000 });
-  assert.equal(pubkey.text.trim(), signingKey.publicKey, 'ncps signs with the key from the chart\'s Secret');
-  await substituteAndVerify(upstream.closure, { substituter: url, trustedPublicKey: signingKey.publicKey });
+  assert.equal(pubkey.text.trim(), serves.publicKey, 'ncps signs with the key clients trust');
+  for (const closure of serves.closures) await substituteAndVerify(closure, { substituter: url, trustedPublicKey: serves.publicKey });
   return {
     url,
     logs: running.logs,
@@ -77,6 +83,8 @@ describe('the chart\'s pods run the real server', { skip }, () => {
     signingKey = await generateKeyPair('cache.example.org-1', await makeTempDir('chart-key'));
   });
   after(() => teardown(upstream));
+  /** The upstream's closure, signed with the key given to the chart (config.signing.secretKey). */
+  const chartKeyServes = (): Serves => ({ closures: [upstream.closure], publicKey: signingKey.publicKey });
 
   it('one SQLite pod: init containers migrate, then the StatefulSet\'s server serves the Nix client', async () => {
     const port = await freePort();
@@ -93,7 +101,7 @@ describe('the chart\'s pods run the real server', { skip }, () => {
     });
     const sts = find(objects, 'StatefulSet');
     const claims: Claims = new Map();
-    const pod = await servePod(objects, sts, claims, upstream, signingKey);
+    const pod = await servePod(objects, sts, claims, chartKeyServes());
     // The database is where the Go chart keeps it, on the pod's claim.
     const storage = claims.get('storage-cache-ncps-0')!;
     assert.ok(storage, 'the claim template became the pod\'s volume');
@@ -110,7 +118,7 @@ describe('the chart\'s pods run the real server', { skip }, () => {
     await pod.stop();
     assert.ok(existsSync(path.join(storage, 'db', 'ncps.db')), 'SQLite at /storage/db/ncps.db');
     // An upgrade: the next pod's init containers find the database migrated and the volume in place.
-    const again = await servePod(objects, sts, claims, upstream, signingKey);
+    const again = await servePod(objects, sts, claims, chartKeyServes());
     await again.stop();
   });
 
@@ -133,7 +141,7 @@ describe('the chart\'s pods run the real server', { skip }, () => {
     // The Go chart's temp path, outside the volume, on its own emptyDir.
     const mounts = sts.spec.template.spec.containers[0].volumeMounts.map((m: any) => m.mountPath);
     assert.ok(mounts.includes('/tmp/ncps') && mounts.includes('/storage'), mounts.join(' '));
-    const pod = await servePod(objects, sts, new Map(), upstream, signingKey);
+    const pod = await servePod(objects, sts, new Map(), chartKeyServes());
     await pod.stop();
   });
 
@@ -183,7 +191,7 @@ describe('the chart\'s pods run the real server', { skip }, () => {
       const versions = await pg.query(dbUrl.pathname.slice(1), 'SELECT max(version) AS v FROM schema_migrations');
       assert.ok(Number(versions[0]!.v) >= 1, 'the hook Job migrated PostgreSQL before any pod started');
 
-      const pod = await servePod(objects, find(objects, 'Deployment'), claims, upstream, signingKey);
+      const pod = await servePod(objects, find(objects, 'Deployment'), claims, chartKeyServes());
       const post = find(objects, 'Job', (o) => o.metadata.annotations?.['helm.sh/hook'] === 'post-install,post-upgrade');
       const narinfo = await runToCompletion((await materialisePod(objects, post, claims)).containers[0]!);
       assert.equal(narinfo.code, 0, `online narinfo migration beside the live pod:\n${narinfo.stdout}${narinfo.stderr}`);
