@@ -41,6 +41,7 @@ import { NarInfoMemo } from './narinfo-memo';
 import { NegativeCache } from './negative-cache';
 import { AlreadyStored, NarDownload, NotFoundUpstream, type ExpectedFile } from './download';
 import { HASH_NAMED_NAR } from './names';
+import { zstdDecompressed, zstdNameOf } from './nar-alias';
 import { resolveRange, type RangeSpec, type ResolvedRange } from './range';
 
 export interface CacheOptions {
@@ -356,6 +357,8 @@ export class Cache {
     if (options.head) {
       const size = await storage.statNar(name);
       if (size !== undefined) return { source: 'hit', size };
+      const alias = await this.fromZstdFile(name, true);
+      if (alias) return alias;
       if (!options.upstream) return undefined;
       const inFlight = this.downloads.get(name);
       if (inFlight) return { source: 'miss', size: inFlight.expectedSize };
@@ -383,6 +386,8 @@ export class Cache {
         return { source: this.storedSource(name), size: stored.size, stream: stored.stream };
       }
     }
+    const alias = await this.fromZstdFile(name, false);
+    if (alias) return alias;
     if (!options.upstream) return undefined;
 
     let download = this.downloads.get(name);
@@ -418,6 +423,23 @@ export class Cache {
       const landed = await storage.getNar(name);
       return landed ? { source: 'hit', size: landed.size, stream: landed.stream } : undefined;
     }
+  }
+
+  /**
+   * An uncompressed NAR asked for by the name the Go ncps served it under (`<hash>.nar`), which
+   * this ncps keeps as `<hash>.nar.zst` since it took the Go deployment over (see nar-alias.ts).
+   * Whole (ranges are not honoured), decompressed as it is sent.
+   */
+  private async fromZstdFile(name: string, head: boolean): Promise<NarResult | undefined> {
+    const zstdName = zstdNameOf(name);
+    if (!zstdName || this.downloads.has(name)) return undefined;
+    const record = await this.options.db.getNarFile(zstdName);
+    if (record?.storedAt === undefined || record.compression !== 'zstd') return undefined;
+    if (head) return (await this.options.storage.statNar(zstdName)) === undefined ? undefined : { source: 'hit', size: record.narSize };
+    const stored = await this.options.storage.getNar(zstdName);
+    if (!stored) return undefined;
+    this.touchedNars.add(zstdName);
+    return { source: 'hit', size: record.narSize, stream: zstdDecompressed(stored.stream) };
   }
 
   private startDownload(record: NarFileRecord): NarDownload {

@@ -11,6 +11,8 @@ import { InvalidLegacyNarInfo, LegacyNarInfoMigrator } from '../migrate/narinfo'
 import { Progress } from '../migrate/progress';
 import { storedSigningKey } from '../cache/signing-key';
 import { legacyFilesKeptForGo } from '../migrate/go/state';
+import { GoStillRunning } from '../migrate/go/takeover';
+import { takeOverConfiguredGoDatabase } from './go-takeover';
 import { Metrics } from '../telemetry/metrics';
 import { commandConfig, commandLogger, createLocker, startConfiguredOpenTelemetry, describeDatabase, liveServerRefusal, openConfiguredDatabase, openConfiguredStorage } from './common';
 
@@ -25,6 +27,17 @@ async function migrateNarinfo(argv: string[]): Promise<number> {
   const redisAddrs = config.get<string[]>('cache.redis.addrs');
 
   const storage = openConfiguredStorage(config);
+  if (!dryRun) {
+    // Run before the server (NixOS's offline unit does), it takes a Go ncps database over first,
+    // as the server would.
+    try {
+      await takeOverConfiguredGoDatabase(config, storage, logger);
+    } catch (error) {
+      if (!(error instanceof GoStillRunning)) throw error;
+      process.stderr.write(`ncps migrate-narinfo: ${error.message}\n`);
+      return 1;
+    }
+  }
   const db = openConfiguredDatabase(config);
   const locker: Locker & { check?(): Promise<void> } = createLocker(config, logger);
   const metrics = new Metrics({ maxSizeBytes: 0 });

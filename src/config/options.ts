@@ -743,7 +743,7 @@ export const COMMAND_SCOPES: Record<string, ReadonlyArray<OptionSpec['scope']>> 
   'migrate up': ['global', 'storage', 'database', 'migration', 'go-takeover'],
   'migrate from-go': ['global', 'signing', 'storage', 'database', 'migration', 'offline', 'go-takeover', 'go-cleanup'],
   'migrate status': ['global', 'storage', 'database'],
-  'migrate-narinfo': ['global', 'storage', 'database', 'redis', 'migration', 'narinfo-migration', 'offline'],
+  'migrate-narinfo': ['global', 'storage', 'database', 'redis', 'migration', 'narinfo-migration', 'offline', 'go-takeover'],
   'sweep-orphans': ['global', 'storage', 'database', 'redis', 'migration', 'offline'],
   fsck: ['global', 'signing', 'storage', 'database', 'redis', 'migration', 'offline', 'fsck'],
 };

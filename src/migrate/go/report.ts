@@ -85,7 +85,7 @@ export function formatReport(report: TakeoverReport): string {
   if (report.reassembled.nars > 0) {
     lines.push(
       `  CDC-chunked NARs: ${report.dryRun ? 'would reassemble' : 'reassembled'} ${report.reassembled.nars} ` +
-        `(${bytes(report.reassembled.bytes)}${report.dryRun ? ' of chunks, about as much new space' : ' written'}); the chunk files are kept`,
+        `(${bytes(report.reassembled.bytes)}${report.dryRun ? ' of chunks, about as much new space; the chunks are read and checked only then' : ' written'}); the chunk files are kept`,
     );
   }
   lines.push(`  pins: ${report.pins}`);

@@ -1,7 +1,7 @@
 // The Go ncps's SQLite file, opened read-only: nothing here writes to it (the takeover's own
 // tables live in another file, see src/db/beside-go.ts).
 
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { sqliteTables } from '../../db/beside-go';
@@ -29,6 +29,13 @@ export function openSqliteReader(file: string): SqlDriver {
  */
 export function processesWithOpen(files: readonly string[]): LiveClient[] {
   const wanted = new Set(files.map((f) => path.resolve(f)));
+  // Other ncps processes of ours (looking whether the file is the Go ncps's) are not Go ncps.
+  let ourRuntime = '';
+  try {
+    ourRuntime = realpathSync(process.execPath);
+  } catch {
+    // then nothing is excluded
+  }
   const found: LiveClient[] = [];
   let pids: string[];
   try {
@@ -51,9 +58,14 @@ export function processesWithOpen(files: readonly string[]): LiveClient[] {
       }
     });
     if (!holds) continue;
+    try {
+      if (ourRuntime && readlinkSync(`/proc/${pid}/exe`) === ourRuntime) continue;
+    } catch {
+      // may not look: count it
+    }
     let command = '';
     try {
-      command = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
+      command = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ').replace(/\s+/g, ' ');
     } catch {
       // gone meanwhile
     }
