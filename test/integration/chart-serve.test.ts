@@ -5,12 +5,13 @@
 // consistent. Once with one SQLite pod, once with the HA set-up on PostgreSQL, S3 (s3rver) and
 // Redis. Pods run as local processes (test/helpers/chart-pod.ts).
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import { materialisePod, runToCompletion, startContainer, waitForProbe, type Claims } from '../helpers/chart-pod';
 import { signedUpstream, substituteAndVerify, teardown, type SignedUpstream } from '../helpers/fixture';
+import { buildGoFixture, makeGoMaterial } from '../helpers/go-fixture';
 import { chartToolsMissing, render, type K8sObject } from '../helpers/helm';
 import { request } from '../helpers/http';
 import { freePort } from '../helpers/ncps';
@@ -142,6 +143,35 @@ describe('the chart\'s pods run the real server', { skip }, () => {
     const mounts = sts.spec.template.spec.containers[0].volumeMounts.map((m: any) => m.mountPath);
     assert.ok(mounts.includes('/tmp/ncps') && mounts.includes('/storage'), mounts.join(' '));
     const pod = await servePod(objects, sts, new Map(), chartKeyServes());
+    await pod.stop();
+  });
+
+  it('a Go chart release upgraded in place: the init container takes over the Go database on the same claim', async () => {
+    // The Go ncps v0.10 left its SQLite database where its chart keeps it (/storage/db/ncps.db on
+    // the claim storage-<fullname>-0), with chunked (CDC) and uploaded closures and its key in
+    // the database; the Go pod is gone, as a StatefulSet update leaves it.
+    const material = await makeGoMaterial('chart');
+    const go = await buildGoFixture(material, 'v0.10', { kind: 'sqlite' });
+    for (const suffix of ['', '-wal', '-shm']) {
+      const from = path.join(go.dataDir, 'db', `db.sqlite${suffix}`);
+      if (existsSync(from)) renameSync(from, path.join(go.dataDir, 'db', `ncps.db${suffix}`));
+    }
+    const port = await freePort();
+    const file = path.join(await makeTempDir('chart-values'), 'local.yaml');
+    writeFileSync(
+      file,
+      stringify({
+        config: {
+          hostname: 'cache.example.org',
+          server: { addr: `127.0.0.1:${port}` },
+          upstream: { caches: [{ url: upstream.url, publicKey: material.upstreamKey.publicKey }] },
+        },
+      }),
+    );
+    const objects = render({ values: ['go-defaults', file], release: 'cache' });
+    const claims: Claims = new Map([['storage-cache-ncps-0', go.dataDir]]);
+    // Clients keep trusting the Go ncps's key, and everything it held is substituted from the volume.
+    const pod = await servePod(objects, find(objects, 'StatefulSet'), claims, { closures: go.closures, publicKey: go.publicKey });
     await pod.stop();
   });
 
