@@ -6,6 +6,9 @@
 // times come along; the Go database is byte-for-byte (SQLite) or row-for-row as it was.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { S3Storage } from '../../src/storage/s3';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { openDatabase } from '../../src/db/open';
@@ -18,6 +21,7 @@ import { request } from '../helpers/http';
 import { mariadbAvailable, mariadbUnavailableReason, startMariadb, type MariadbServer } from '../helpers/mariadb';
 import { freePort, runNcps, startNcps, type NcpsProcess } from '../helpers/ncps';
 import { nixAvailable } from '../helpers/nix';
+import { s3rverAvailable, startS3rver } from '../helpers/s3';
 import { postgresAvailable, postgresUnavailableReason, startPostgres, type PostgresServer } from '../helpers/postgres';
 
 const skip = nixAvailable() ? false : 'nix-bin not installed';
@@ -192,6 +196,42 @@ describe('taking over a Go ncps deployment', { skip, timeout: 40 * 60_000 }, () 
     assert.equal(refused.code, 2, refused.stderr);
     assert.match(refused.stderr, /--go-database-url/);
     await checkTakeover(fixture, target, { ourUrl, extraArgs: [`--go-database-url=${fixture.databaseUrl}`] });
+  });
+
+  it('v0.9 with its storage in S3 (s3rver): chunks read from the bucket, and kept there', { timeout: TIMEOUT }, async (t) => {
+    if (!s3rverAvailable()) return t.skip('s3rver unavailable');
+    const fixture = await buildGoFixture(material, 'v0.9', { kind: 'sqlite' });
+    const s3 = await startS3rver({ bucket: 'go-ncps' });
+    const client = new S3Client(S3Storage.clientConfig({ bucket: s3.bucket, endpoint: s3.endpoint, region: s3.region, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, forcePathStyle: true, tempDir: fixture.dataDir }));
+    try {
+      // The Go ncps's bucket holds the same keys as its local layout: store/nar, store/chunk, …
+      const walk = async (dir: string): Promise<string[]> =>
+        (await readdir(dir, { withFileTypes: true })).flatMap((e) => (e.isDirectory() ? [] : [path.join(dir, e.name)])).concat(
+          ...(await Promise.all((await readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => walk(path.join(dir, e.name))))),
+        );
+      for (const file of await walk(path.join(fixture.dataDir, 'store'))) {
+        const key = path.relative(fixture.dataDir, file).split(path.sep).join('/');
+        await client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: key, Body: await readFile(file) }));
+      }
+      await checkTakeover(fixture, { kind: 'sqlite' }, {
+        extraArgs: [
+          `--cache-storage-s3-bucket=${s3.bucket}`,
+          `--cache-storage-s3-endpoint=${s3.endpoint}`,
+          `--cache-storage-s3-region=${s3.region}`,
+          `--cache-storage-s3-access-key-id=${s3.accessKeyId}`,
+          `--cache-storage-s3-secret-access-key=${s3.secretAccessKey}`,
+          '--cache-storage-s3-force-path-style',
+        ],
+      });
+      for (const rel of fixture.chunkFiles) {
+        const key = rel.split(path.sep).join('/');
+        // Throws when the object is gone.
+        await client.send(new HeadObjectCommand({ Bucket: s3.bucket, Key: key }));
+      }
+    } finally {
+      client.destroy();
+      await s3.stop();
+    }
   });
 
   it('migrate from-go --dry-run says what it would take over and writes nothing', { timeout: TIMEOUT }, async () => {
