@@ -56,7 +56,7 @@ async function migrate(argv: string[]): Promise<number> {
     if (report && !report.upToDate) process.stdout.write(`${dryRun ? 'dry run: ' : ''}${formatReport(report)}`);
     if (report?.newDatabase) {
       // Dry: our database beside the Go one does not exist yet, so every migration would run.
-      process.stdout.write(`database: ${describeDatabase(config)} (new, beside the Go ncps database)\n`);
+      process.stdout.write(`database: ${report.database} (new)\n`);
       for (const m of MIGRATIONS) process.stdout.write(`would apply ${m.version}  ${m.name}\n`);
       return 0;
     }

@@ -3,6 +3,8 @@
 
 export interface TakeoverReport {
   source: string;
+  /** This ncps's database the takeover writes into (beside the Go one when in place). */
+  database: string;
   generation: string;
   dryRun: boolean;
   /** Nothing new since the last takeover: nothing was read. */
@@ -23,9 +25,10 @@ export interface TakeoverReport {
   newDatabase: boolean;
 }
 
-export function emptyReport(source: string, generation: string, dryRun: boolean): TakeoverReport {
+export function emptyReport(source: string, generation: string, dryRun: boolean, database = ''): TakeoverReport {
   return {
     source,
+    database,
     generation,
     dryRun,
     upToDate: false,
@@ -76,6 +79,7 @@ export function formatReport(report: TakeoverReport): string {
     lines.push('  already taken over, and nothing new written to it since');
     return lines.map((l) => `${l}\n`).join('');
   }
+  if (report.database) lines.push(`  into: ${report.database}${report.newDatabase ? ' (new)' : ''}`);
   lines.push(`  signing key: ${report.key}`);
   lines.push(
     `  narinfos: ${would} ${report.narInfosFromDatabase + report.narInfosFromFiles}` +
@@ -104,6 +108,7 @@ export function formatReport(report: TakeoverReport): string {
 export function reportFields(report: TakeoverReport): Record<string, unknown> {
   return {
     source: report.source,
+    database: report.database,
     generation: report.generation,
     dryRun: report.dryRun,
     upToDate: report.upToDate,

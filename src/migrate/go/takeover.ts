@@ -101,7 +101,8 @@ export function stillRunningMessage(source: string, live: readonly LiveClient[])
 async function takeOver(source: GoSource, options: TakeoverOptions): Promise<TakeoverReport> {
   const { targetUrl, logger, dryRun = false } = options;
   const inPlace = sameDatabase(options.sourceUrl, targetUrl);
-  const report = emptyReport(source.describe, source.schema.generation, dryRun);
+  const target = inPlace ? describeBeside(targetUrl) : describeDatabaseInUse(targetUrl);
+  const report = emptyReport(source.describe, source.schema.generation, dryRun, target);
   const counts: Counts = { done: 0, failed: 0, total: undefined };
 
   let lock: TakeoverLock | undefined;
@@ -134,7 +135,6 @@ async function takeOver(source: GoSource, options: TakeoverOptions): Promise<Tak
     }
     if (live.length > 0 && !options.force) throw new GoStillRunning(stillRunningMessage(source.describe, live));
 
-    const target = inPlace ? describeBeside(targetUrl) : describeDatabaseInUse(targetUrl);
     if (state?.state === 'done') {
       logger.info({ source: source.describe, takenOverAt: new Date(state.finishedAt ?? 0).toISOString() }, 'the Go database changed since it was taken over: taking over what is new');
     } else if (state?.state === 'running') {
