@@ -358,6 +358,7 @@ let
     "cache.redis.password"
     "cache.get-token"
     "cache.put-token"
+    "go-database-url"
   ];
   noSecretKeys = c: builtins.all (k: !(builtins.elem k (configKeys c))) secretKeys;
   onlyKnownKeys = c: builtins.all (k: builtins.elem k knownKeys) (configKeys c);
