@@ -136,8 +136,8 @@ let
       hostname = cfg.cache.hostName;
       database-url = cfg.cache.databaseURL;
       database.pool = {
-        max-open-conns = cfg.cache.database.pool.maxOpenConns;
-        max-idle-conns = cfg.cache.database.pool.maxIdleConns;
+        max-open-conns = nonNegative cfg.cache.database.pool.maxOpenConns;
+        max-idle-conns = nonNegative cfg.cache.database.pool.maxIdleConns;
       };
       storage =
         if useS3 then
@@ -174,7 +174,7 @@ let
         download-lock-wait = cfg.cache.lock.downloadWait;
         lru-lock-ttl = cfg.cache.lock.lruTTL;
         retry = {
-          max-attempts = cfg.cache.lock.retry.maxAttempts;
+          max-attempts = nonNegative cfg.cache.lock.retry.maxAttempts;
           initial-delay = cfg.cache.lock.retry.initialDelay;
           max-delay = cfg.cache.lock.retry.maxDelay;
           inherit (cfg.cache.lock.retry) jitter;
@@ -183,10 +183,10 @@ let
       };
       redis = optionalAttrs useRedis {
         addrs = cfg.cache.redis.addresses;
-        db = cfg.cache.redis.database;
+        db = nonNegative cfg.cache.redis.database;
         inherit (cfg.cache.redis) username;
         use-tls = cfg.cache.redis.useTLS;
-        pool-size = cfg.cache.redis.poolSize;
+        pool-size = nonNegative cfg.cache.redis.poolSize;
       };
     };
   };
@@ -227,9 +227,9 @@ let
   redisFlags = optionals useRedis (
     map (a: "--cache-redis-addrs=${a}") cfg.cache.redis.addresses
     ++ [
-      "--cache-redis-db=${toString cfg.cache.redis.database}"
+      "--cache-redis-db=${toString (nonNegative cfg.cache.redis.database)}"
       "--cache-redis-use-tls=${lib.boolToString cfg.cache.redis.useTLS}"
-      "--cache-redis-pool-size=${toString cfg.cache.redis.poolSize}"
+      "--cache-redis-pool-size=${toString (nonNegative cfg.cache.redis.poolSize)}"
       "--cache-lock-backend=redis"
       "--cache-lock-redis-key-prefix=${cfg.cache.lock.redisKeyPrefix}"
     ]
@@ -288,10 +288,13 @@ let
     ++ optional (cfg.cache.tempPath != null) (toString cfg.cache.tempPath)
   );
   underVarLib = d: hasPrefix "/var/lib/" d && d != "/var/lib/";
+  # PrivateTmp gives the service /tmp and /var/tmp of its own, writable, where ncps creates what it
+  # needs: no tmpfiles rule (it would change the host's /tmp, e.g. to 0700 ncps) and no ReadWritePaths.
+  inPrivateTmp = d: builtins.any (t: d == t || hasPrefix "${t}/" d) [ "/tmp" "/var/tmp" ];
   stateDirectories = lib.unique (
     [ "ncps" ] ++ map (d: lib.removeSuffix "/" (lib.removePrefix "/var/lib/" d)) (builtins.filter underVarLib writableDirs)
   );
-  otherDirs = builtins.filter (d: !(underVarLib d)) writableDirs;
+  otherDirs = builtins.filter (d: !(underVarLib d) && !(inPrivateTmp d)) writableDirs;
 
   hardening = {
     User = "ncps";
@@ -341,6 +344,21 @@ let
     SystemCallErrorNumber = "EPERM";
   };
 
+  # Only this ncps tells systemd when it is ready (READY=1, WATCHDOG=1). The Go ncps, the default of
+  # `package` when this module is imported without the flake, never does: under Type=notify it would
+  # never count as started. So a package that does not say it notifies runs as Type=simple, without
+  # the watchdog, and with the migration step nixpkgs' module gives it (dbmate-ncps up).
+  notifies = cfg.package.passthru.systemdNotify or false;
+  dbmateUpScript = script "ncps-dbmate-up" [
+    (
+      if cfg.cache.databaseURL != null then
+        "export DATABASE_URL=${escapeShellArg cfg.cache.databaseURL}"
+      else
+        ''export DATABASE_URL="$(< "$CREDENTIALS_DIRECTORY/databaseURL")"''
+    )
+    "exec ${lib.getExe' cfg.package "dbmate-ncps"} up"
+  ];
+
   isStorePathLiteral = v: v != null && builtins.isPath v;
   secretOptions = {
     "cache.secretKeyPath" = cfg.cache.secretKeyPath;
@@ -363,7 +381,37 @@ let
       "mysql://"
     ];
 
-  durationType = types.strMatching "([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+";
+  # Durations and sizes are strings, as in nixpkgs' module (which takes any), checked by assertions
+  # against what ncps itself parses (`0`, `5m0s`, `100g`, …), so a typo fails at evaluation and a
+  # value nixpkgs' module takes is never refused by type.
+  durationType = types.str;
+  durationPattern = "0|([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+";
+  sizePattern = "[[:space:]]*[0-9]+(\\.[0-9]+)?[[:space:]]*([BKMGTbkmgt]([iI]?[bB])?)?[[:space:]]*";
+  durations = lib.filterAttrs (_: v: v != null) {
+    "cache.upstream.dialerTimeout" = cfg.cache.upstream.dialerTimeout;
+    "cache.upstream.responseHeaderTimeout" = cfg.cache.upstream.responseHeaderTimeout;
+    "cache.negativeTTL" = cfg.cache.negativeTTL;
+    "cache.lock.downloadTTL" = cfg.cache.lock.downloadTTL;
+    "cache.lock.downloadWait" = cfg.cache.lock.downloadWait;
+    "cache.lock.lruTTL" = cfg.cache.lock.lruTTL;
+    "cache.lock.retry.initialDelay" = cfg.cache.lock.retry.initialDelay;
+    "cache.lock.retry.maxDelay" = cfg.cache.lock.retry.maxDelay;
+    "fsck.verifiedSince" = cfg.fsck.verifiedSince;
+  };
+  badDurations = lib.filterAttrs (_: v: builtins.match durationPattern v == null) durations;
+  # nixpkgs' module takes any integer; ncps takes 0 and more (0: the default), as the Go ncps treats them.
+  nonNegative = v: if v < 0 then 0 else v;
+  negativeInts = lib.filterAttrs (_: v: v < 0) (
+    {
+      "cache.database.pool.maxOpenConns" = cfg.cache.database.pool.maxOpenConns;
+      "cache.database.pool.maxIdleConns" = cfg.cache.database.pool.maxIdleConns;
+      "cache.lock.retry.maxAttempts" = cfg.cache.lock.retry.maxAttempts;
+    }
+    // optionalAttrs useRedis {
+      "cache.redis.database" = cfg.cache.redis.database;
+      "cache.redis.poolSize" = cfg.cache.redis.poolSize;
+    }
+  );
   credentialPath = types.nullOr (types.either types.path types.str);
 in
 {
@@ -468,6 +516,7 @@ in
         migrateNarinfoArgs = migrateNarinfoFlags;
         migrateUpArgs = if migrateMode == "offline" then migrateUpFlags else [ ];
         fsck = fsckScript;
+        dbmateUp = dbmateUpScript;
       };
       description = "The start scripts of the units (for tests and debugging).";
     };
@@ -620,12 +669,12 @@ in
 
       database.pool = {
         maxOpenConns = mkOption {
-          type = types.ints.unsigned;
+          type = types.int;
           default = 0;
           description = "Maximum open database connections (0: the driver default).";
         };
         maxIdleConns = mkOption {
-          type = types.ints.unsigned;
+          type = types.int;
           default = 0;
           description = "Maximum idle database connections (0: the driver default).";
         };
@@ -769,7 +818,7 @@ in
       };
 
       maxSize = mkOption {
-        type = types.nullOr (types.strMatching "[0-9]+[BKMGT]?");
+        type = types.nullOr types.str;
         default = null;
         example = "100G";
         description = "Maximum size of the store (units B, K, M, G, T); needs lru.schedule.";
@@ -848,7 +897,7 @@ in
         };
         retry = {
           maxAttempts = mkOption {
-            type = types.ints.unsigned;
+            type = types.int;
             default = 3;
             description = "Attempts to take a lock.";
           };
@@ -887,7 +936,7 @@ in
                 description = "Redis servers, `host:port`.";
               };
               database = mkOption {
-                type = types.ints.unsigned;
+                type = types.int;
                 default = 0;
                 description = "Redis database number.";
               };
@@ -907,7 +956,7 @@ in
                 description = "File holding the Redis password (a systemd credential, exported as CACHE_REDIS_PASSWORD).";
               };
               poolSize = mkOption {
-                type = types.ints.unsigned;
+                type = types.int;
                 default = 10;
                 description = "Connection pool size.";
               };
@@ -926,6 +975,14 @@ in
   config = mkIf cfg.enable (mkMerge [
     {
       assertions = [
+        {
+          assertion = badDurations == { };
+          message = "services.ncps: not a duration (use e.g. 500ms, 3s, 5m0s, 1h30m, or 0): ${lib.concatStringsSep ", " (lib.mapAttrsToList (n: v: "${n} = \"${v}\"") badDurations)}.";
+        }
+        {
+          assertion = cfg.cache.maxSize == null || builtins.match sizePattern cfg.cache.maxSize != null;
+          message = "services.ncps.cache.maxSize = \"${toString cfg.cache.maxSize}\" is not a size (use e.g. 500M, 100G or 100g; units B K M G T, powers of 1024).";
+        }
         {
           assertion = cfg.cache.hostName != "" && builtins.match ".*[[:space:]:].*" cfg.cache.hostName == null;
           message = "services.ncps.cache.hostName must be a non-empty name without spaces or colons (it names the signing key).";
@@ -997,7 +1054,9 @@ in
         ++ optional (cfg.cache.upstream.publicKeys == [ ] && builtins.any (u: !(hasPrefix "https://cache.nixos.org" u)) cfg.cache.upstream.urls) "services.ncps.cache.upstream.publicKeys is empty: ncps then trusts only cache.nixos.org's key and answers 404 for narinfos from the other upstreams."
         ++ optional (cfg.highAvailability.enable && !useS3) "services.ncps.highAvailability with local storage: ${toString cfg.cache.storage.local} must be a file system every instance shares (e.g. NFS)."
         ++ optional cfg.cache.cdc.enabled "services.ncps.cache.cdc.enabled has no effect: this ncps does not implement content-defined chunking."
-        ++ optional (cfg.cache.maxSize != null && cfg.cache.lru.schedule == null) "services.ncps.cache.maxSize without cache.lru.schedule: nothing will clean the store up.";
+        ++ optional (cfg.cache.maxSize != null && cfg.cache.lru.schedule == null) "services.ncps.cache.maxSize without cache.lru.schedule: nothing will clean the store up."
+        ++ optional (!notifies) "services.ncps.package (${cfg.package.name or "?"}) is not this ncps (the Go ncps from nixpkgs?): it runs as Type=simple without the watchdog, and this module's additions may not apply to it. Set services.ncps.package to this flake's package (nixosModules.default does)."
+        ++ lib.mapAttrsToList (name: v: "services.ncps.${name} = ${toString v}: ncps takes 0 and more; it is used as 0 (the default).") negativeInts;
 
       users.users.ncps = {
         isSystemUser = true;
@@ -1018,18 +1077,24 @@ in
         # ncps reports READY=1, WATCHDOG=1 and STOPPING=1 through the systemd-notify binary.
         path = [ config.systemd.package ];
         unitConfig.RequiresMountsFor = writableDirs;
-        serviceConfig = hardening // {
-          Type = "notify";
-          NotifyAccess = "all";
-          ExecStart = "${serveScript}";
-          Restart = "on-failure";
-          RestartSec = "5s";
-          # Pending schema migrations run before READY=1.
-          TimeoutStartSec = "15min";
-          TimeoutStopSec = "60s";
-          LoadCredential = loadCredential (builtins.attrNames credentials);
-        }
-        // optionalAttrs (cfg.watchdogSec != null) { WatchdogSec = cfg.watchdogSec; };
+        serviceConfig =
+          hardening
+          // {
+            Type = if notifies then "notify" else "simple";
+            ExecStart = "${serveScript}";
+            Restart = "on-failure";
+            RestartSec = "5s";
+            # Pending schema migrations run before READY=1.
+            TimeoutStartSec = "15min";
+            TimeoutStopSec = "60s";
+            LoadCredential = loadCredential (builtins.attrNames credentials);
+          }
+          // optionalAttrs notifies { NotifyAccess = "all"; }
+          // optionalAttrs (notifies && cfg.watchdogSec != null) { WatchdogSec = cfg.watchdogSec; }
+          // optionalAttrs (!notifies) {
+            # The Go ncps's own migration step, as nixpkgs' module runs it.
+            ExecStartPre = "${dbmateUpScript}";
+          };
       };
     }
 

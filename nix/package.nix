@@ -1,6 +1,7 @@
 # ncps as a Nix package: the esbuild bundle run by nixpkgs' Node.js, with better-sqlite3's native
 # addon built from source against the same Node.js, behind a `bin/ncps` wrapper that also puts
-# xz, zstd and bzip2 on PATH (ncps runs them to check compressed NARs).
+# xz, zstd and bzip2 on PATH (ncps runs them to check compressed NARs), and `bin/dbmate-ncps`,
+# the migration step nixpkgs' services.ncps runs before the server.
 #
 # npm dependencies: package-lock.json has `integrity` but no `resolved` URLs, which nixpkgs'
 # fetchNpmDeps and importNpmLock both need. So `npmDeps` below is a fixed-output derivation that
@@ -190,6 +191,10 @@ stdenv.mkDerivation {
           bzip2
         ]
       }
+    # What nixpkgs' services.ncps runs before the server (DATABASE_URL=… dbmate-ncps up): ncps's
+    # own migrations, so that module works with this package swapped in (src/cli/dbmate.ts).
+    makeWrapper ${lib.getExe nodejs} "$out/bin/dbmate-ncps" \
+      --add-flags "--enable-source-maps $libdir/ncps.cjs dbmate"
     runHook postInstall
   '';
 
@@ -198,6 +203,8 @@ stdenv.mkDerivation {
     runHook preInstallCheck
     "$out/bin/ncps" --version
     "$out/bin/ncps" serve --help > /dev/null
+    "$out/bin/dbmate-ncps" --help > /dev/null
+    DATABASE_URL="sqlite:$TMPDIR/check/db.sqlite" "$out/bin/dbmate-ncps" up
     ${lib.getExe nodejs} -e '
       const Database = require(process.argv[1]);
       const db = new Database(":memory:");
@@ -207,6 +214,8 @@ stdenv.mkDerivation {
   '';
 
   passthru = {
+    # This ncps reports READY=1/WATCHDOG=1 to systemd; nix/module.nix runs it with Type=notify only then.
+    systemdNotify = true;
     inherit npmDeps nodejs s3rver;
   };
 

@@ -177,6 +177,44 @@ let
       base
       { services.ncps.cache.secretKeyPath = ./eval-module.nix; }
     ];
+    # nixpkgs' default tempPath written out, and a directory below it.
+    tmpTemp = [
+      base
+      { services.ncps.cache.tempPath = "/tmp"; }
+    ];
+    tmpSubdir = [
+      base
+      { services.ncps.cache.tempPath = "/tmp/ncps"; }
+    ];
+    # Values nixpkgs' option types take (and the Go ncps reads) that this module used to refuse.
+    nixpkgsValues = [
+      base
+      {
+        services.ncps.cache = {
+          maxSize = "100g";
+          lru.schedule = "@every 6h";
+          upstream.dialerTimeout = "0";
+          upstream.responseHeaderTimeout = "0";
+          lock.downloadTTL = "5m0s";
+          lock.lruTTL = "30m0s";
+          database.pool.maxOpenConns = -1;
+          lock.retry.maxAttempts = 5;
+        };
+      }
+    ];
+    # The module imported without the flake: `package` is nixpkgs' (the Go ncps).
+    goPackage = [
+      base
+      { services.ncps.package = standIns.pkgs.ncps; }
+    ];
+    badDuration = [
+      base
+      { services.ncps.cache.lock.downloadTTL = "five minutes"; }
+    ];
+    badSize = [
+      base
+      { services.ncps.cache.maxSize = "lots"; }
+    ];
 
     # Configurations the module must refuse, each with the words its assertion has to contain.
     badS3 = [
@@ -637,6 +675,47 @@ let
         && !((svc c.everything) ? WatchdogSec)
         && contains "'--cache-upstream-response-header-timeout=10s'" (serveText c.everything);
       everything-postgres-socket-no-sqlite-dir = (svc c.everything).StateDirectory == [ "ncps" ];
+
+      # nixpkgs' services.ncps is present (under modulesPath, as NixOS imports it) and disabled:
+      # otherwise the options would be declared twice and nothing here would evaluate.
+      nixpkgs-module-replaced = c.sqlite.services.ncps ? highAvailability && c.sqlite.services.ncps ? fsck;
+
+      tmp-temp-path-no-host-rule =
+        !(builtins.any (r: lib.hasPrefix "d /tmp" r) c.tmpTemp.systemd.tmpfiles.rules)
+        && !(builtins.any (r: lib.hasPrefix "d /tmp" r) c.tmpSubdir.systemd.tmpfiles.rules)
+        && !(builtins.elem "/tmp" (svc c.tmpTemp).ReadWritePaths)
+        && (svc c.tmpTemp).PrivateTmp
+        && get "cache.temp-path" (settings c.tmpTemp) == "/tmp";
+      nixpkgs-values-accepted =
+        let
+          s = settings c.nixpkgsValues;
+        in
+        c.nixpkgsValues.warnings == [ "services.ncps.cache.database.pool.maxOpenConns = -1: ncps takes 0 and more; it is used as 0 (the default)." ]
+        && get "cache.max-size" s == "100g"
+        && get "cache.lru.schedule" s == "@every 6h"
+        && get "cache.upstream.dialer-timeout" s == "0"
+        && get "cache.lock.download-lock-ttl" s == "5m0s"
+        && get "cache.database.pool.max-open-conns" s == 0 # -1 → 0, the default
+        && get "cache.lock.retry.max-attempts" s == 5;
+      # A package that does not notify systemd (the Go ncps) never runs under Type=notify.
+      go-package-not-notify =
+        (svc c.goPackage).Type == "simple"
+        && !((svc c.goPackage) ? WatchdogSec)
+        && !((svc c.goPackage) ? NotifyAccess)
+        && (svc c.goPackage).ExecStartPre == toString c.goPackage.services.ncps.generatedScripts.dbmateUp
+        && contains "export DATABASE_URL=sqlite:/var/lib/ncps/db/db.sqlite\nexec /nix/store/" c.goPackage.services.ncps.generatedScripts.dbmateUp.text
+        && contains "-ncps-go-stub/bin/dbmate-ncps up" c.goPackage.services.ncps.generatedScripts.dbmateUp.text
+        && builtins.any (w: contains "is not this ncps" w) c.goPackage.warnings
+        && (svc c.sqlite).Type == "notify"
+        && !((svc c.sqlite) ? ExecStartPre);
+      assert-duration = assertionFires "badDuration" [
+        "not a duration"
+        "cache.lock.downloadTTL = \"five minutes\""
+      ];
+      assert-size = assertionFires "badSize" [
+        "maxSize"
+        "is not a size"
+      ];
 
       literal-secret-path-warns = builtins.any (w: contains "cache.secretKeyPath is a Nix path literal" w) c.literalSecretPath.warnings;
       no-spurious-warnings = c.sqlite.warnings == [ ] && c.ha.warnings == [ ] && c.s3.warnings == [ ];

@@ -23,7 +23,13 @@ let
   };
 
   pkgs = {
-    ncps = stubPackage "ncps";
+    # nixpkgs' ncps is the Go ncps: it never notifies systemd.
+    ncps = stubPackage "ncps-go" // {
+      pname = "ncps";
+      meta.mainProgram = "ncps";
+    };
+    # This project's package (what the flake's nixosModules.default sets), which does.
+    ncpsTs = stubPackage "ncps" // { passthru.systemdNotify = true; };
     systemd = stubPackage "systemd";
     writeText = stubText;
     writeShellScript = name: text: stubText name "#!/bin/sh\n${text}";
@@ -59,6 +65,10 @@ let
         unitConfig = mkOption {
           type = types.attrsOf types.unspecified;
           default = { };
+        };
+        preStart = mkOption {
+          type = types.lines;
+          default = "";
         };
       };
   };
@@ -129,13 +139,35 @@ let
     };
   };
 
+  # NixOS modules live under modulesPath; nixpkgs' services.ncps among them (a stand-in, see
+  # ./nixpkgs/services/networking/ncps.nix). NixOS imports it in every system, so it is here too,
+  # and nix/module.nix's disabledModules has to take it out, as in NixOS.
+  modulesPath = ./nixpkgs;
+  nixpkgsModule = modulesPath + "/services/networking/ncps.nix";
+
+  # nix/module.nix as the flake's nixosModules.default imports it (with this project's package).
   evalConfig =
     modules:
     (lib.evalModules {
-      specialArgs.modulesPath = "/nonexistent/nixos/modules";
+      specialArgs = { inherit modulesPath; };
       modules = [
         nixosStandIns
+        nixpkgsModule
         ../module.nix
+        { _module.args.pkgs = pkgs; }
+        { services.ncps.package = lib.mkDefault pkgs.ncpsTs; }
+      ]
+      ++ modules;
+    }).config;
+
+  # nixpkgs' own module alone, as a NixOS system without this project's module has it.
+  evalNixpkgsModule =
+    modules:
+    (lib.evalModules {
+      specialArgs = { inherit modulesPath; };
+      modules = [
+        nixosStandIns
+        nixpkgsModule
         { _module.args.pkgs = pkgs; }
       ]
       ++ modules;
@@ -145,5 +177,5 @@ in
 {
   inherit pkgs fakeHash;
   # The module's resulting `config` for a list of configuration modules.
-  inherit evalConfig;
+  inherit evalConfig evalNixpkgsModule;
 }

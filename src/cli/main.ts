@@ -7,6 +7,7 @@ import { fsckCommand } from './fsck';
 import { migrateCommand } from './migrate';
 import { migrateNarinfoCommand } from './migrate-narinfo';
 import { splitCommand } from './argv';
+import { dbmateCommand } from './dbmate';
 import { serveCommand } from './serve';
 import { sweepOrphansCommand } from './sweep-orphans';
 
@@ -37,6 +38,8 @@ const COMMANDS: Record<string, Command> = {
   'migrate-narinfo': migrateNarinfoCommand,
   'sweep-orphans': sweepOrphansCommand,
   fsck: fsckCommand,
+  // Hidden: what the package's bin/dbmate-ncps runs (nixpkgs' module calls `dbmate-ncps up`).
+  dbmate: dbmateCommand,
   help: { summary: 'Show the commands, or the flags of one command (ncps help serve).', aliases: ['h'], run: helpCommand },
   version: { summary: 'Print the version.', run: async () => printVersion() },
   'migrate-nar-to-chunks': absentCommand(
@@ -95,7 +98,17 @@ async function helpCommand(argv: string[]): Promise<number> {
   return found[1].run([...after, '--help']);
 }
 
-export async function main(argv: string[]): Promise<number> {
+/**
+ * The program named again as the first argument: `docker run IMAGE /bin/ncps serve …` (how the Go
+ * ncps's image is run, its command being /bin/ncps) hands `/bin/ncps serve …` to the image's
+ * entrypoint, which is this program. No command is called ncps, so dropping it is unambiguous.
+ */
+export function withoutProgramName(argv: readonly string[]): string[] {
+  return argv.length > 0 && /^(?:\/.*\/)?ncps$/.test(argv[0]!) ? argv.slice(1) : [...argv];
+}
+
+export async function main(rawArgv: string[]): Promise<number> {
+  const argv = withoutProgramName(rawArgv);
   let split;
   try {
     split = splitCommand(argv);

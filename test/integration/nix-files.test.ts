@@ -21,7 +21,8 @@ function run(cmd: string, args: readonly string[], input?: string): SpawnSyncRet
 }
 
 const haveNix = run('nix-instantiate', ['--version']).status === 0;
-const nixpkgsLib = process.env.NCPS_NIXPKGS_LIB ?? '';
+// Relative to the checkout, as .ci/run sets it (../shared/nixpkgs-lib).
+const nixpkgsLib = process.env.NCPS_NIXPKGS_LIB ? path.resolve(REPO, process.env.NCPS_NIXPKGS_LIB) : '';
 
 function nixFiles(dir: string, found: string[] = []): string[] {
   for (const name of readdirSync(dir)) {
