@@ -11,7 +11,7 @@
 
 import type { Database } from '../db/database';
 import type { Locker } from '../lock/locker';
-import { hasLegacyNarInfos } from '../migrate/narinfo';
+import { migratableLegacyNarInfosLeft } from '../migrate/narinfo';
 import { legacyFilesKeptForGo } from '../migrate/go/state';
 import { dropAuxFile } from './aux-files';
 import type { Storage, StoredFileInfo } from '../storage/storage';
@@ -66,13 +66,15 @@ export interface SweepResult {
   scanned: number;
   /** Unrecorded files older than the database: kept. */
   olderThanDatabase: number;
+  /** Legacy narinfo files that can never be migrated, moved to the quarantine (or, in a dry run, that would be). */
+  quarantined: number;
   /** Removed (or, in a dry run, that would be). */
   nars: { files: number; bytes: number };
   listings: { files: number; bytes: number };
 }
 
 function emptyResult(): SweepResult {
-  return { scanned: 0, olderThanDatabase: 0, nars: { files: 0, bytes: 0 }, listings: { files: 0, bytes: 0 } };
+  return { scanned: 0, olderThanDatabase: 0, quarantined: 0, nars: { files: 0, bytes: 0 }, listings: { files: 0, bytes: 0 } };
 }
 
 export class OrphanSweeper {
@@ -82,18 +84,24 @@ export class OrphanSweeper {
   progress: SweepResult = emptyResult();
 
   async run(now = Date.now()): Promise<SweepResult> {
-    const { locker, storage, logger, lockTtlMs } = this.options;
+    const { locker, storage, logger, lockTtlMs, dryRun } = this.options;
     const result = (this.progress = emptyResult());
-    // NARs of narinfo files an older ncps kept in storage have no record until those files are
-    // migrated: until then, no NAR can be told to be an orphan. (Files a Go takeover kept for the
-    // Go ncps are in the database already.)
-    if ((await hasLegacyNarInfos(storage)) && !(await legacyFilesKeptForGo(this.options.db))) {
-      logger.info('orphan sweep skipped: storage still holds narinfo files from an older ncps (run ncps migrate-narinfo)');
-      return { ...result, skipped: 'legacy narinfo files are not migrated yet' };
-    }
     const lock = await locker.tryAcquire('orphan-sweep', lockTtlMs);
     if (!lock) return { ...result, skipped: 'a sweep is already running elsewhere' };
     try {
+      // NARs of narinfo files an older ncps kept in storage have no record until those files are
+      // migrated: until then, no NAR can be told to be an orphan. A file that can never be
+      // migrated must not hold the sweep up for good: it goes to the quarantine.
+      const quarantined = (hash: string, reason: string, movedTo: string | undefined) => {
+        result.quarantined++;
+        logger.warn({ hash, reason, movedTo, dryRun: dryRun ?? false }, dryRun ? 'legacy narinfo file cannot be migrated: it would be moved to the quarantine' : 'legacy narinfo file cannot be migrated: moved to the quarantine');
+      };
+      // (Files a Go takeover kept for the Go ncps are in the database already.)
+      const keptForGo = await legacyFilesKeptForGo(this.options.db);
+      if (!keptForGo && (await migratableLegacyNarInfosLeft(storage, quarantined, { dryRun: dryRun ?? false }))) {
+        logger.info('orphan sweep skipped: storage still holds narinfo files from an older ncps (run ncps migrate-narinfo)');
+        return { ...result, skipped: 'legacy narinfo files are not migrated yet' };
+      }
       const ages = await orphanAges(this.options.db, now, this.options.graceMs);
       await this.sweep(storage.listNars(), ages, result, result.nars, (batch) => this.unknownNars(batch), (file) => this.removeNar(file));
       await this.sweep(

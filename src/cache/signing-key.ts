@@ -2,7 +2,7 @@
 // it signs with the same key), else the legacy file an older ncps kept in storage, else a new key
 // generated once. The first writer wins, so instances starting together agree on one key.
 
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import type { Database } from '../db/database';
 import { generateSecretKey, parseSecretKey, type SecretKey } from '../nix';
 import type { Storage } from '../storage/storage';
@@ -16,15 +16,34 @@ export async function storedSigningKey(db: Database): Promise<SecretKey | undefi
   return text ? parseSecretKey(text) : undefined;
 }
 
+/** The key in a --cache-secret-key-path file; throws with the reason and a hint. */
+export function readSecretKeyFile(file: string): SecretKey {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new Error(`cannot read --cache-secret-key-path ${file}: ${(error as Error).message} (the service user must be able to read it)`);
+  }
+  try {
+    return parseSecretKey(text);
+  } catch (error) {
+    throw new Error(
+      `--cache-secret-key-path ${file} is not a Nix secret key: ${(error as Error).message} ` +
+        '(give the secret half, as written by nix-store --generate-binary-cache-key, not the public key)',
+    );
+  }
+}
+
 export async function loadSigningKey(options: {
-  secretKeyPath: string;
+  /** The key of --cache-secret-key-path, already read (readSecretKeyFile). */
+  fileKey?: SecretKey | undefined;
   hostname: string;
   db: Database;
   storage: Storage;
   logger: Logger;
 }): Promise<SecretKey> {
-  const { secretKeyPath, hostname, db, storage, logger } = options;
-  if (secretKeyPath) return readSecretKeyFile(secretKeyPath);
+  const { fileKey, hostname, db, storage, logger } = options;
+  if (fileKey) return fileKey;
   const stored = await db.getSetting(SETTING);
   if (stored) return parseSecretKey(stored);
 
@@ -55,18 +74,4 @@ export async function servingSigningKey(options: { secretKeyPath: string; db: Da
   if (stored) return stored;
   const legacy = await storage.getLegacySecretKey();
   return legacy ? parseSecretKey(legacy) : undefined;
-}
-
-async function readSecretKeyFile(file: string): Promise<SecretKey> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (error) {
-    throw new Error(`cannot read --cache-secret-key-path ${file}: ${(error as Error).message}`);
-  }
-  try {
-    return parseSecretKey(text);
-  } catch (error) {
-    throw new Error(`--cache-secret-key-path ${file} is not a Nix secret key: ${(error as Error).message}`);
-  }
 }

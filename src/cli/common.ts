@@ -1,12 +1,14 @@
 // What several commands share: where the data lives, opening storage and the database from the
 // configuration, and turning configuration mistakes into exit status 2.
 
+import { existsSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ConfigError, helpText, loadConfig, type LoadedConfig } from '../config/load';
 import type { Database } from '../db/database';
 import { UnsupportedDatabaseError } from '../db/database';
 import { describeDatabaseInUse, openDatabase } from '../db/open';
+import { sqlitePathFromUrl } from '../db/sqlite';
 import { LocalLocker } from '../lock/local';
 import type { Locker } from '../lock/locker';
 import { usePathStyle } from '../storage/s3-addressing';
@@ -30,6 +32,31 @@ export function commandConfig(command: string, summary: string, argv: string[]):
   }
   if (args.positionals.length > 0) throw new ConfigError(`unexpected argument "${args.positionals[0]}"`);
   return config;
+}
+
+/**
+ * Like commandConfig, with the settings checked by `check` (which throws ConfigError) before
+ * anything is opened. With `--help` and a config file, the file is checked too, and the help is
+ * printed only when it passes: `ncps serve --config=FILE --help` is the way to check a file.
+ */
+export async function checkedCommandConfig<T>(
+  command: string,
+  summary: string,
+  argv: string[],
+  check: (config: LoadedConfig) => T | Promise<T>,
+): Promise<{ config: LoadedConfig; settings: T } | undefined> {
+  const { config, args } = loadConfig(command, argv, process.env);
+  if (args.help) {
+    const file = config.get<string>('config');
+    if (file) {
+      await check(config);
+      process.stderr.write(`ncps ${command}: config file ${file}: no mistakes found\n`);
+    }
+    process.stdout.write(helpText(command, summary));
+    return undefined;
+  }
+  if (args.positionals.length > 0) throw new ConfigError(`unexpected argument "${args.positionals[0]}"`);
+  return { config, settings: await check(config) };
 }
 
 /**
@@ -66,6 +93,49 @@ export function openConfiguredDatabase(config: LoadedConfig): Database {
   } catch (error) {
     if (error instanceof UnsupportedDatabaseError) throw new ConfigError(`--cache-database-url: ${error.message}`);
     throw error;
+  }
+}
+
+/** The SQLite file --cache-database-url names; undefined for PostgreSQL. */
+export function sqliteFile(config: LoadedConfig): string | undefined {
+  const url = databaseUrl(config);
+  return /^sqlite3?:/i.test(url) ? sqlitePathFromUrl(url) : undefined;
+}
+
+/**
+ * Offline commands work on a cache that exists: a local storage directory or a SQLite file that
+ * is not there is far more often a typo than a wish for an empty cache, which opening it would
+ * silently create. Checked before anything is opened; S3 buckets and PostgreSQL databases are
+ * checked by connecting (they are never created).
+ */
+export function requireExistingCache(
+  config: LoadedConfig,
+  command: string,
+  options: { storage: boolean; database: 'required' | 'may-be-missing' },
+): { databaseMissing: boolean } {
+  if (options.storage && !config.get<string>('cache.storage.s3.bucket')) {
+    const dir = storageDir(config);
+    const where = config.get<string>('cache.storage.local') ? '--cache-storage-local' : 'the default storage directory';
+    if (!isDirectory(dir)) {
+      throw new ConfigError(`${where} ${dir} does not exist (or is not a directory): check the path; ncps ${command} works on an existing cache and does not create one`);
+    }
+  }
+  const file = sqliteFile(config);
+  const databaseMissing = file !== undefined && file !== ':memory:' && !existsSync(file);
+  if (databaseMissing && options.database === 'required') {
+    throw new ConfigError(
+      `--cache-database-url: there is no SQLite database at ${file}: check the path (and --cache-storage-local, which the default is inside); ` +
+        `ncps ${command} does not create one (ncps migrate up does)`,
+    );
+  }
+  return { databaseMissing };
+}
+
+function isDirectory(dir: string): boolean {
+  try {
+    return statSync(dir).isDirectory();
+  } catch {
+    return false;
   }
 }
 

@@ -14,7 +14,18 @@ import { legacyFilesKeptForGo } from '../migrate/go/state';
 import { GoStillRunning } from '../migrate/go/takeover';
 import { takeOverConfiguredGoDatabase } from './go-takeover';
 import { Metrics } from '../telemetry/metrics';
-import { commandConfig, commandLogger, createLocker, startConfiguredOpenTelemetry, describeDatabase, liveServerRefusal, openConfiguredDatabase, openConfiguredStorage } from './common';
+import { openDatabase } from '../db/open';
+import {
+  commandConfig,
+  commandLogger,
+  createLocker,
+  describeDatabase,
+  liveServerRefusal,
+  openConfiguredDatabase,
+  openConfiguredStorage,
+  requireExistingCache,
+  startConfiguredOpenTelemetry,
+} from './common';
 
 const SUMMARY = 'Move narinfo files kept in storage by older ncps versions into the database.';
 
@@ -26,6 +37,12 @@ async function migrateNarinfo(argv: string[]): Promise<number> {
   const concurrency = Math.max(1, config.get<number>('concurrency'));
   const redisAddrs = config.get<string[]>('cache.redis.addrs');
 
+  // A mistyped path must not become an empty cache: a new database only when asked for (or, for
+  // a dry run, a throwaway one in memory, so nothing is created at all).
+  const { databaseMissing } = requireExistingCache(config, 'migrate-narinfo', {
+    storage: true,
+    database: dryRun || config.get<boolean>('create-database') ? 'may-be-missing' : 'required',
+  });
   const storage = openConfiguredStorage(config);
   if (!dryRun) {
     // Run before the server (NixOS's offline unit does), it takes a Go ncps database over first,
@@ -38,7 +55,8 @@ async function migrateNarinfo(argv: string[]): Promise<number> {
       return 1;
     }
   }
-  const db = openConfiguredDatabase(config);
+  const db = databaseMissing && dryRun ? openDatabase('sqlite::memory:', { maxOpenConns: 0, maxIdleConns: 0 }) : openConfiguredDatabase(config);
+  if (databaseMissing && !dryRun) logger.info({ database: describeDatabase(config) }, 'creating a new database (--create-database)');
   const locker: Locker & { check?(): Promise<void> } = createLocker(config, logger);
   const metrics = new Metrics({ maxSizeBytes: 0 });
   // ncps_migration_* go out over OTLP when asked (the upgrading guide's "progress monitoring and

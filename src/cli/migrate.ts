@@ -3,10 +3,11 @@
 
 import { MIGRATIONS } from '../db/migrations';
 import { checkCompatibility, KNOWN_SCHEMA_VERSION } from '../db/schema';
+import { openDatabase } from '../db/open';
 import { splitCommand } from './argv';
 import { GoStillRunning } from '../migrate/go/takeover';
 import { formatReport } from '../migrate/go/report';
-import { commandConfig, commandLogger, describeDatabase, openConfiguredDatabase, openConfiguredStorage } from './common';
+import { commandConfig, commandLogger, describeDatabase, openConfiguredDatabase, openConfiguredStorage, requireExistingCache } from './common';
 import { takeOverConfiguredGoDatabase } from './go-takeover';
 import { migrateFromGo } from './migrate-from-go';
 
@@ -38,6 +39,9 @@ async function migrate(argv: string[]): Promise<number> {
   const command = `migrate ${sub}`;
   const config = commandConfig(command, SUMMARY, rest);
   if (!config) return 0;
+  // `status` looks at a database that exists; `up` creates one, but says so (a typo shows), and
+  // its dry run creates nothing.
+  const { databaseMissing } = requireExistingCache(config, command, { storage: false, database: sub === 'status' ? 'required' : 'may-be-missing' });
   if (sub === 'up') {
     // The same takeover `serve` does on start-up, so a pre-upgrade job running `migrate up`
     // leaves a database the new servers can serve from at once.
@@ -61,12 +65,13 @@ async function migrate(argv: string[]): Promise<number> {
       return 0;
     }
   }
-  const db = openConfiguredDatabase(config);
+  const dryRun = sub === 'up' && config.get<boolean>('dry-run');
+  const db = databaseMissing && dryRun ? openDatabase('sqlite::memory:', { maxOpenConns: 0, maxIdleConns: 0 }) : openConfiguredDatabase(config);
   try {
     const status = await db.schemaStatus!();
     const current = Math.max(0, ...status.applied.map((m) => m.version));
     const out = process.stdout;
-    out.write(`database: ${describeDatabase(config)}\n`);
+    out.write(`database: ${describeDatabase(config)}${databaseMissing ? (dryRun ? ' (does not exist yet: it would be created)' : ' (new: created now)') : ''}\n`);
     out.write(`schema version: ${current} (this ncps knows ${KNOWN_SCHEMA_VERSION})\n`);
     if (sub === 'status') {
       const names = new Map(MIGRATIONS.map((m) => [m.version, m.name]));

@@ -2,6 +2,8 @@
 // down cleanly on SIGTERM/SIGINT.
 
 import { readFileSync } from 'node:fs';
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Cache } from '../cache/cache';
@@ -9,16 +11,17 @@ import { DEFAULT_LRU_SCHEDULE, LruCleaner } from '../cache/lru';
 import { parseSchedule } from '../cache/schedule';
 import { OrphanSweeper } from '../cache/orphans';
 import { CacheWrites } from '../cache/writes';
-import { loadSigningKey } from '../cache/signing-key';
+import { loadSigningKey, readSecretKeyFile } from '../cache/signing-key';
 import { ConfigError, type LoadedConfig } from '../config/load';
-import { LeaseKeeper } from '../lock/lease';
+import type { Database } from '../db/database';
+import { LEASE_STALE_MS, LeaseKeeper, otherLiveServers } from '../lock/lease';
 import { hasLegacyNarInfos, LegacyNarInfoMigrator } from '../migrate/narinfo';
 import { legacyFilesKeptForGo } from '../migrate/go/state';
 import { takeOverConfiguredGoDatabase } from './go-takeover';
 import { instrumentLocker } from '../lock/instrumented';
 import { LocalLocker } from '../lock/local';
-import { commandConfig, commandLogger, createLocker, startConfiguredOpenTelemetry, describeDatabase, openConfiguredDatabase, openConfiguredStorage } from './common';
-import { parsePublicKey, type PublicKey } from '../nix';
+import { checkedCommandConfig, commandLogger, sqliteFile, createLocker, startConfiguredOpenTelemetry, describeDatabase, openConfiguredDatabase, openConfiguredStorage } from './common';
+import { parsePublicKey, type PublicKey, type SecretKey } from '../nix';
 import { buildApp } from '../server/app';
 import type { Logger } from '../telemetry/logger';
 import { Metrics } from '../telemetry/metrics';
@@ -45,8 +48,48 @@ export function parseListenAddress(addr: string): { host: string; port: number }
   return { host: match[1] ?? match[2] ?? '', port };
 }
 
-/** Everything in the configuration that can be checked before touching disk or network. */
-function checkedSettings(config: LoadedConfig) {
+/** Characters of a host name; it also names a generated signing key (`name:base64`). */
+const HOST_NAME = /^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$/;
+
+export function checkedHostname(hostname: string, given: boolean): string {
+  if (HOST_NAME.test(hostname) && hostname.length <= 253) return hostname;
+  const origin = given ? `--cache-hostname "${hostname}"` : `the machine's host name "${hostname}" (the default of --cache-hostname)`;
+  throw new ConfigError(
+    `${origin} is not a host name: use the name clients reach the cache under, such as cache.example.org ` +
+      '(letters, digits, dots, dashes; it also names the signing key, so no spaces or colons)',
+  );
+}
+
+export function checkedTimezone(timezone: string): string {
+  if (timezone === '' || timezone === 'Local') return timezone;
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: timezone });
+    return timezone;
+  } catch {
+    throw new ConfigError(
+      `invalid --cache-lru-schedule-timezone "${timezone}": not a time zone name; use an IANA name such as Europe/Berlin or UTC, or Local for the server's own`,
+    );
+  }
+}
+
+/** A listen address whose host cannot be resolved fails at listen time, after the migrations: check it first. */
+async function checkedListenHost(listen: { host: string; port: number }, addr: string): Promise<void> {
+  if (listen.host === '' || isIP(listen.host) !== 0) return;
+  try {
+    await lookup(listen.host);
+  } catch (error) {
+    throw new ConfigError(`invalid --server-addr "${addr}": cannot resolve the host name ${listen.host} (${(error as Error).message}); use an address such as :8501 or 127.0.0.1:8501`);
+  }
+}
+
+/** Everything in the configuration that can be checked before opening storage or the database. */
+async function checkedSettings(config: LoadedConfig) {
+  const settings = checkedStaticSettings(config);
+  await checkedListenHost(settings.listen, config.get<string>('server.addr'));
+  return settings;
+}
+
+function checkedStaticSettings(config: LoadedConfig) {
 
   const upstreamUrls = config.get<string[]>('cache.upstream.urls');
   if (upstreamUrls.length === 0) throw new ConfigError('at least one --cache-upstream-url is required');
@@ -108,14 +151,14 @@ function checkedSettings(config: LoadedConfig) {
 
   return {
     listen: parseListenAddress(config.get<string>('server.addr')),
-    hostname: config.get<string>('cache.hostname') || os.hostname(),
+    hostname: checkedHostname(config.get<string>('cache.hostname') || os.hostname(), Boolean(config.get<string>('cache.hostname'))),
     upstreamUrls,
     allowedHosts,
     trustedKeys,
     netrc,
     netrcWarning,
     signNarInfo: config.get<boolean>('cache.sign-narinfo'),
-    secretKeyPath: config.get<string>('cache.secret-key-path'),
+    fileKey: secretKeyFromFile(config.get<string>('cache.secret-key-path')),
     dialerTimeoutMs: config.get<number>('cache.upstream.dialer-timeout'),
     responseHeaderTimeoutMs: config.get<number>('cache.upstream.response-header-timeout'),
     downloadLockTtlMs: config.get<number>('cache.lock.download-lock-ttl'),
@@ -129,15 +172,54 @@ function checkedSettings(config: LoadedConfig) {
     requiredUploadKeys: config.get<boolean>('cache.require-trusted-signature') ? uploadKeys : undefined,
     maxSizeBytes: config.get<number>('cache.max-size'),
     lruSchedule: config.get<string>('cache.lru.schedule'),
-    lruTimezone: config.get<string>('cache.lru.timezone'),
+    lruTimezone: checkedTimezone(config.get<string>('cache.lru.timezone')),
     prometheus: config.get<boolean>('prometheus.enabled'),
   };
 }
 
+/**
+ * Two servers on one SQLite file without shared locks download the same NARs, clean up under each
+ * other and wait on each other's writes: refused. With Redis locks, or on PostgreSQL, several
+ * servers are possible; without Redis they do not coordinate, which is worth a warning.
+ */
+async function checkNoOtherServer(db: Database, options: { sqlite: string | undefined; lockMode: 'local' | 'distributed'; logger: Logger }): Promise<void> {
+  let others;
+  try {
+    others = await otherLiveServers(db);
+  } catch {
+    return; // a new database: no lease table yet, so no other server either
+  }
+  if (others.length === 0) return;
+  const who = others.map((l) => `${l.hostname} (pid ${l.pid}, last seen ${Math.round((Date.now() - l.heartbeatAt) / 1000)} s ago)`).join(', ');
+  if (options.sqlite && options.lockMode === 'local') {
+    throw new Error(
+      `another ncps server is using the SQLite database ${options.sqlite}: ${who}. Two servers on one SQLite file ` +
+        'would download the same NARs, clean up under each other and block each other\'s writes: stop the other one, or give ' +
+        'this one its own --cache-storage-local and --cache-database-url (several servers: PostgreSQL and Redis, docs/deployment.md). ' +
+        `A server that crashed loses its claim ${LEASE_STALE_MS / 1000} s after its last sign of life.`,
+    );
+  }
+  if (options.lockMode === 'local') {
+    options.logger.warn({ servers: who }, 'another ncps server uses this database without shared locks: downloads and clean-ups are not coordinated (set --cache-redis-addrs on every server)');
+  } else if (options.sqlite) {
+    options.logger.warn({ servers: who }, 'another ncps server uses this SQLite database: that works only on one host; several servers should share PostgreSQL');
+  }
+}
+
+function secretKeyFromFile(file: string): SecretKey | undefined {
+  if (!file) return undefined;
+  try {
+    return readSecretKeyFile(file);
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
+  }
+}
+
 async function serve(argv: string[]): Promise<number> {
-  const config = commandConfig('serve', SUMMARY, argv);
-  if (!config) return 0;
-  const settings = checkedSettings(config);
+  // Every mistake in the configuration ends here, with exit status 2, before anything is opened.
+  const checked = await checkedCommandConfig('serve', SUMMARY, argv, checkedSettings);
+  if (!checked) return 0;
+  const { config, settings } = checked;
   const logger = commandLogger(config, 'nonblocking');
   if (settings.netrcWarning) logger.warn(settings.netrcWarning);
   if (config.configFile) logger.info({ file: config.configFile }, 'configuration file read');
@@ -156,15 +238,24 @@ async function serve(argv: string[]): Promise<number> {
   // is served from ours: a takeover killed half-way is finished here first.
   await takeOverConfiguredGoDatabase(config, storage, logger);
   const db = openConfiguredDatabase(config);
+  await checkNoOtherServer(db, { sqlite: sqliteFile(config), lockMode, logger });
   const applied = await db.migrate();
   if (applied.length > 0) {
     logger.info({ versions: applied, ...(db.lastBackup ? { backup: db.lastBackup } : {}) }, 'database migrated');
   }
   const lease = new LeaseKeeper(db, logger);
   await lease.start();
+  // Started at the very same moment, another server may have got past the check above as well.
+  const alongside = await otherLiveServers(db).catch(() => []);
+  if (alongside.length > 0 && sqliteFile(config) && lockMode === 'local') {
+    logger.error(
+      { servers: alongside.map((l) => `${l.hostname} (pid ${l.pid})`).join(', ') },
+      'another ncps server started on this SQLite database at the same moment: run one server per SQLite database',
+    );
+  }
 
   const signingKey = await loadSigningKey({
-    secretKeyPath: settings.secretKeyPath,
+    fileKey: settings.fileKey,
     hostname: settings.hostname,
     db,
     storage,

@@ -5,10 +5,20 @@
 // size limit, or to see what a sweep would remove (--dry-run).
 
 import { OrphanSweeper } from '../cache/orphans';
+import { QUARANTINE_PREFIX } from '../storage/storage';
 import { Progress } from '../migrate/progress';
 import { Metrics } from '../telemetry/metrics';
 import { formatBytes } from './format';
-import { commandConfig, commandLogger, createLocker, describeDatabase, liveServerRefusal, openConfiguredDatabase, openConfiguredStorage } from './common';
+import {
+  commandConfig,
+  commandLogger,
+  createLocker,
+  describeDatabase,
+  liveServerRefusal,
+  openConfiguredDatabase,
+  openConfiguredStorage,
+  requireExistingCache,
+} from './common';
 
 const SUMMARY = 'Remove files from storage that no database record needs (older than an hour).';
 
@@ -18,6 +28,7 @@ async function sweepOrphans(argv: string[]): Promise<number> {
   const logger = commandLogger(config);
   const dryRun = config.get<boolean>('dry-run');
 
+  requireExistingCache(config, 'sweep-orphans', { storage: true, database: 'required' });
   const storage = openConfiguredStorage(config);
   const db = openConfiguredDatabase(config);
   const locker = createLocker(config, logger);
@@ -43,6 +54,11 @@ async function sweepOrphans(argv: string[]): Promise<number> {
     const progress = new Progress('looking at files in storage', () => ({ done: sweeper.progress.scanned, failed: 0, total: undefined }), logger);
     progress.start();
     const result = await sweeper.run().finally(() => progress.stop());
+    if (result.quarantined > 0) {
+      process.stdout.write(
+        `${dryRun ? 'would move' : 'moved'} ${result.quarantined} legacy narinfo files that cannot be migrated to ${QUARANTINE_PREFIX}/ (see the log for why)\n`,
+      );
+    }
     if (result.skipped) {
       process.stdout.write(`nothing swept: ${result.skipped}\n`);
       return 1;

@@ -703,6 +703,14 @@ export const OPTIONS: readonly OptionSpec[] = [
     notImplemented: 'this ncps stores whole NARs, without content-defined chunks, so there is no residue',
   },
   {
+    key: 'create-database',
+    flag: 'create-database',
+    format: 'bool',
+    default: false,
+    doc: 'Create the SQLite database (and its schema) when there is none yet, instead of refusing: for a first migration of an old store into a new database.',
+    scope: 'narinfo-migration',
+  },
+  {
     key: 'force',
     flag: 'force',
     format: 'bool',

@@ -3,7 +3,7 @@
 
 import { randomUUID } from 'node:crypto';
 import os from 'node:os';
-import type { Database } from '../db/database';
+import type { Database, ServerLease } from '../db/database';
 import type { Logger } from '../telemetry/logger';
 
 export const LEASE_RENEW_MS = 10_000;
@@ -43,5 +43,25 @@ export class LeaseKeeper {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     await this.db.removeLease(this.instanceId).catch(() => undefined);
+  }
+}
+
+/**
+ * Servers other than this one that renewed a lease on the database recently. A lease of this host
+ * whose process is gone (a crash just before this start) is not one, nor one with our own pid (a
+ * container restarted: its pid 1 is ours now).
+ */
+export async function otherLiveServers(db: Database): Promise<ServerLease[]> {
+  const here = os.hostname();
+  const leases = await db.liveLeases(Date.now() - LEASE_STALE_MS);
+  return leases.filter((lease) => !(lease.hostname === here && (lease.pid === process.pid || !processAlive(lease.pid))));
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -72,28 +72,58 @@ export class LegacyNarInfoMigrator {
   }
 
   private validated(hash: string, text: string): NarInfo {
-    let narInfo: NarInfo;
-    try {
-      narInfo = parseNarInfo(text);
-    } catch (error) {
-      throw new InvalidLegacyNarInfo(`${hash}.narinfo: ${(error as Error).message}`);
-    }
-    let pathHash = '';
-    try {
-      pathHash = storePathHash(narInfo.storePath);
-    } catch {
-      // reported below
-    }
-    if (pathHash !== hash) throw new InvalidLegacyNarInfo(`${hash}.narinfo is for another store path (${narInfo.storePath})`);
-    const name = /^nar\/([^/]+)$/.exec(narInfo.url)?.[1];
-    if (!name || !NAR_FILE_NAME.test(name)) {
-      throw new InvalidLegacyNarInfo(`${hash}.narinfo has a NAR URL ncps cannot serve: ${narInfo.url}`);
-    }
+    const narInfo = checkLegacyNarInfo(hash, text);
     // ncps signed these files when it stored them; that signature stays, and ours joins it when
     // the key has changed since.
     const key = this.options.signingKey;
     return key && !narInfo.sigs.some((sig) => sig.startsWith(`${key.name}:`)) ? signNarInfo(narInfo, key) : narInfo;
   }
+}
+
+/** The narinfo in a legacy file, if it can be migrated; InvalidLegacyNarInfo says why not. */
+export function checkLegacyNarInfo(hash: string, text: string): NarInfo {
+  let narInfo: NarInfo;
+  try {
+    narInfo = parseNarInfo(text);
+  } catch (error) {
+    throw new InvalidLegacyNarInfo(`${hash}.narinfo: ${(error as Error).message}`);
+  }
+  let pathHash = '';
+  try {
+    pathHash = storePathHash(narInfo.storePath);
+  } catch {
+    // reported below
+  }
+  if (pathHash !== hash) throw new InvalidLegacyNarInfo(`${hash}.narinfo is for another store path (${narInfo.storePath})`);
+  const name = /^nar\/([^/]+)$/.exec(narInfo.url)?.[1];
+  if (!name || !NAR_FILE_NAME.test(name)) {
+    throw new InvalidLegacyNarInfo(`${hash}.narinfo has a NAR URL ncps cannot serve: ${narInfo.url}`);
+  }
+  return narInfo;
+}
+
+/**
+ * Whether storage still holds legacy narinfo files that can be migrated. Files that never can
+ * (unparseable, for another path, a NAR URL ncps cannot serve) are moved to the quarantine on the
+ * way, reported through `onQuarantined`: left in place, they would count as pending forever.
+ */
+export async function migratableLegacyNarInfosLeft(
+  storage: Storage,
+  onQuarantined: (hash: string, reason: string, movedTo: string | undefined) => void,
+  options: { dryRun?: boolean } = {},
+): Promise<boolean> {
+  for await (const hash of storage.listLegacyNarInfos()) {
+    const text = await storage.getLegacyNarInfo(hash);
+    if (text === undefined) continue; // migrated meanwhile
+    try {
+      checkLegacyNarInfo(hash, text);
+      return true;
+    } catch (error) {
+      if (!(error instanceof InvalidLegacyNarInfo)) throw error;
+      onQuarantined(hash, error.message, options.dryRun ? undefined : await storage.quarantineLegacyNarInfo(hash));
+    }
+  }
+  return false;
 }
 
 /** Whether storage holds any legacy narinfo at all (so the server can skip looking on every miss). */

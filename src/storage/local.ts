@@ -7,7 +7,7 @@ import { copyFile, mkdir, open, readFile, readdir, rename, rm, stat, unlink, wri
 import path from 'node:path';
 import { FileRangeReader } from './file-reader';
 import { checkDirectoryWritable } from './writable';
-import { auxKey, chunkKey, fanOut, inFanOut, quarantineKey, type AuxKind, type ByteRange, type ListableAuxKind, type Storage, type StoredFileInfo, type StoredNar } from './storage';
+import { QUARANTINE_PREFIX, auxKey, chunkKey, fanOut, inFanOut, quarantineKey, type AuxKind, type ByteRange, type ListableAuxKind, type Storage, type StoredFileInfo, type StoredNar } from './storage';
 
 export class LocalStorage implements Storage {
   readonly root: string;
@@ -139,6 +139,17 @@ export class LocalStorage implements Storage {
 
   async deleteLegacyNarInfo(hash: string): Promise<void> {
     await rm(this.legacyNarInfoPath(hash), { force: true });
+  }
+
+  async quarantineLegacyNarInfo(hash: string): Promise<string> {
+    const target = path.join(this.root, QUARANTINE_PREFIX, `${hash}.narinfo`);
+    await mkdir(path.dirname(target), { recursive: true });
+    try {
+      await rename(this.legacyNarInfoPath(hash), target);
+    } catch (error) {
+      if (!isNotFound(error)) throw error; // migrated or moved by someone else meanwhile
+    }
+    return target;
   }
 
   async getAuxFile(kind: AuxKind, name: string): Promise<Buffer | undefined> {

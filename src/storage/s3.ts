@@ -25,7 +25,7 @@ import {
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { auxKey, chunkKey, fanOut, inFanOut, quarantineKey, type AuxKind, type ByteRange, type ListableAuxKind, type Storage, type StoredFileInfo, type StoredNar } from './storage';
+import { QUARANTINE_PREFIX, auxKey, chunkKey, fanOut, inFanOut, quarantineKey, type AuxKind, type ByteRange, type ListableAuxKind, type Storage, type StoredFileInfo, type StoredNar } from './storage';
 
 const MiB = 1024 * 1024;
 /** The largest object a single CopyObject may copy. */
@@ -290,6 +290,15 @@ export class S3Storage implements Storage {
 
   async deleteChunk(hash: string): Promise<void> {
     await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: chunkKey(hash) }));
+  }
+
+  async quarantineLegacyNarInfo(hash: string): Promise<string> {
+    const key = `${QUARANTINE_PREFIX}/${hash}.narinfo`;
+    const text = await this.readText(this.narInfoKey(hash));
+    if (text === undefined) return key;
+    await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: text }));
+    await this.deleteLegacyNarInfo(hash);
+    return `s3://${this.bucket}/${key}`;
   }
 
   async getAuxFile(kind: AuxKind, name: string): Promise<Buffer | undefined> {

@@ -58,6 +58,11 @@ export interface Storage {
   listLegacyNarInfos(): AsyncIterable<string>;
   deleteLegacyNarInfo(hash: string): Promise<void>;
   /**
+   * Moves a legacy narinfo file that cannot be migrated out of the way, to
+   * `store/quarantine/narinfo/<hash>.narinfo` (kept for a person to look at); returns where it went.
+   */
+  quarantineLegacyNarInfo(hash: string): Promise<string>;
+  /**
    * Small files kept beside the NARs: NAR listings (`ls`, `<hash>.ls`), build logs (`log`,
    * `<drv name>`), realisations (`realisations`, `<drv hash hex>!<output>.doi`) and build trace
    * entries (`build-trace-v2`, `<drv name>/<output>.doi`), stored at `store/<kind>/<h0>/<h0h1>/<name>`.
@@ -91,6 +96,9 @@ export function chunkKey(hash: string): string {
   if (!CHUNK_NAME.test(hash)) throw new Error(`not a chunk name: ${hash}`);
   return ['store', 'chunk', ...fanOut(hash)].join('/');
 }
+
+/** Where legacy narinfo files that cannot be migrated are moved (relative to the root or bucket). */
+export const QUARANTINE_PREFIX = 'store/quarantine/narinfo';
 
 /** Where a small auxiliary file lives, relative to the storage root or bucket. */
 export function auxKey(kind: AuxKind, name: string): string {

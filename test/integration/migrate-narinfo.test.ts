@@ -42,8 +42,9 @@ function runDiag(r: RunResult): string {
   return `exit ${r.code}${r.signal ? ` (${r.signal})` : ''}\n--- stdout\n${r.stdout.slice(-6000)}\n--- stderr\n${r.stderr.slice(-4000)}`;
 }
 
+/** Most data directories here are an old ncps's store without a database of this ncps yet. */
 function migrateNarinfo(args: string[], timeoutMs = 240_000): Promise<RunResult> {
-  return runNcps(['migrate-narinfo', ...args], { timeoutMs });
+  return runNcps(['migrate-narinfo', '--create-database', ...args], { timeoutMs });
 }
 
 interface Summary {
@@ -127,8 +128,7 @@ describe('migrate-narinfo on a data directory made by the real Nix client', { sk
     assert.deepEqual(s, { dryRun: true, total: legacy.hashes.length, migrated: legacy.hashes.length, already: 0, failed: 0 }, runDiag(r));
     assert.deepEqual(await listLegacyNarInfoFiles(legacy.dataDir), legacy.hashes, 'every file still there');
     const dbFile = defaultDb(legacy.dataDir);
-    assert.deepEqual(narInfoHashesInDb(dbFile), [], 'no rows');
-    if (existsSync(dbFile)) assert.deepEqual(schemaVersionsInDb(dbFile), [], 'a dry run does not migrate the schema either');
+    assert.equal(existsSync(dbFile), false, 'a dry run creates no database');
     assertProgressLine(progressLines(r).at(-1)!, { total: legacy.hashes.length, failed: 0, final: true });
   });
 
@@ -293,7 +293,7 @@ describe('migrate-narinfo killed with SIGKILL and run again', () => {
     for (const [k, v] of Object.entries(process.env)) {
       if (!/^(CACHE_|NCPS_|OTEL_|PROMETHEUS_|REDIS_)|^(SERVER_ADDR|LOG_LEVEL|NETRC_FILE|NOTIFY_SOCKET)$/.test(k)) env[k] = v;
     }
-    const child = spawn(process.execPath, [NCPS_BUNDLE, 'migrate-narinfo', `--cache-storage-local=${dataDir}`, '--concurrency=4'], {
+    const child = spawn(process.execPath, [NCPS_BUNDLE, 'migrate-narinfo', '--create-database', `--cache-storage-local=${dataDir}`, '--concurrency=4'], {
       cwd: REPO_ROOT,
       env,
       stdio: ['ignore', 'pipe', 'pipe'],

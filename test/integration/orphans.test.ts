@@ -137,6 +137,18 @@ describe('orphan sweep', { timeout: 10 * TIMEOUT }, () => {
     await rm(legacyNarInfoPath(dataDir, legacyHash));
   });
 
+  const garbageHash = randomStoreHash();
+
+  it('is not held up by a legacy narinfo file that can never be migrated (a dry run says it would quarantine it)', { timeout: TIMEOUT }, async () => {
+    await writeLegacyNarInfo(dataDir, garbageHash, 'this is not a narinfo\n');
+    const dry = await sweep(dataDir, '--dry-run');
+    assert.equal(dry.code, 0, dry.stdout + dry.stderr);
+    assert.match(dry.stdout, /would move 1 legacy narinfo files that cannot be migrated to store\/quarantine\/narinfo\//);
+    assert.match(dry.stdout, /would remove 1 NARs/);
+    assert.ok(existsSync(legacyNarInfoPath(dataDir, garbageHash)), 'a dry run moves nothing');
+    assert.ok(existsSync(youngOrphan.narFile), 'a dry run removes nothing');
+  });
+
   it('runs before the server\'s LRU clean-up, and counts what it removed', { timeout: TIMEOUT }, async () => {
     ncps = await startNcps({
       upstreams: [],
@@ -147,6 +159,10 @@ describe('orphan sweep', { timeout: 10 * TIMEOUT }, () => {
     const deadline = Date.now() + 30_000;
     while (existsSync(youngOrphan.narFile) && Date.now() < deadline) await sleep(200);
     assert.equal(existsSync(youngOrphan.narFile), false, `the LRU run swept the orphan:\n${ncps.logs().slice(-3000)}`);
+    // The unmigratable legacy file went to the quarantine instead of blocking the sweep.
+    assert.equal(existsSync(legacyNarInfoPath(dataDir, garbageHash)), false);
+    assert.ok(existsSync(path.join(dataDir, 'store', 'quarantine', 'narinfo', `${garbageHash}.narinfo`)));
+    assert.match(ncps.logs(), /"level":"warn".*"hash":"[0-9a-z]{32}".*"reason":"[^"]+".*"msg":"legacy narinfo file cannot be migrated: moved to the quarantine"/);
     const metrics = (await request(ncps.url, '/metrics')).text;
     assert.match(metrics, /^ncps_orphan_files_removed_total\{kind="nar"\} 1$/m);
   });

@@ -87,6 +87,7 @@ it('exports the migrate-narinfo metrics when the command ends', { timeout: 60_00
     await writeSyntheticLegacyNarInfos(dataDir, 3);
     const result = await runNcps([
       'migrate-narinfo',
+      '--create-database',
       `--cache-storage-local=${dataDir}`,
       '--otel-enabled',
       `--otel-grpc-url=${collector.url}`,

@@ -474,8 +474,11 @@ describe('a database migrated by a newer ncps', () => {
 describe('several servers starting at once on one fresh SQLite database', () => {
   after(() => cleanupTempDirs());
 
+  // One SQLite file serves one server: a server that finds another one using it refuses to start
+  // (early-refusals.test.ts). Started at the same moment, several may still get as far as the
+  // migrations: those must be recorded once, and whoever serves must sign with one key.
   for (let round = 1; round <= 3; round++) {
-    it(`all come up and each migration is recorded once (round ${round})`, { timeout: TIMEOUT }, async () => {
+    it(`migrate once, and each either serves with the one key or says another server uses the database (round ${round})`, { timeout: TIMEOUT }, async () => {
       const dataDir = await makeTempDir(`concurrent-start-${round}`);
       const upstreamUrl = await closedUpstream();
       const results = await Promise.allSettled(
@@ -484,7 +487,8 @@ describe('several servers starting at once on one fresh SQLite database', () => 
       const started = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
       try {
         const failures = results.flatMap((r) => (r.status === 'rejected' ? [String((r.reason as Error).message).slice(0, 3000)] : []));
-        assert.deepEqual(failures, [], `every server should start:\n${failures.join('\n---\n')}`);
+        assert.ok(started.length >= 1, `one server should start:\n${failures.join('\n---\n')}`);
+        for (const failure of failures) assert.match(failure, /another ncps server is using the SQLite database/, failure);
         const keys = await Promise.all(started.map((n) => n.publicKey()));
         assert.equal(new Set(keys).size, 1, `all instances must sign with one key: ${keys.join(' ')}`);
         const rows = withSqlite(path.join(dataDir, 'db.sqlite'), (db) =>
