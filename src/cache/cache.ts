@@ -149,8 +149,6 @@ export class Cache {
   private readonly memo = new NarInfoMemo();
   /** NARs a prefetch stored that no client has read yet (name → when), so that read is no "hit". */
   private readonly prefetchedUnread = new Map<string, number>();
-  /** Downloads a client has joined (a prefetch that a client reads from is no longer "unread"). */
-  private readonly joined = new WeakSet<NarDownload>();
   /** Host name of the upstream each download streams from. */
   private readonly downloadHosts = new WeakMap<NarDownload, string>();
 
@@ -326,9 +324,14 @@ export class Cache {
       if (this.downloads.has(name) || (await this.options.storage.statNar(name)) !== undefined) return;
       const record = await this.options.db.getNarFile(name);
       if (!record || this.downloads.has(name)) return;
+      // Marked before any client can read it from storage (a client joining the download itself
+      // clears the mark: it is served as a miss, and the next read is a hit).
       const download = this.startDownload(record);
-      await download.done;
-      if (!this.joined.has(download)) this.rememberPrefetched(name);
+      this.rememberPrefetched(name);
+      await download.done.catch((error: Error) => {
+        this.prefetchedUnread.delete(name);
+        throw error;
+      });
     })().catch((error: Error) => {
       if (error instanceof AlreadyStored || error instanceof NotFoundUpstream) return;
       this.options.logger.warn({ nar: name, err: error.message }, 'NAR prefetch failed');
@@ -416,7 +419,7 @@ export class Cache {
       const range = options.range && size !== undefined ? resolveRange(options.range, size) : undefined;
       if (range === 'unsatisfiable') return { source: 'miss', size, range, ...upstream };
       const stream = range ? download.createReader(range.start, range.end) : download.createReader();
-      this.joined.add(download);
+      this.prefetchedUnread.delete(name);
       return { source: 'miss', size, stream, ...(range ? { range } : {}), ...upstream };
     } catch {
       // It finished between our checks: the file is in storage now (or the download failed).

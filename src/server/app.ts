@@ -2,7 +2,7 @@
 // Nothing about storage or upstreams lives here.
 
 import { SpanKind, SpanStatusCode, type Span } from '@opentelemetry/api';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import http from 'node:http';
 import type { Cache, CacheSource } from '../cache/cache';
 import type { CacheWrites } from '../cache/writes';
@@ -121,12 +121,17 @@ export function buildApp(options: AppOptions): FastifyInstance {
       kind: SpanKind.SERVER,
       attributes: { 'http.request.method': request.method, 'url.path': request.url },
     });
+    // Accounted when the response closes, not in fastify's onResponse: that one is skipped when
+    // the client closes the connection as soon as it has the whole body, before the server's last
+    // write completes (such responses went missing from the log and the metrics).
+    const ip = request.ip ?? '';
+    reply.raw.once('close', () => answered(request, reply, ip));
   });
   app.addHook('onRequest', createAuthHook(tokens));
 
   // One log line and the metrics per request: what was asked, by whom, the answer, size, time,
   // hit or miss.
-  app.addHook('onResponse', async (request, reply) => {
+  const answered = (request: FastifyRequest, reply: FastifyReply, ip: string) => {
     const seconds = Number(process.hrtime.bigint() - request.startedAt) / 1e9;
     const bytes = responseBytes(reply.raw);
     const status = reply.statusCode;
@@ -141,14 +146,15 @@ export function buildApp(options: AppOptions): FastifyInstance {
       status,
       bytes,
       seconds,
-      ip: request.ip,
+      ip,
+      ...(reply.raw.writableFinished ? {} : { aborted: true }),
       cacheKind: request.cacheKind,
       cacheSource: result,
       narInfoFrom: request.narInfoFrom,
       upstreamHost: request.upstreamHost,
       quiet: reply.routeOptions.config?.quiet ?? false,
     });
-  });
+  };
 
   // Absence is short-lived: an upstream may get the path any minute. A path that exists for other
   // methods only is a wrong method: 405 with Allow.

@@ -24,6 +24,8 @@ export interface AnsweredRequest {
   upstreamHost: string | undefined;
   /** Not logged (health checks). */
   quiet: boolean;
+  /** The connection went away before the whole response was written. */
+  aborted?: boolean;
 }
 
 export type ResponseRecorder = (answered: AnsweredRequest) => void;
@@ -73,6 +75,7 @@ export function createResponseRecorder(metrics: Metrics, logger: Logger): Respon
         bytes: r.bytes,
         ms: Math.round(r.seconds * 1e4) / 10,
         cache: result,
+        ...(r.aborted ? { aborted: true } : {}),
       },
       'request',
     );

@@ -71,7 +71,10 @@ async function loggedRequests(ncps: NcpsProcess, url: string, count: number): Pr
   for (;;) {
     const lines = requestLines(ncps).filter((l) => l.url === url);
     if (lines.length >= count) return lines;
-    if (Date.now() > deadline) assert.fail(`${count} log lines for ${url} expected, got ${lines.length}:\n${ncps.logs()}`);
+    if (Date.now() > deadline) {
+      const dropped = /^ncps_log_lines_dropped_total .*$/m.exec((await request(ncps.url, '/metrics')).text)?.[0];
+      assert.fail(`${count} log lines for ${url} expected, got ${lines.length} (${dropped}):\n${ncps.logs()}`);
+    }
     await sleep(50);
   }
 }
@@ -141,7 +144,8 @@ describe('metrics, X-Cache and the access log', { timeout: 180_000 }, () => {
   it('exposes the Go ncps metric names with its labels', async () => {
     let text = await scrape();
     const deadline = Date.now() + 10_000;
-    while (metricValue(text, 'ncps_upstream_count_healthy') !== 1 && Date.now() < deadline) {
+    // Until the first health check is done (its duration is there from then on).
+    while (!/^ncps_upstream_health_check_duration_seconds\{/m.test(text) && Date.now() < deadline) {
       await sleep(100);
       text = await scrape();
     }
@@ -216,6 +220,21 @@ describe('metrics, X-Cache and the access log', { timeout: 180_000 }, () => {
     assert.equal(delta('ncps_bytes_served_total', { source: 'upstream' }), firstLine!.bytes);
     assert.equal(delta('ncps_bytes_served_total', { source: 'cache' }), secondLine!.bytes);
     assert.ok(firstLine!.bytes! > nar.length && secondLine!.bytes! > nar.length, 'headers included');
+  });
+
+  it('logs and counts responses whose client hangs up as soon as it has the body', async () => {
+    const item = addPath(dir, randomBytes(1_000));
+    assert.equal((await request(ncps.url, `/${item.hash}.narinfo`)).status, 200);
+    await waitForFile(storedNarPath(ncps.dataDir, item.narName));
+    assert.equal((await request(ncps.url, item.url)).status, 200); // the prefetch's first read
+    const before = await scrape();
+    // Each request on its own connection, closed by the client once the small body is in: the
+    // server's last write may not have completed by then.
+    for (let i = 0; i < 20; i++) assert.equal((await request(ncps.url, item.url, { headers: { connection: 'close' } })).status, 200);
+    await loggedRequests(ncps, item.url, 21);
+    const after = await scrape();
+    const hits = (text: string) => metricValue(text, 'ncps_nar_served_total', { result: 'hit', status: 'success' });
+    assert.equal(hits(after) - hits(before), 20);
   });
 
   it('counts each pipelined response its own bytes', async () => {
