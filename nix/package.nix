@@ -182,19 +182,29 @@ stdenv.mkDerivation {
     mkdir -p "$addon/build/Release"
     mv "$TMPDIR/better_sqlite3.node" "$addon/build/Release/"
 
-    makeWrapper ${lib.getExe nodejs} "$out/bin/ncps" \
-      --add-flags "--enable-source-maps $libdir/ncps.cjs" \
-      --prefix PATH : ${
-        lib.makeBinPath [
-          xz
-          zstd
-          bzip2
-        ]
-      }
+    # Tells bin/ncps whether V8 may compile to machine code here (nix/jit-probe.c).
+    mkdir -p "$out/libexec/ncps"
+    $CC -O2 -o "$out/libexec/ncps/jit-probe" ${./jit-probe.c}
+    launcher() {
+      substitute ${./ncps-launcher.sh} "$out/bin/$1" \
+        --subst-var-by shell ${stdenv.shell} \
+        --subst-var-by path ${
+          lib.makeBinPath [
+            xz
+            zstd
+            bzip2
+          ]
+        } \
+        --subst-var-by probe "$out/libexec/ncps/jit-probe" \
+        --subst-var-by node ${lib.getExe nodejs} \
+        --subst-var-by bundle "$libdir/ncps.cjs" \
+        --subst-var-by args "$2"
+      chmod +x "$out/bin/$1"
+    }
+    launcher ncps ""
     # What nixpkgs' services.ncps runs before the server (DATABASE_URL=… dbmate-ncps up): ncps's
     # own migrations, so that module works with this package swapped in (src/cli/dbmate.ts).
-    makeWrapper ${lib.getExe nodejs} "$out/bin/dbmate-ncps" \
-      --add-flags "--enable-source-maps $libdir/ncps.cjs dbmate"
+    launcher dbmate-ncps dbmate
     runHook postInstall
   '';
 

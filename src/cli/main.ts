@@ -6,6 +6,7 @@ import { ConfigError } from '../config/load';
 import { fsckCommand } from './fsck';
 import { migrateCommand } from './migrate';
 import { migrateNarinfoCommand } from './migrate-narinfo';
+import { tolerateMissingWebAssembly } from '../upstream/node-http';
 import { splitCommand } from './argv';
 import { dbmateCommand } from './dbmate';
 import { serveCommand } from './serve';
@@ -108,6 +109,7 @@ export function withoutProgramName(argv: readonly string[]): string[] {
 }
 
 export async function main(rawArgv: string[]): Promise<number> {
+  tolerateMissingWebAssembly();
   const argv = withoutProgramName(rawArgv);
   let split;
   try {

@@ -222,6 +222,11 @@ async function serve(argv: string[]): Promise<number> {
   const { config, settings } = checked;
   const logger = commandLogger(config, 'nonblocking');
   if (settings.netrcWarning) logger.warn(settings.netrcWarning);
+  if (process.execArgv.includes('--jitless')) {
+    logger.warn(
+      'running without the JavaScript JIT: the service forbids memory that is written and then executed (MemoryDenyWriteExecute=, as nixpkgs\' services.ncps sets it); ncps works, more slowly. Allow it (MemoryDenyWriteExecute=false) for full speed',
+    );
+  }
   if (config.configFile) logger.info({ file: config.configFile }, 'configuration file read');
 
   const baseLocker = createLocker(config, logger);

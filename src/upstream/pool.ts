@@ -8,6 +8,7 @@ import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { brotliDecompress, gunzip, inflate } from 'node:zlib';
 import { Agent, buildConnector, interceptors, request, type Dispatcher } from 'undici';
+import { NodeHttpClient, undiciUsable, type UpstreamResponse } from './node-http';
 import { parseNarInfo, type NarInfo } from '../nix';
 import type { Logger } from '../telemetry/logger';
 import { UpstreamBackoff } from './backoff';
@@ -117,6 +118,8 @@ export class UpstreamPool {
   readonly upstreams: Upstream[];
   private readonly agent: Agent;
   private readonly dispatcher: Dispatcher;
+  /** Node's own HTTP client where undici cannot run (no WebAssembly without the JIT: ./node-http.ts). */
+  private readonly fallback: NodeHttpClient | undefined;
   private readonly options: UpstreamPoolOptions;
   private readonly destinations: DestinationPolicy;
   private healthTimer?: NodeJS.Timeout;
@@ -138,6 +141,14 @@ export class UpstreamPool {
       keepAliveTimeout: 30_000,
     });
     this.dispatcher = this.agent.compose(interceptors.redirect({ maxRedirections: 3 }));
+    this.fallback = undiciUsable()
+      ? undefined
+      : new NodeHttpClient({
+          connectTimeoutMs: options.dialerTimeoutMs,
+          headersTimeoutMs: options.responseHeaderTimeoutMs,
+          bodyTimeoutMs: 60_000,
+          destinations: this.destinations,
+        });
   }
 
   /** Checks every upstream now, then periodically in the background. */
@@ -330,7 +341,7 @@ export class UpstreamPool {
     return { body: res.body, ...(Number.isFinite(length) && length >= 0 ? { contentLength: length } : {}) };
   }
 
-  private get(url: URL, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
+  private get(url: URL, signal?: AbortSignal): Promise<UpstreamResponse> {
     const headers: Record<string, string> = {
       // The bytes must be exactly the file whose hash the narinfo names.
       'accept-encoding': 'identity',
@@ -338,16 +349,18 @@ export class UpstreamPool {
     };
     const auth = basicAuthFor(this.options.netrc, url.hostname);
     if (auth) headers.authorization = auth;
+    if (this.fallback) return this.fallback.get(url, headers, signal);
     return request(url, { method: 'GET', headers, dispatcher: this.dispatcher, signal: signal ?? null });
   }
 
   async close(): Promise<void> {
     if (this.healthTimer) clearInterval(this.healthTimer);
     await this.agent.close().catch(() => undefined);
+    this.fallback?.close();
   }
 }
 
-function failureOf(res: Dispatcher.ResponseData): UpstreamFailure {
+function failureOf(res: UpstreamResponse): UpstreamFailure {
   const retryAfter = res.headers['retry-after'];
   return new UpstreamFailure(res.statusCode, Array.isArray(retryAfter) ? retryAfter[0] : retryAfter);
 }

@@ -24,6 +24,8 @@ export interface NcpsOptions {
   readyTimeoutMs?: number;
   /** Use this cache hostname (= signing key name). Default `ncps-test`. */
   hostname?: string;
+  /** What runs `serve …` instead of `node dist/ncps.cjs` (a launcher, or a docker-run style argv). */
+  command?: string[];
   /** A file descriptor to give the process as its stdout (then logs() holds stderr only). */
   stdoutFd?: number;
   /** A command that runs node, e.g. `['setpriv', '--reuid=65534', …]` to serve as another user. */
@@ -64,7 +66,7 @@ async function startOnce(opts: NcpsOptions, dataDir: string): Promise<NcpsProces
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const args = [
-    NCPS_BUNDLE,
+    ...(opts.command ? opts.command.slice(1) : [NCPS_BUNDLE]),
     'serve',
     `--cache-hostname=${opts.hostname ?? 'ncps-test'}`,
     `--server-addr=127.0.0.1:${port}`,
@@ -75,7 +77,7 @@ async function startOnce(opts: NcpsOptions, dataDir: string): Promise<NcpsProces
     '--log-level=debug',
     ...(opts.extraArgs ?? []),
   ];
-  const [command, ...prefix] = [...(opts.wrapper ?? []), process.execPath];
+  const [command, ...prefix] = opts.command ? [opts.command[0]!] : [...(opts.wrapper ?? []), process.execPath];
   const proc = spawn(command!, [...prefix, ...args], {
     cwd: REPO_ROOT,
     env: childEnv(opts.env),
