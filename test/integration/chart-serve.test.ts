@@ -2,8 +2,9 @@
 // (`/bin/ncps --config /etc/ncps/config.yaml …`) start our real bundle, the init containers and
 // hook Jobs migrate, the probes answer, the real Nix client substitutes through the server,
 // SIGTERM drains it within the grace period, and the fsck CronJob's pod finds the cache
-// consistent. Once with one SQLite pod, once with the HA set-up on PostgreSQL, S3 (s3rver) and
-// Redis. Pods run as local processes (test/helpers/chart-pod.ts).
+// consistent. With one SQLite pod, with the Go chart's default values, on a Go ncps volume taken
+// over in place, and with the HA set-up on PostgreSQL, S3 (s3rver) and Redis. Pods run as local
+// processes (test/helpers/chart-pod.ts).
 import assert from 'node:assert/strict';
 import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
