@@ -136,6 +136,12 @@ in
   ];
 
   options.services.ncps = {
+    # Not in nixpkgs: what the tests read back (the stub writers keep the text of what they write).
+    standIn = mkOption {
+      internal = true;
+      readOnly = true;
+      default = { inherit wrapper configFile; };
+    };
     enable = lib.mkEnableOption "ncps";
     package = lib.mkPackageOption pkgs "ncps" { };
     analytics.reporting = {
