@@ -26,6 +26,11 @@ export interface NcpsOptions {
   hostname?: string;
   /** What runs `serve …` instead of `node dist/ncps.cjs` (a launcher, or a docker-run style argv). */
   command?: string[];
+  /** Give ncps none of the flags above, only `serve` and extraArgs; the listen address goes in
+   * SERVER_ADDR (the configuration under test comes from the environment or a config file). */
+  bare?: boolean;
+  /** Listen on this port (when the configuration under test names it); a free one otherwise. */
+  port?: number;
   /** A file descriptor to give the process as its stdout (then logs() holds stderr only). */
   stdoutFd?: number;
   /** A command that runs node, e.g. `['setpriv', '--reuid=65534', …]` to serve as another user. */
@@ -63,11 +68,9 @@ function assertBundle(): void {
 }
 
 async function startOnce(opts: NcpsOptions, dataDir: string): Promise<NcpsProcess> {
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   const url = `http://127.0.0.1:${port}`;
-  const args = [
-    ...(opts.command ? opts.command.slice(1) : [NCPS_BUNDLE]),
-    'serve',
+  const fixed = [
     `--cache-hostname=${opts.hostname ?? 'ncps-test'}`,
     `--server-addr=127.0.0.1:${port}`,
     `--cache-storage-local=${dataDir}`,
@@ -75,12 +78,12 @@ async function startOnce(opts: NcpsOptions, dataDir: string): Promise<NcpsProces
     ...opts.upstreams.map((u) => `--cache-upstream-url=${u}`),
     ...opts.publicKeys.map((k) => `--cache-upstream-public-key=${k}`),
     '--log-level=debug',
-    ...(opts.extraArgs ?? []),
   ];
+  const args = [...(opts.command ? opts.command.slice(1) : [NCPS_BUNDLE]), 'serve', ...(opts.bare ? [] : fixed), ...(opts.extraArgs ?? [])];
   const [command, ...prefix] = opts.command ? [opts.command[0]!] : [...(opts.wrapper ?? []), process.execPath];
   const proc = spawn(command!, [...prefix, ...args], {
     cwd: REPO_ROOT,
-    env: childEnv(opts.env),
+    env: childEnv({ ...(opts.bare ? { SERVER_ADDR: `127.0.0.1:${port}` } : {}), ...opts.env }),
     stdio: ['ignore', opts.stdoutFd ?? 'pipe', 'pipe'],
   });
   killOnExit(proc);
