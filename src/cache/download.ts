@@ -12,7 +12,7 @@
 // (or an HTTP cache in front) of a download that fails sees a broken transfer, never a clean end.
 
 import { randomBytes } from 'node:crypto';
-import { EventEmitter, once } from 'node:events';
+import { EventEmitter } from 'node:events';
 import { close, fsync, openSync, read, unlink, write } from 'node:fs';
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -61,6 +61,30 @@ export class AlreadyStored extends Error {}
 
 type State = 'starting' | 'running' | 'done' | 'failed';
 
+/** How many of the newest bytes of a download stay in memory for its readers. */
+const RECENT_BYTES = 4 << 20;
+
+/** Longest pause between two rounds of readers while the download runs. */
+const MAX_READER_DELAY_MS = 100;
+
+/** At most this many file reads for download readers at once, process-wide (libuv has 4 threads). */
+class Limiter {
+  private active = 0;
+  private readonly waiting: Array<() => void> = [];
+  constructor(private readonly max: number) {}
+  async run<T>(work: () => Promise<T>): Promise<T> {
+    if (this.active >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.active++;
+    try {
+      return await work();
+    } finally {
+      this.active--;
+      this.waiting.shift()?.();
+    }
+  }
+}
+const fileReads = new Limiter(2);
+
 export interface NarDownloadOptions {
   name: string;
   tempDir: string;
@@ -92,6 +116,13 @@ export class NarDownload extends EventEmitter {
   private readonly fd: number;
   private readers = 0;
   private fdClosed = false;
+  /** The newest bytes, kept while someone reads: readers that keep up never touch the disk. */
+  private recent: Buffer[] = [];
+  private recentStart = 0;
+  private recentBytes = 0;
+  private wake: Promise<void> | undefined;
+  /** Time readers spent handing bytes to their sockets since the last round. */
+  sendMs = 0;
 
   constructor(private readonly options: NarDownloadOptions) {
     super();
@@ -160,6 +191,7 @@ export class NarDownload extends EventEmitter {
         }
       }
       Promise.all([this.writeChunk(data), hasher.update(data)]).then(() => {
+        this.remember(data);
         this.emit('change');
         callback();
       }, callback);
@@ -174,6 +206,58 @@ export class NarDownload extends EventEmitter {
         callback(mismatch ? new VerificationError(`${this.name}: ${mismatch}`) : null);
       },
     });
+  }
+
+  /**
+   * Resolves after the next change, in the event loop's check phase: all readers wake together,
+   * after the upstream bytes that arrived in this turn were taken in. The download goes first;
+   * however many readers there are, they cost it one turn each time, not one per reader.
+   */
+  private nextChange(): Promise<void> {
+    this.wake ??= new Promise<void>((resolve) =>
+      this.once('change', () => {
+        const wake = () => {
+          this.wake = undefined;
+          resolve();
+        };
+        // While the download runs, readers get about as much of the event loop as it does: the
+        // next round waits as long as the last one spent sending (bounded), so a herd of fast
+        // readers cannot starve the upstream connection.
+        const debt = this.state === 'running' ? Math.min(this.sendMs, MAX_READER_DELAY_MS) : 0;
+        this.sendMs = 0;
+        if (debt >= 1) setTimeout(wake, debt);
+        else setImmediate(wake);
+      }),
+    );
+    return this.wake;
+  }
+
+  /** Appends written bytes to the in-memory window (bounded; only while there are readers). */
+  private remember(data: Buffer): void {
+    if (this.readers === 0) {
+      this.recent = [];
+      this.recentBytes = 0;
+      this.recentStart = this.bytesWritten;
+      return;
+    }
+    this.recent.push(data);
+    this.recentBytes += data.length;
+    while (this.recentBytes - this.recent[0]!.length >= RECENT_BYTES) {
+      const dropped = this.recent.shift()!;
+      this.recentBytes -= dropped.length;
+      this.recentStart += dropped.length;
+    }
+  }
+
+  /** Bytes from `position` (before `limit`) if the window still has them. */
+  private fromMemory(position: number, limit: number): Buffer | undefined {
+    if (position < this.recentStart) return undefined;
+    let offset = this.recentStart;
+    for (const chunk of this.recent) {
+      if (position < offset + chunk.length) return chunk.subarray(position - offset, Math.min(chunk.length, limit - offset));
+      offset += chunk.length;
+    }
+    return undefined;
   }
 
   private async writeChunk(chunk: Buffer): Promise<void> {
@@ -234,7 +318,9 @@ export class NarDownload extends EventEmitter {
             } else {
               // Advance before pushing: push may ask for the next chunk straight away.
               position += chunk.length;
+              const started = performance.now();
               this.push(chunk);
+              download.sendMs += performance.now() - started;
             }
           },
           (error: Error) => this.destroy(error),
@@ -261,15 +347,19 @@ export class NarDownload extends EventEmitter {
         if (last !== undefined) limit = Math.min(limit, last);
       }
       if (position < limit) {
+        const recent = this.fromMemory(position, limit);
+        if (recent) return recent;
+        // A reader behind the window reads the file; few at a time, so that the thread pool
+        // always has room for the download's own writes (it must not wait behind 200 readers).
         const length = Math.min(limit - position, Math.max(size, 1 << 20));
         const buffer = Buffer.allocUnsafe(length);
-        const { bytesRead } = await readAsync(this.fd, buffer, 0, length, position);
+        const { bytesRead } = await fileReads.run(() => readAsync(this.fd, buffer, 0, length, position));
         return bytesRead === length ? buffer : buffer.subarray(0, bytesRead);
       }
       // Verified (even if storing it failed afterwards): everything up to `limit` was good.
       if (this.verified) return null;
       if (this.state === 'failed') throw new DownloadFailed(`NAR download failed: ${this.error?.message ?? 'unknown error'}`);
-      await once(this, 'change');
+      await this.nextChange();
     }
   }
 

@@ -23,6 +23,7 @@ import { LocalLocker } from '../lock/local';
 import { checkedCommandConfig, commandLogger, sqliteFile, createLocker, startConfiguredOpenTelemetry, describeDatabase, openConfiguredDatabase, openConfiguredStorage } from './common';
 import { parsePublicKey, type PublicKey, type SecretKey } from '../nix';
 import { buildApp } from '../server/app';
+import { ConnectionGuard } from '../server/connection-guard';
 import type { Logger } from '../telemetry/logger';
 import { Metrics } from '../telemetry/metrics';
 import { Readiness } from '../telemetry/readiness';
@@ -151,6 +152,9 @@ function checkedStaticSettings(config: LoadedConfig) {
 
   return {
     listen: parseListenAddress(config.get<string>('server.addr')),
+    sendTimeoutMs: config.get<number>('server.send-timeout'),
+    uploadBodyTimeoutMs: config.get<number>('server.upload-body-timeout'),
+    maxConnections: config.get<number>('server.max-connections'),
     hostname: checkedHostname(config.get<string>('cache.hostname') || os.hostname(), Boolean(config.get<string>('cache.hostname'))),
     upstreamUrls,
     allowedHosts,
@@ -356,6 +360,12 @@ async function serve(argv: string[]): Promise<number> {
     logger.warn('--cache-lru-schedule has no effect without --cache-max-size');
   }
 
+  const guard = new ConnectionGuard(app.server, {
+    sendTimeoutMs: settings.sendTimeoutMs,
+    uploadBodyTimeoutMs: settings.uploadBodyTimeoutMs,
+    maxConnections: settings.maxConnections,
+    logger,
+  });
   const { host, port } = settings.listen;
   await app.listen({ host: host === '' ? '::' : host, port, ipv6Only: false });
   logger.info(
@@ -364,6 +374,7 @@ async function serve(argv: string[]): Promise<number> {
       storage: storage.describe,
       database: describeDatabase(config),
       upstreams: upstreams.upstreams.map((u) => u.baseUrl.href),
+      ...(guard.maxConnections !== undefined ? { maxConnections: guard.maxConnections } : {}),
       publicKey: signingKey.publicKey.text,
     },
     'ncps is serving',
@@ -380,6 +391,7 @@ async function serve(argv: string[]): Promise<number> {
   lru?.stop();
   await shutdown(logger, [
     () => app.close(),
+    async () => guard.close(),
     () => cache.close(DRAIN_TIMEOUT_MS),
     () => upstreams.close(),
     () => locker.close(),

@@ -185,6 +185,33 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Address to listen on, host:port (an empty host listens on every interface).',
     scope: 'serve',
   },
+  {
+    key: 'server.send-timeout',
+    flag: 'server-send-timeout',
+    env: 'SERVER_SEND_TIMEOUT',
+    format: 'go-duration',
+    default: '2m',
+    doc: 'A client that takes none of the bytes queued for it for this long is disconnected (0 never).',
+    scope: 'serve',
+  },
+  {
+    key: 'server.upload-body-timeout',
+    flag: 'server-upload-body-timeout',
+    env: 'SERVER_UPLOAD_BODY_TIMEOUT',
+    format: 'go-duration',
+    default: '30s',
+    doc: 'An upload whose body delivers less than 16 KiB in this long is disconnected and its temporary file removed (0 never).',
+    scope: 'serve',
+  },
+  {
+    key: 'server.max-connections',
+    flag: 'server-max-connections',
+    env: 'SERVER_MAX_CONNECTIONS',
+    format: 'non-negative-int',
+    default: 0,
+    doc: 'Most client connections at once; more are refused. 0: as many as the open-files limit allows (two descriptors per connection, 64 kept for the rest).',
+    scope: 'serve',
+  },
 
   // Cache identity and signing
   {
