@@ -2,7 +2,7 @@
 // Uploads follow Nix's order: the NAR first, checked against its own file name (nix copy names NAR
 // files by the sha256 of their bytes), then the narinfo, checked against the stored NAR.
 
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -12,6 +12,9 @@ import { pipeline } from 'node:stream/promises';
 import type { Database, PinRecord } from '../db/database';
 import {
   encodeNix32,
+  formatMismatch,
+  MAGIC_BYTES,
+  type Compression,
   narFileExtension,
   narInfoVerifies,
   parseNarInfo,
@@ -39,7 +42,8 @@ import type { AuxKind, Storage } from '../storage/storage';
 import type { Logger } from '../telemetry/logger';
 import { buildTraceFileName, realisationFileName, type Cache } from './cache';
 import { withLock, type Locker } from '../lock/locker';
-import { HASH_NAMED_NAR } from './names';
+import { checkNarFileName, HASH_NAMED_NAR } from './names';
+import { DecompressorUnavailable, hashStoredNar, NarHasher } from './nar-hash';
 import { narFileLockKey } from './orphans';
 
 /** A build trace entry as kept in storage; one that no longer parses is simply replaced. */
@@ -74,35 +78,81 @@ export interface CacheWritesOptions {
   lockTtlMs: number;
 }
 
+/** Uploaded NARs whose decompressed hash is remembered for their narinfo (oldest dropped first). */
+const MAX_REMEMBERED_UPLOADS = 10_000;
+
 export class CacheWrites {
+  private readonly uploadedContents = new Map<string, { digest: Buffer; size: number }>();
+
   constructor(private readonly options: CacheWritesOptions) {}
 
-  /** Stores an uploaded NAR once its bytes hash to the name it was uploaded under. */
+  /**
+   * Stores an uploaded NAR once its bytes hash to the name it was uploaded under, are the format
+   * its extension promises and decompress. What they decompress to (the NarHash and NarSize an
+   * uploaded narinfo must state) is remembered for the narinfo that follows.
+   */
   async putNar(name: string, body: Readable): Promise<void> {
     const match = HASH_NAMED_NAR.exec(name);
-    if (!match) throw new RejectedWrite(400, 'uploaded NARs must be named <sha256 of the file, nix32>.nar[.ext]');
+    const check = checkNarFileName(name);
+    if (!match || !check.ok) throw new RejectedWrite(400, 'uploaded NARs must be named <sha256 of the file, nix32>.nar[.ext]');
     const { storage } = this.options;
     const tempFile = path.join(storage.tempDir, `upload-${name}.${randomBytes(6).toString('hex')}.part`);
-    const hash = createHash('sha256');
+    const hasher = new NarHasher(check.compression);
+    let head = Buffer.alloc(0);
     try {
       await pipeline(
         body,
         new Transform({
           transform(chunk: Buffer, _encoding, callback) {
-            hash.update(chunk);
-            callback(null, chunk);
+            if (head.length < MAGIC_BYTES) head = Buffer.concat([head, chunk.subarray(0, MAGIC_BYTES - head.length)]);
+            hasher.update(chunk).then(() => callback(null, chunk), callback);
           },
         }),
         createWriteStream(tempFile, { flags: 'wx' }),
       );
-      const actual = encodeNix32(hash.digest());
+      if (hasher.size === 0) throw new RejectedWrite(400, 'empty request body: nothing to store');
+      const mismatch = formatMismatch(check.compression, head);
+      if (mismatch) throw new RejectedWrite(400, `NAR ${name}: ${mismatch}`);
+      const hashes = await hasher.finish();
+      const actual = encodeNix32(hashes.file.digest);
       if (actual !== match[1]) {
         throw new RejectedWrite(400, `NAR content hashes to ${actual}, not to its file name`);
       }
+      if (hashes.decodeError) throw new RejectedWrite(400, `NAR ${name} does not decompress as ${check.compression}: ${hashes.decodeError}`);
       await storage.putNarFromFile(name, tempFile);
+      if (hashes.nar) this.rememberContents(name, hashes.nar);
+    } catch (error) {
+      hasher.abort();
+      throw error;
     } finally {
       await rm(tempFile, { force: true });
     }
+  }
+
+  private rememberContents(name: string, contents: { digest: Buffer; size: number }): void {
+    this.uploadedContents.delete(name);
+    this.uploadedContents.set(name, contents);
+    if (this.uploadedContents.size > MAX_REMEMBERED_UPLOADS) this.uploadedContents.delete(this.uploadedContents.keys().next().value!);
+  }
+
+  /**
+   * What a stored NAR decompresses to (sha256): remembered from its upload, else read back from
+   * storage (another instance took the upload, or this one restarted since).
+   */
+  private async contentsOf(name: string, compression: Compression): Promise<{ digest: Buffer; size: number }> {
+    const remembered = this.uploadedContents.get(name);
+    if (remembered) return remembered;
+    const stored = await this.options.storage.getNar(name);
+    if (!stored) throw new RejectedWrite(400, `upload nar/${name} before its narinfo`);
+    let hashes;
+    try {
+      hashes = await hashStoredNar(stored.stream, compression, { file: 'sha256', nar: 'sha256' });
+    } catch (error) {
+      if (error instanceof DecompressorUnavailable) throw new Error(`cannot check the uploaded NAR ${name}: ${error.message}`);
+      throw error;
+    }
+    if (!hashes.nar) throw new RejectedWrite(400, `NAR ${name} does not decompress as ${compression}: ${hashes.decodeError ?? 'unknown error'}`);
+    return hashes.nar;
   }
 
   /** Stores an uploaded narinfo whose NAR is already stored and matches it. */
@@ -139,6 +189,16 @@ export class CacheWrites {
       const expectedSize = narInfo.fileSize ?? (narInfo.compression === 'none' ? narInfo.narSize : undefined);
       if (expectedSize !== undefined && expectedSize !== size) {
         throw new RejectedWrite(400, `narinfo FileSize ${expectedSize} does not match the uploaded NAR (${size} bytes)`);
+      }
+      // What ncps signs must be true of the bytes it serves: NarHash and NarSize are checked
+      // against the NAR decompressed, as Nix itself will check them.
+      if (narInfo.narHash.algorithm !== 'sha256') throw new RejectedWrite(400, 'narinfo NarHash must be a sha256 hash');
+      const contents = await this.contentsOf(name, narInfo.compression);
+      if (contents.size !== narInfo.narSize || !contents.digest.equals(narInfo.narHash.digest)) {
+        throw new RejectedWrite(
+          400,
+          `narinfo NarHash/NarSize (${narInfo.narHash.toNix32()}, ${narInfo.narSize}) do not match the uploaded NAR, which decompresses to sha256:${encodeNix32(contents.digest)}, ${contents.size} bytes`,
+        );
       }
       const served = signingKey ? signNarInfo(narInfo, signingKey) : narInfo;
       const replaced = await db.putNarInfo(hash, served, {
