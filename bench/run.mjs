@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // ncps vs nginx proxy_cache, in one run on this machine. See docs/benchmarks.md.
 //
-//   node bench/run.mjs [--quick] [--rounds=N] [--only=narinfo,nar-hit,cold,herd,rss]
+//   node bench/run.mjs [--quick] [--rounds=N] [--only=narinfo,nar-hit,scale,cold,herd,rss]
+//                      [--scale-workers=1,2]
 //                      [--server-cpus=LIST|none] [--client-cpus=LIST] [--wrk-threads=N]
 //                      [--no-client-check] [--cpu-prof[=DIR]] [--keep] [--strict] [--out=DIR]
 //                      [--ncps=FILE]
@@ -24,6 +25,7 @@ import {
   freePort,
   killAllSync,
   pinTree,
+  processTree,
   proxyNginxConfig,
   sleep,
   start,
@@ -38,7 +40,7 @@ import { environment, fmt, formatTable, median } from './lib/report.mjs';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DEFAULT_NCPS = path.join(ROOT, 'dist', 'ncps.cjs');
 const MiB = 1 << 20;
-const PHASES = ['narinfo', 'nar-hit', 'cold', 'herd', 'rss'];
+const PHASES = ['narinfo', 'nar-hit', 'scale', 'cold', 'herd', 'rss'];
 /** The whole run is abandoned (and cleaned up) after this long. */
 const RUN_LIMIT_MS = 15 * 60_000;
 
@@ -56,6 +58,8 @@ function parseArgs(argv) {
     clientCpus: cpus >= 2 ? (cpus === 2 ? '1' : `1-${cpus - 1}`) : undefined,
     wrkThreads: undefined,
     clientCheck: true,
+    // Worker counts the scaling phase compares: 1 and every core.
+    scaleWorkers: [...new Set([1, cpus])],
   };
   for (const arg of argv) {
     const [name, value] = arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
@@ -71,6 +75,7 @@ function parseArgs(argv) {
     else if (name === '--client-cpus') opts.clientCpus = value;
     else if (name === '--wrk-threads') opts.wrkThreads = Number(value);
     else if (name === '--no-client-check') opts.clientCheck = false;
+    else if (name === '--scale-workers') opts.scaleWorkers = value.split(',').map(Number);
     else if (name === '--help' || name === '-h') {
       const lines = readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1);
       const header = lines.slice(0, lines.findIndex((l) => !l.startsWith('//')));
@@ -84,6 +89,7 @@ function parseArgs(argv) {
     if (v !== undefined && !/^\d+(-\d+)?(,\d+(-\d+)?)*$/.test(v)) throw new UsageError(`${flag} takes a CPU list like 0 or 1-3`);
   }
   if (!opts.serverCpus) opts.clientCpus = undefined;
+  if (!opts.scaleWorkers.every((w) => Number.isInteger(w) && w >= 1 && w <= 64)) throw new UsageError('--scale-workers takes worker counts like 1,2,4');
   if (opts.wrkThreads !== undefined && !(Number.isInteger(opts.wrkThreads) && opts.wrkThreads >= 1 && opts.wrkThreads <= 64)) throw new UsageError('--wrk-threads must be 1..64');
   return opts;
 }
@@ -97,6 +103,7 @@ function config(opts) {
     serverCpus: opts.serverCpus,
     clientCpus: opts.clientCpus,
     clientCheck: opts.clientCheck,
+    scaleWorkers: opts.scaleWorkers,
     wrkSeconds: 3,
     narinfoRounds: 5,
     hitNarSize: 200 * MiB,
@@ -189,7 +196,7 @@ async function main() {
   // The upstream cache: fresh NARs for every measurement that needs an uncached one.
   const large = [];
   const want = (p) => opts.only.includes(p);
-  if (want('nar-hit')) large.push({ label: 'hit', size: cfg.hitNarSize });
+  if (want('nar-hit') || want('scale')) large.push({ label: 'hit', size: cfg.hitNarSize });
   if (want('cold')) {
     for (const t of ['ncps', 'nginx', 'direct']) large.push({ label: `cold-warmup-${t}`, size: MiB });
     for (let r = 0; r < cfg.rounds; r++) for (const t of ['ncps', 'nginx', 'direct']) large.push({ label: `cold-${t}-${r}`, size: cfg.coldNarSize });
@@ -222,7 +229,7 @@ async function main() {
     ncpsArgs.unshift('--cpu-prof', `--cpu-prof-dir=${opts.cpuProf}`);
   }
   const ncpsLog = path.join(tmp, 'ncps.log');
-  const startNcps = () => start('ncps', process.execPath, ncpsArgs, { logFile: ncpsLog, env: { ...process.env, NODE_ENV: 'production' } });
+  const startNcps = (extra = []) => start('ncps', process.execPath, [...ncpsArgs, ...extra], { logFile: ncpsLog, env: { ...process.env, NODE_ENV: 'production' } });
   let ncps = startNcps();
   const proxy = startNginx('nginx proxy_cache', dirs.proxy, proxyNginxConfig(dirs.proxy, nginxPort, upPort, cfg.nginxWorkers));
   const targets = {
@@ -236,17 +243,33 @@ async function main() {
 
   const ctx = {
     cfg, tmp, dirs, data, targets, ncps, upstreamLog: path.join(dirs.upstream, 'access.log'),
-    /** Stops ncps and starts a fresh process on the same storage and port. */
-    restartNcps: async () => {
+    /** Stops ncps and starts a fresh process on the same storage and port (with `extra` flags). */
+    restartNcps: async (extra = []) => {
       await stop(ctx.ncps, 'SIGTERM', 40_000);
-      ctx.ncps = ncps = startNcps();
+      ctx.ncps = ncps = startNcps(extra);
       await waitForHttp(`${targets.ncps.url}/nix-cache-info`, ncps);
       return ncps;
+    },
+    /** Reloads the nginx proxy with `workers` worker processes (its cache zone survives a reload). */
+    reloadNginx: async (workers) => {
+      proxyNginxConfig(dirs.proxy, nginxPort, upPort, workers);
+      process.kill(proxy.pid, 'SIGHUP');
+      const deadline = Date.now() + 20_000;
+      // Done when the new workers run (old ones may linger, shutting down, until their idle
+      // connections close; they take no new ones).
+      const serving = () => processTree(proxy.pid).filter((p) => processTitle(p) === 'nginx: worker process').length;
+      const old = new Set(processTree(proxy.pid));
+      while (serving() !== workers || processTree(proxy.pid).filter((p) => !old.has(p) && processTitle(p) === 'nginx: worker process').length !== workers) {
+        if (Date.now() > deadline) throw new Error(`nginx did not come back with ${workers} workers`);
+        await sleep(50);
+      }
+      await waitForHttp(`${targets.nginx.url}/nix-cache-info`, proxy);
     },
   };
   const results = {};
   if (want('narinfo')) results.narinfoHits = await phaseNarInfoHits(ctx);
   if (want('nar-hit')) results.narHit = await phaseNarHit(ctx);
+  if (want('scale')) results.scale = await phaseScale(ctx);
   if (want('cold')) results.coldMiss = await phaseColdMiss(ctx);
   if (want('herd')) results.herd = await phaseHerd(ctx);
   if (want('rss')) results.rss = await phaseRss(ctx);
@@ -383,7 +406,7 @@ function onClientCpus(cfg, command, args) {
  * used (user + system of all its threads, read from the shell that waited for it), so the report
  * can show whether the load generator had headroom.
  */
-async function runWrk(ctx, base, seconds, n, { threads = ctx.cfg.wrkThreads, connections = ctx.cfg.wrkConnections } = {}) {
+async function runWrk(ctx, base, seconds, n, { threads = ctx.cfg.wrkThreads, connections = ctx.cfg.wrkConnections, anywhere = false } = {}) {
   const { cfg, tmp } = ctx;
   const logFile = path.join(tmp, `wrk-${n}.log`);
   const wrkArgs = [
@@ -398,7 +421,7 @@ async function runWrk(ctx, base, seconds, n, { threads = ctx.cfg.wrkThreads, con
   ];
   // The shell's cutime/cstime (fields 16, 17 of /proc/<sh>/stat) are the CPU of the wrk it reaped.
   const script = 'wrk "$@"; rc=$?; echo "WRKCPU $(cut -d" " -f16,17 /proc/$$/stat)"; exit $rc';
-  const [command, args] = onClientCpus(cfg, 'sh', ['-c', script, 'sh', ...wrkArgs]);
+  const [command, args] = anywhere ? ['sh', ['-c', script, 'sh', ...wrkArgs]] : onClientCpus(cfg, 'sh', ['-c', script, 'sh', ...wrkArgs]);
   const child = start('wrk', command, args, { logFile });
   const timer = setTimeout(() => child.kill('SIGKILL'), (seconds + 20) * 1000);
   const exit = await child.exited;
@@ -413,7 +436,7 @@ async function runWrk(ctx, base, seconds, n, { threads = ctx.cfg.wrkThreads, con
   const clientCpuMs = ticks ? (Number(ticks[1]) + Number(ticks[2])) * 10 : NaN;
   const wallMs = r.duration_us / 1000;
   // Busy share of the CPUs wrk could use: at most its thread count, at most the client CPUs.
-  const usable = Math.min(threads, cfg.clientCpus ? cpuList(cfg.clientCpus).length : os.availableParallelism());
+  const usable = Math.min(threads, cfg.clientCpus && !anywhere ? cpuList(cfg.clientCpus).length : os.availableParallelism());
   return { rps: r.requests / (r.duration_us / 1e6), threads, connections, clientCpuMs, clientBusy: clientCpuMs / (wallMs * usable), ...r };
 }
 
@@ -439,8 +462,10 @@ async function measuredWrk(ctx, t, seconds, n, shape) {
   return res;
 }
 
-async function phaseNarInfoHits(ctx) {
-  const { cfg, data, targets } = ctx;
+/** Both caches get every narinfo (and ncps their NARs); once per run. */
+async function warmNarInfos(ctx) {
+  const { data, targets } = ctx;
+  if (ctx.pathsFile) return;
   log(`narinfo hits: warming both caches with ${data.small.length} narinfos`);
   ctx.pathsFile = path.join(ctx.tmp, 'narinfo-paths.txt');
   writeFileSync(ctx.pathsFile, `${data.small.map((e) => e.narInfoPath).join('\n')}\n`);
@@ -453,6 +478,11 @@ async function phaseNarInfoHits(ctx) {
   await waitUpstreamQuiet(ctx, 1000, 120_000);
   const check = await get(targets.nginx.url + data.small[0].narInfoPath);
   if (check.headers['x-cache-status'] !== 'HIT') throw new Error(`nginx narinfo not cached (X-Cache-Status ${check.headers['x-cache-status']})`);
+}
+
+async function phaseNarInfoHits(ctx) {
+  const { cfg, targets } = ctx;
+  await warmNarInfos(ctx);
   const before = upstreamNarInfoCount(ctx);
 
   const unpin = pinServers(ctx);
@@ -542,9 +572,12 @@ function upstreamNarInfoCount(ctx) {
 // ---------------------------------------------------------------------------------------------
 // 2. NAR hit throughput
 
-async function phaseNarHit(ctx) {
-  const { cfg, data, targets } = ctx;
+/** Both caches hold the NAR of `data.large.hit`; once per run. */
+async function warmNarHit(ctx) {
+  const { data, targets } = ctx;
   const e = data.large.hit;
+  if (ctx.narHitWarm) return e;
+  ctx.narHitWarm = true;
   log(`NAR hits: warming both caches with a ${e.size / MiB} MiB NAR`);
   await fetchStorePath(targets.ncps.url, e);
   await waitStored(ctx, e);
@@ -552,6 +585,12 @@ async function phaseNarHit(ctx) {
   for (const t of [targets.ncps, targets.nginx]) expectOk((await curl([t.url + e.narPath], { capture }))[0], `${t.key} warm`, e.size);
   const hit = await get(targets.nginx.url + e.narPath);
   if (hit.headers['x-cache-status'] !== 'HIT') throw new Error(`nginx NAR not cached (X-Cache-Status ${hit.headers['x-cache-status']})`);
+  return e;
+}
+
+async function phaseNarHit(ctx) {
+  const { cfg, targets } = ctx;
+  const e = await warmNarHit(ctx);
   const before = upstreamFetches(ctx, e.narPath);
 
   // Each sample is one curl fetching the NAR several times on one connection: enough bytes that
@@ -590,6 +629,74 @@ async function phaseNarHit(ctx) {
   const upstreamDuring = upstreamFetches(ctx, e.narPath) - before;
   if (upstreamDuring !== 0) throw new Error(`NAR hits went upstream ${upstreamDuring} times`);
   return { unit: 'MiB/s', sizeMiB: e.size / MiB, downloadsPerSample: cfg.hitDownloadsPerRound, ...summarizeRounds(rounds, 'mibps', 'cpuMsPerMiB'), rounds };
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2e. Scaling with workers: ncps --server-workers=W against nginx worker_processes W, unpinned
+
+function processTitle(pid) {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0+$/, '').trim();
+  } catch {
+    return '';
+  }
+}
+
+function rssMiB(pid) {
+  let kib = 0;
+  for (const p of processTree(pid)) {
+    try {
+      kib += procStatusKiB(p, 'VmRSS');
+    } catch {
+      // gone
+    }
+  }
+  return kib / 1024;
+}
+
+async function phaseScale(ctx) {
+  const { cfg, targets } = ctx;
+  await warmNarInfos(ctx);
+  const e = await warmNarHit(ctx);
+  const threads = os.availableParallelism();
+  const shape = { threads, connections: cfg.wrkConnections * 2, anywhere: true };
+  const out = { workers: cfg.scaleWorkers, byWorkers: {} };
+  let n = 1000;
+  try {
+    for (const w of cfg.scaleWorkers) {
+      log(`scaling: ncps --server-workers=${w}, nginx worker_processes ${w}; client on every CPU`);
+      await ctx.restartNcps([`--server-workers=${w}`]);
+      await ctx.reloadNginx(w);
+      for (const t of [targets.ncps, targets.nginx]) await runWrk(ctx, t.url, 1, n++, shape); // warm-up
+      const rounds = [];
+      for (let r = 0; r < cfg.rounds; r++) {
+        const round = {};
+        for (const t of order([targets.ncps, targets.nginx], r)) round[t.key] = await measuredWrk(ctx, t, cfg.wrkSeconds, n++, shape);
+        rounds.push(round);
+      }
+      // NAR hits: one curl per worker at once, each fetching the NAR twice.
+      const nar = {};
+      for (const t of [targets.ncps, targets.nginx]) {
+        const cpu0 = t.cpu();
+        const started = performance.now();
+        const res = await Promise.all(Array.from({ length: w }, () => curl([t.url + e.narPath, t.url + e.narPath], { timeoutMs: 300_000, capture })));
+        const wallMs = performance.now() - started;
+        for (const x of res.flat()) expectOk(x, `${t.key} NAR hit (scaling)`, e.size);
+        const mib = (e.size * 2 * w) / MiB;
+        nar[t.key] = { mibps: mib / (wallMs / 1000), cpuMsPerMiB: (t.cpu() - cpu0) / mib };
+      }
+      const summary = summarizeRounds(rounds, 'rps', 'cpuUsPerRequest');
+      out.byWorkers[w] = { narinfo: { ...summary, rounds }, nar, ncpsRssMiB: rssMiB(ctx.ncps.pid) };
+      log(
+        `scaling ${w} worker(s): narinfo ncps ${fmt.int(summary.ncps)} req/s (${fmt.f1(summary.cpu.ncps)} us CPU/req), nginx ${fmt.int(summary.nginx)} req/s; ` +
+          `NAR ncps ${fmt.int(nar.ncps.mibps)} MiB/s, nginx ${fmt.int(nar.nginx.mibps)} MiB/s; ncps RSS ${fmt.f1(out.byWorkers[w].ncpsRssMiB)} MiB`,
+      );
+    }
+  } finally {
+    await ctx.restartNcps();
+    await ctx.reloadNginx(cfg.nginxWorkers);
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -808,6 +915,29 @@ function tableRows(results, cfg) {
       ratio: `${range(h.spread.ratio, fmt.f2)}; ${range(h.spread.cpuRatio, fmt.f2)}`, target: 'info', pass: '',
     });
     rows.push({ metric: '2d. (info) CPU busy: server / curl', ncps: busy(h.busy.ncps), other: busy(h.busy.nginx), ratio: '', target: 'info', pass: '' });
+  }
+  const sc = results.scale;
+  if (sc) {
+    const ws = sc.workers;
+    const base = sc.byWorkers[ws[0]];
+    const series = (f) => ws.map((w) => f(sc.byWorkers[w])).map(fmt.int).join(' / ');
+    const gain = (f) => ws.length > 1 ? (f(sc.byWorkers[ws[ws.length - 1]]) / f(base)).toFixed(2) : 'n/a';
+    const label = ws.join(' / ');
+    rows.push({
+      metric: `2e. (info) narinfo req/s with ${label} workers (unpinned; gain)`,
+      ncps: `${series((b) => b.narinfo.ncps)} (x${gain((b) => b.narinfo.ncps)})`,
+      other: `${series((b) => b.narinfo.nginx)} (x${gain((b) => b.narinfo.nginx)})`, ratio: '', target: 'info', pass: '',
+    });
+    rows.push({
+      metric: `2f. (info) CPU us per narinfo hit with ${label} workers`,
+      ncps: ws.map((w) => fmt.f1(sc.byWorkers[w].narinfo.cpu.ncps)).join(' / '), other: ws.map((w) => fmt.f1(sc.byWorkers[w].narinfo.cpu.nginx)).join(' / '), ratio: '', target: 'info', pass: '',
+    });
+    rows.push({
+      metric: `2g. (info) NAR hit MiB/s, one client per worker, ${label} workers`,
+      ncps: `${series((b) => b.nar.ncps.mibps)} (x${gain((b) => b.nar.ncps.mibps)})`,
+      other: `${series((b) => b.nar.nginx.mibps)} (x${gain((b) => b.nar.nginx.mibps)})`, ratio: '', target: 'info', pass: '',
+    });
+    rows.push({ metric: `2h. (info) ncps RSS MiB, all processes, ${label} workers`, ncps: ws.map((w) => fmt.f1(sc.byWorkers[w].ncpsRssMiB)).join(' / '), other: '', ratio: '', target: 'info', pass: '' });
   }
   const c = results.coldMiss;
   if (c) {
