@@ -39,7 +39,8 @@ import { InvalidLegacyNarInfo, type LegacyNarInfoMigrator } from '../migrate/nar
 import { dropAuxFile, keepAuxFile } from './aux-files';
 import { NarInfoMemo } from './narinfo-memo';
 import { NegativeCache } from './negative-cache';
-import { AlreadyStored, NarDownload, NotFoundUpstream, type ExpectedFile } from './download';
+import type { Coordination } from './coordination';
+import { AlreadyStored, NarDownload, NotFoundUpstream, type DownloadProgress, type ExpectedFile } from './download';
 import { HASH_NAMED_NAR } from './names';
 import { zstdDecompressed, zstdNameOf } from './nar-alias';
 import { resolveRange, type RangeSpec, type ResolvedRange } from './range';
@@ -62,6 +63,8 @@ export interface CacheOptions {
   metrics: Metrics;
   /** Set while storage may still hold narinfo files from before the database (migrated on access). */
   legacy?: LegacyNarInfoMigrator;
+  /** Set in a worker of several (src/workers/): downloads and forgetting shared with the others. */
+  coordination?: Coordination;
 }
 
 export type CacheSource = 'hit' | 'miss';
@@ -151,12 +154,15 @@ export class Cache {
   private readonly prefetchedUnread = new Map<string, number>();
   /** Host name of the upstream each download streams from. */
   private readonly downloadHosts = new WeakMap<NarDownload, string>();
+  /** Claims on downloads being asked of the other workers, so this process asks once per NAR. */
+  private readonly claims = new Map<string, Promise<NarDownload>>();
 
   constructor(options: CacheOptions) {
     this.options = options;
     this.absent = new NegativeCache(options.negativeTtlMs);
     this.touchTimer = setInterval(() => void this.flushTouches(), TOUCH_FLUSH_MS);
     this.touchTimer.unref();
+    options.coordination?.onForget((hash) => this.forgetHere(hash));
   }
 
   /**
@@ -326,7 +332,9 @@ export class Cache {
       if (!record || this.downloads.has(name)) return;
       // Marked before any client can read it from storage (a client joining the download itself
       // clears the mark: it is served as a miss, and the next read is a hit).
-      const download = this.startDownload(record);
+      const download = await this.downloadFor(record);
+      // Another worker runs it (and counts it as its prefetch).
+      if (download.followed) return;
       this.rememberPrefetched(name);
       await download.done.catch((error: Error) => {
         this.prefetchedUnread.delete(name);
@@ -398,7 +406,7 @@ export class Cache {
       const record = await db.getNarFile(name);
       if (!record?.upstreamUrl) return undefined;
       // Re-check after the await: a concurrent request may have started it meanwhile.
-      download = this.downloads.get(name) ?? this.startDownload(record);
+      download = this.downloads.get(name) ?? (await this.downloadFor(record));
     }
     try {
       await download.ready;
@@ -443,6 +451,55 @@ export class Cache {
     if (!stored) return undefined;
     this.touchedNars.add(zstdName);
     return { source: 'hit', size: record.narSize, stream: zstdDecompressed(stored.stream) };
+  }
+
+  /**
+   * The download of a NAR: this process's own, or, in a worker of several, the one another worker
+   * already runs (its temp file is tailed), so that one instance fetches each NAR once.
+   */
+  private downloadFor(record: NarFileRecord): Promise<NarDownload> | NarDownload {
+    const { coordination } = this.options;
+    const running = this.downloads.get(record.name);
+    if (running) return running;
+    if (!coordination) return this.startDownload(record);
+    let claim = this.claims.get(record.name);
+    if (!claim) {
+      claim = coordination
+        .claimDownload(record.name)
+        .then((granted) => (granted.owner ? this.startDownload(record) : this.followDownload(record.name, granted.progress, coordination)))
+        .finally(() => this.claims.delete(record.name));
+      this.claims.set(record.name, claim);
+    }
+    return claim;
+  }
+
+  private followDownload(name: string, progress: DownloadProgress, coordination: Coordination): NarDownload {
+    const download = NarDownload.follow(name, progress);
+    const stop = coordination.followDownload(name, (update) => download.apply(update));
+    this.downloads.set(name, download);
+    if (progress.host) this.downloadHosts.set(download, progress.host);
+    void download.done.catch(() => undefined).finally(() => {
+      stop();
+      if (this.downloads.get(name) === download) this.downloads.delete(name);
+    });
+    return download;
+  }
+
+  /** Tells the workers following this download where it stands: at most once per event-loop turn. */
+  private publishProgress(download: NarDownload, host: string, coordination: Coordination): void {
+    let scheduled = false;
+    const publish = () => {
+      scheduled = false;
+      coordination.publishDownload(download.name, { ...download.progress(), host });
+    };
+    publish();
+    download.on('change', () => {
+      if (download.state === 'done' || download.state === 'failed') publish();
+      else if (!scheduled) {
+        scheduled = true;
+        setImmediate(publish);
+      }
+    });
   }
 
   private startDownload(record: NarFileRecord): NarDownload {
@@ -502,6 +559,7 @@ export class Cache {
     });
     this.downloads.set(record.name, download);
     this.downloadHosts.set(download, upstreamUrl.hostname);
+    if (this.options.coordination) this.publishProgress(download, upstreamUrl.hostname, this.options.coordination);
     const started = Date.now();
     download.done.then(
       () => {
@@ -647,6 +705,11 @@ export class Cache {
 
   /** Forgets what this instance remembers about a path (it was uploaded, deleted or evicted). */
   forget(hash: string): void {
+    this.forgetHere(hash);
+    this.options.coordination?.forgetEverywhere(hash);
+  }
+
+  private forgetHere(hash: string): void {
     this.absent.delete(hash);
     this.memo.delete(hash);
   }

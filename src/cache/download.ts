@@ -59,6 +59,16 @@ export function isNoSpace(error: unknown): boolean {
 /** The file was committed by another instance while this one waited for the download lock. */
 export class AlreadyStored extends Error {}
 
+/** Opens another worker's temp file for reading; -1 when it is gone already. */
+function openToFollow(file: string): number {
+  try {
+    return openSync(file, 'r');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return -1;
+    throw error;
+  }
+}
+
 type State = 'starting' | 'running' | 'done' | 'failed';
 
 /** How many of the newest bytes of a download stay in memory for its readers. */
@@ -85,6 +95,21 @@ class Limiter {
 }
 const fileReads = new Limiter(2);
 
+/**
+ * Where a download stands, as the worker running it tells the other workers of the instance
+ * (cache/coordination.ts); they follow it with `NarDownload.follow`.
+ */
+export interface DownloadProgress {
+  tempFile: string;
+  bytesWritten: number;
+  expectedSize: number | undefined;
+  state: State;
+  verified: boolean;
+  /** The upstream's host name, for the metrics. */
+  host?: string;
+  error?: { kind: 'not-found' | 'already-stored' | 'failed'; message: string };
+}
+
 export interface NarDownloadOptions {
   name: string;
   tempDir: string;
@@ -93,6 +118,8 @@ export interface NarDownloadOptions {
   open: () => Promise<UpstreamBody | undefined>;
   /** Hands the verified temp file to storage. */
   commit: (tempFile: string, size: number) => Promise<void>;
+  /** Set for a download another worker runs: its temp file is tailed, its state told by `apply`. */
+  follow?: DownloadProgress;
 }
 
 export class NarDownload extends EventEmitter {
@@ -129,9 +156,11 @@ export class NarDownload extends EventEmitter {
     this.setMaxListeners(0);
     this.name = options.name;
     this.expectedSize = options.expected.size;
-    this.tempFile = path.join(options.tempDir, `${options.name}.${randomBytes(6).toString('hex')}.part`);
+    this.tempFile = options.follow?.tempFile ?? path.join(options.tempDir, `${options.name}.${randomBytes(6).toString('hex')}.part`);
     // Opened for reading and writing now, so that readers attaching later never race the rename.
-    this.fd = openSync(this.tempFile, 'wx+', 0o644);
+    this.fd = options.follow ? openToFollow(this.tempFile) : openSync(this.tempFile, 'wx+', 0o644);
+    // Gone already (renamed into storage, or removed after a failure): readers go to storage.
+    if (this.fd < 0) this.fdClosed = true;
     let markReady!: () => void;
     let failReady!: (error: Error) => void;
     this.ready = new Promise<void>((resolve, reject) => {
@@ -139,8 +168,66 @@ export class NarDownload extends EventEmitter {
       failReady = reject;
     });
     this.ready.catch(() => undefined);
-    this.done = this.run(markReady, failReady);
+    this.done = options.follow ? this.runFollowed(markReady, failReady, options.follow) : this.run(markReady, failReady);
     this.done.catch(() => undefined);
+  }
+
+  /** A download another worker runs, as its progress reports say (see `apply`). */
+  static follow(name: string, progress: DownloadProgress): NarDownload {
+    const unused = () => Promise.reject(new Error('a followed download is not run here'));
+    return new NarDownload({ name, tempDir: '', expected: { compression: 'none' }, open: unused, commit: unused, follow: progress });
+  }
+
+  private settleFollowed?: (progress: DownloadProgress) => void;
+
+  private runFollowed(markReady: () => void, failReady: (error: Error) => void, first: DownloadProgress): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.settleFollowed = (p) => {
+        this.bytesWritten = Math.max(this.bytesWritten, p.bytesWritten);
+        if (p.expectedSize !== undefined) this.expectedSize = p.expectedSize;
+        if (p.verified) this.verified = true;
+        if (p.state !== 'starting') markReady();
+        if (p.state === 'failed' && this.state !== 'failed') {
+          const message = p.error?.message ?? 'download failed in another worker';
+          const kind = p.error?.kind;
+          this.error = kind === 'not-found' ? new NotFoundUpstream(message) : kind === 'already-stored' ? new AlreadyStored(message) : new Error(message);
+          this.state = 'failed';
+          failReady(this.error);
+          reject(this.error);
+        } else if (p.state !== 'failed') {
+          this.state = p.state;
+          if (p.state === 'done') resolve();
+        }
+        this.emit('change');
+        this.maybeCloseFd();
+      };
+      this.settleFollowed(first);
+    });
+  }
+
+  /** Whether another worker runs this download (this process only tails it). */
+  get followed(): boolean {
+    return this.options.follow !== undefined;
+  }
+
+  /** The latest progress of a followed download (reports may repeat; bytes never go back). */
+  apply(progress: DownloadProgress): void {
+    this.settleFollowed?.(progress);
+  }
+
+  /** Where this download stands, for the workers following it. */
+  progress(): DownloadProgress {
+    const error = this.error;
+    return {
+      tempFile: this.tempFile,
+      bytesWritten: this.bytesWritten,
+      expectedSize: this.expectedSize,
+      state: this.state,
+      verified: this.verified,
+      ...(error
+        ? { error: { kind: error instanceof NotFoundUpstream ? 'not-found' : error instanceof AlreadyStored ? 'already-stored' : 'failed', message: error.message } }
+        : {}),
+    };
   }
 
   private async run(markReady: () => void, failReady: (error: Error) => void): Promise<void> {

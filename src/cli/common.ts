@@ -239,6 +239,7 @@ export async function startConfiguredOpenTelemetry(
   metrics: Metrics,
   logger: Logger,
   exportIntervalMs?: number,
+  instanceId?: string,
 ): Promise<OpenTelemetryHandle | undefined> {
   if (!config.get<boolean>('opentelemetry.enabled')) return undefined;
   const { startOpenTelemetry } = require('../telemetry/otel') as typeof import('../telemetry/otel');
@@ -248,5 +249,6 @@ export async function startConfiguredOpenTelemetry(
     logger,
     serviceVersion: VERSION,
     ...(exportIntervalMs !== undefined ? { exportIntervalMs } : {}),
+    ...(instanceId ? { instanceId } : {}),
   });
 }

@@ -1,6 +1,7 @@
 // `ncps serve`: assemble the seams from configuration, migrate the database, listen, and shut
 // down cleanly on SIGTERM/SIGINT.
 
+import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
@@ -20,7 +21,7 @@ import { legacyFilesKeptForGo } from '../migrate/go/state';
 import { takeOverConfiguredGoDatabase } from './go-takeover';
 import { instrumentLocker } from '../lock/instrumented';
 import { LocalLocker } from '../lock/local';
-import { checkedCommandConfig, commandLogger, sqliteFile, createLocker, startConfiguredOpenTelemetry, describeDatabase, openConfiguredDatabase, openConfiguredStorage } from './common';
+import { checkedCommandConfig, commandLogger, sqliteFile, createLocker, startConfiguredOpenTelemetry, describeDatabase, openConfiguredDatabase, openConfiguredStorage, type ConfiguredStorage } from './common';
 import { parsePublicKey, type PublicKey, type SecretKey } from '../nix';
 import { buildApp } from '../server/app';
 import { ConnectionGuard } from '../server/connection-guard';
@@ -32,6 +33,10 @@ import { parseNetrc, type Netrc } from '../upstream/netrc';
 import { parseAllowedHost } from '../upstream/destinations';
 import { parseUpstreamUrl, UpstreamPool } from '../upstream/pool';
 import { upstreamTrustWarnings } from '../upstream/trust';
+import { workerCount } from '../workers/count';
+import { superviseWorkers } from '../workers/supervisor';
+import { WORKER_INDEX_ENV, WorkerLink } from '../workers/worker-link';
+
 
 const SUMMARY = 'Serve the Nix binary cache proxy.';
 /** How long shutdown waits for responses and downloads in flight. */
@@ -224,7 +229,7 @@ async function serve(argv: string[]): Promise<number> {
   const checked = await checkedCommandConfig('serve', SUMMARY, argv, checkedSettings);
   if (!checked) return 0;
   const { config, settings } = checked;
-  const logger = commandLogger(config, 'nonblocking');
+  let logger = commandLogger(config, 'nonblocking');
   if (settings.netrcWarning) logger.warn(settings.netrcWarning);
   if (process.execArgv.includes('--jitless')) {
     logger.warn(
@@ -233,35 +238,32 @@ async function serve(argv: string[]): Promise<number> {
   }
   if (config.configFile) logger.info({ file: config.configFile }, 'configuration file read');
 
-  const baseLocker = createLocker(config, logger);
-  const lockMode = baseLocker instanceof LocalLocker ? 'local' : 'distributed';
+  // Several workers: this process only supervises them (src/workers/); each worker runs the rest.
+  const workers = workerCount(config.get<number>('server.workers'));
+  if (workers > 1 && cluster.isPrimary) {
+    return superviseWorkers({
+      workers,
+      logger,
+      address: `${settings.listen.host}:${settings.listen.port}`,
+      drainTimeoutMs: DRAIN_TIMEOUT_MS,
+      prepare: () => prepareInstanceOnce(config, settings, logger),
+    });
+  }
+  const link = cluster.isWorker ? new WorkerLink(Number(process.env[WORKER_INDEX_ENV] ?? 0)) : undefined;
+  if (link) logger = logger.child({ worker: link.index });
+
+  const createdLocker = createLocker(config, logger);
+  const lockMode = createdLocker instanceof LocalLocker ? 'local' : 'distributed';
+  // In a worker, in-process locks would exclude nothing: the supervisor holds them for all.
+  const baseLocker = link && createdLocker instanceof LocalLocker ? link.locker : createdLocker;
   const metrics = new Metrics({ maxSizeBytes: settings.maxSizeBytes, defaultMetrics: settings.prometheus, lockMode });
   const storage = openConfiguredStorage(config);
   await storage.check?.();
-  const removed = (await storage.cleanTempDir?.(60 * 60 * 1000)) ?? 0;
-  if (removed > 0) logger.info({ removed }, 'removed stale partial downloads');
 
   const locker = instrumentLocker(baseLocker, metrics, lockMode);
   await locker.check?.();
-  // A Go ncps database is taken over (or, taken over already, checked for news) before anything
-  // is served from ours: a takeover killed half-way is finished here first.
-  await takeOverConfiguredGoDatabase(config, storage, logger);
-  const db = openConfiguredDatabase(config);
-  await checkNoOtherServer(db, { sqlite: sqliteFile(config), lockMode, logger });
-  const applied = await db.migrate();
-  if (applied.length > 0) {
-    logger.info({ versions: applied, ...(db.lastBackup ? { backup: db.lastBackup } : {}) }, 'database migrated');
-  }
-  const lease = new LeaseKeeper(db, logger);
-  await lease.start();
-  // Started at the very same moment, another server may have got past the check above as well.
-  const alongside = await otherLiveServers(db).catch(() => []);
-  if (alongside.length > 0 && sqliteFile(config) && lockMode === 'local') {
-    logger.error(
-      { servers: alongside.map((l) => `${l.hostname} (pid ${l.pid})`).join(', ') },
-      'another ncps server started on this SQLite database at the same moment: run one server per SQLite database',
-    );
-  }
+  // The supervisor prepared the store for its workers.
+  const { db, lease } = link ? { db: openConfiguredDatabase(config), lease: undefined } : await prepareStore(config, storage, logger, lockMode);
 
   const signingKey = await loadSigningKey({
     fileKey: settings.fileKey,
@@ -311,6 +313,7 @@ async function serve(argv: string[]): Promise<number> {
     downloadLockWaitMs: settings.downloadLockWaitMs,
     negativeTtlMs: settings.negativeTtlMs,
     ...(legacy ? { legacy } : {}),
+    ...(link ? { coordination: link } : {}),
   });
   const writes = new CacheWrites({
     db,
@@ -339,11 +342,15 @@ async function serve(argv: string[]): Promise<number> {
     allowDelete: settings.allowDelete,
     prometheus: settings.prometheus,
     beforeScrape: async () => metrics.recordStoreStats(await db.storeStats()),
+    ...(link ? { metricsText: () => link.clusterMetrics(metrics.registry) } : {}),
     readiness: new Readiness({ db, storage, upstreams }),
   });
 
+  link?.serveMetrics(() => metrics.registry.getMetricsAsJSON());
+
   let lru: LruCleaner | undefined;
-  if (settings.maxSizeBytes > 0) {
+  // One LRU per instance: with several workers, the first runs it.
+  if (settings.maxSizeBytes > 0 && (!link || link.runsPeriodicWork)) {
     lru = new LruCleaner({
       db,
       storage,
@@ -356,7 +363,7 @@ async function serve(argv: string[]): Promise<number> {
       sweeper: new OrphanSweeper({ db, storage, locker, logger, metrics, lockTtlMs: settings.lruLockTtlMs }),
     });
     lru.start(settings.lruSchedule || DEFAULT_LRU_SCHEDULE, settings.lruTimezone);
-  } else if (settings.lruSchedule) {
+  } else if (settings.lruSchedule && settings.maxSizeBytes <= 0) {
     logger.warn('--cache-lru-schedule has no effect without --cache-max-size');
   }
 
@@ -368,6 +375,7 @@ async function serve(argv: string[]): Promise<number> {
   });
   const { host, port } = settings.listen;
   await app.listen({ host: host === '' ? '::' : host, port, ipv6Only: false });
+  link?.ready();
   logger.info(
     {
       addr: `${host}:${port}`,
@@ -381,11 +389,12 @@ async function serve(argv: string[]): Promise<number> {
   );
   // The standard OpenTelemetry variable for the push interval.
   const interval = Number(process.env.OTEL_METRIC_EXPORT_INTERVAL);
-  const otel = await startConfiguredOpenTelemetry(config, metrics, logger, interval > 0 ? interval : undefined);
+  const otel = await startConfiguredOpenTelemetry(config, metrics, logger, interval > 0 ? interval : undefined, link ? `${os.hostname()}-worker-${link.index}` : undefined);
   const systemd = new SystemdNotifier(logger);
   await systemd.ready(`serving on ${host}:${port}`);
 
-  await waitForSignal();
+  // A worker also stops when its supervisor is gone (killed outright): nobody would restart it.
+  await Promise.race([waitForSignal(Boolean(link)), ...(link ? [link.disconnected] : [])]);
   logger.info('shutting down: draining requests and downloads in flight');
   await systemd.stopping();
   lru?.stop();
@@ -395,7 +404,7 @@ async function serve(argv: string[]): Promise<number> {
     () => cache.close(DRAIN_TIMEOUT_MS),
     () => upstreams.close(),
     () => locker.close(),
-    () => lease.stop(),
+    async () => lease?.stop(),
     () => db.close(),
     async () => otel?.shutdown(),
   ]);
@@ -403,11 +412,67 @@ async function serve(argv: string[]): Promise<number> {
   return 0;
 }
 
-function waitForSignal(): Promise<NodeJS.Signals> {
+/**
+ * What only one process of an instance does as it starts: clean out stale partial downloads, take
+ * over a Go database, check that no other server uses it, migrate, and hold the server lease.
+ */
+async function prepareStore(config: LoadedConfig, storage: ConfiguredStorage, logger: Logger, lockMode: 'local' | 'distributed'): Promise<{ db: Database; lease: LeaseKeeper }> {
+  const removed = (await storage.cleanTempDir?.(60 * 60 * 1000)) ?? 0;
+  if (removed > 0) logger.info({ removed }, 'removed stale partial downloads');
+  // A Go ncps database is taken over (or, taken over already, checked for news) before anything
+  // is served from ours: a takeover killed half-way is finished here first.
+  await takeOverConfiguredGoDatabase(config, storage, logger);
+  const db = openConfiguredDatabase(config);
+  await checkNoOtherServer(db, { sqlite: sqliteFile(config), lockMode, logger });
+  const applied = await db.migrate();
+  if (applied.length > 0) {
+    logger.info({ versions: applied, ...(db.lastBackup ? { backup: db.lastBackup } : {}) }, 'database migrated');
+  }
+  const lease = new LeaseKeeper(db, logger);
+  await lease.start();
+  // Started at the very same moment, another server may have got past the check above as well.
+  const alongside = await otherLiveServers(db).catch(() => []);
+  if (alongside.length > 0 && sqliteFile(config) && lockMode === 'local') {
+    logger.error(
+      { servers: alongside.map((l) => `${l.hostname} (pid ${l.pid})`).join(', ') },
+      'another ncps server started on this SQLite database at the same moment: run one server per SQLite database',
+    );
+  }
+  return { db, lease };
+}
+
+/** The supervisor's share of the start: the store prepared and the signing key made, once, before any worker starts. */
+async function prepareInstanceOnce(config: LoadedConfig, settings: Awaited<ReturnType<typeof checkedSettings>>, logger: Logger): Promise<{ stop(): Promise<void> }> {
+  const locker = createLocker(config, logger);
+  const lockMode = locker instanceof LocalLocker ? 'local' : 'distributed';
+  await locker.check?.();
+  await locker.close();
+  const storage = openConfiguredStorage(config);
+  await storage.check?.();
+  const { db, lease } = await prepareStore(config, storage, logger, lockMode);
+  await loadSigningKey({ fileKey: settings.fileKey, hostname: settings.hostname, db, storage, logger });
+  return {
+    async stop() {
+      await lease.stop();
+      await db.close();
+    },
+  };
+}
+
+/**
+ * The first SIGTERM or SIGINT. A second one stops a lone server at once; a worker ignores it, as it
+ * gets one from its supervisor and maybe one from systemd too (the supervisor kills it if it drains
+ * too long).
+ */
+function waitForSignal(ignoreRepeats = false): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     const onSignal = (signal: NodeJS.Signals) => {
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
+      if (ignoreRepeats) {
+        process.on('SIGTERM', () => undefined);
+        process.on('SIGINT', () => undefined);
+      }
       resolve(signal);
     };
     process.on('SIGTERM', onSignal);

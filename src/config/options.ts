@@ -212,6 +212,15 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Most client connections at once; more are refused. 0: as many as the open-files limit allows (two descriptors per connection, 64 kept for the rest).',
     scope: 'serve',
   },
+  {
+    key: 'server.workers',
+    flag: 'server-workers',
+    env: 'SERVER_WORKERS',
+    format: 'non-negative-int',
+    default: 1,
+    doc: 'Worker processes serving on the one address; 0 starts one per CPU core the process may use (its CPU affinity and cgroup quota). One worker serves tens of thousands of narinfo hits and over a GiB/s of NAR hits per second; each further worker costs its own memory (about 100 MiB) and database connections.',
+    scope: 'serve',
+  },
 
   // Cache identity and signing
   {

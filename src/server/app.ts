@@ -59,6 +59,8 @@ export interface AppOptions {
   prometheus: boolean;
   /** Refreshes gauges that are read from the database, before a scrape. */
   beforeScrape?: () => Promise<void>;
+  /** The text of a scrape; in a worker of several, every worker's figures (workers/worker-link.ts). */
+  metricsText?: () => Promise<string>;
   /** Answers /readyz; without it only /healthz is served. */
   readiness?: Readiness;
 }
@@ -216,7 +218,8 @@ export function buildApp(options: AppOptions): FastifyInstance {
           .catch((error: Error) => logger.warn({ err: error.message }, 'metrics: could not read the store figures from the database; serving the last known'))
           .finally(() => clearTimeout(timer));
       }
-      return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+      const text = options.metricsText ? await options.metricsText() : await metrics.registry.metrics();
+      return reply.type(metrics.registry.contentType).send(text);
     });
   }
   return app;

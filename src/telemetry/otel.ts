@@ -19,6 +19,8 @@ export interface OpenTelemetryOptions {
   serviceVersion: string;
   /** How often metrics are pushed. */
   exportIntervalMs?: number;
+  /** Tells the workers of one instance apart (service.instance.id), so their series stay separate. */
+  instanceId?: string;
 }
 
 export interface OpenTelemetryHandle {
@@ -27,7 +29,11 @@ export interface OpenTelemetryHandle {
 
 export async function startOpenTelemetry(options: OpenTelemetryOptions): Promise<OpenTelemetryHandle> {
   const { url, registry, logger } = options;
-  const resource = resourceFromAttributes({ 'service.name': 'ncps', 'service.version': options.serviceVersion });
+  const resource = resourceFromAttributes({
+    'service.name': 'ncps',
+    'service.version': options.serviceVersion,
+    ...(options.instanceId ? { 'service.instance.id': options.instanceId } : {}),
+  });
   const exporterOptions = url ? { url } : {};
 
   const tracerProvider = new BasicTracerProvider({
