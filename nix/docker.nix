@@ -2,6 +2,8 @@
 # the program at /bin/ncps (and /bin/dbmate-ncps), the volume /storage, /etc/passwd with the user
 # ncps (uid/gid 1000, what the Go chart runs as), /tmp, no shell needed, and no CACHE_* variables
 # of its own (a default there would shadow what a Go deployment passes under the deprecated names).
+# SERVER_WORKERS (ours, no Go name) is set to its default so that `docker run -e SERVER_WORKERS=0`
+# is visibly the knob for using every core.
 #
 #   docker load < result
 #   docker run -p 8501:8501 -v ncps:/storage IMAGE /bin/ncps serve \
@@ -51,7 +53,12 @@ dockerTools.buildLayeredImage {
   config = {
     Entrypoint = [ "/bin/ncps" ];
     WorkingDir = "/storage";
-    Env = [ "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-bundle.crt" ];
+    Env = [
+      "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-bundle.crt"
+      # Worker processes (--server-workers; 0: one per CPU the container may use, its CPU quota
+      # counted). Lowest precedence: a flag or the config file still decides.
+      "SERVER_WORKERS=1"
+    ];
     ExposedPorts."8501/tcp" = { };
     Volumes."/storage" = { };
     Labels."org.opencontainers.image.description" = ncps.meta.description;

@@ -103,6 +103,10 @@ let
         services.ncps.openFirewall = true;
       }
     ];
+    workers = [
+      base
+      { services.ncps.server.workers = 0; }
+    ];
     renamed = [
       {
         services.ncps = {
@@ -341,6 +345,7 @@ let
     "opentelemetry.grpc-url"
     "prometheus.enabled"
     "server.addr"
+    "server.workers"
     "cache.hostname"
     "cache.secret-key-path"
     "cache.sign-narinfo"
@@ -448,7 +453,14 @@ let
         && get "cache.hostname" (settings c.sqlite) == "cache.example.org"
         && get "server.addr" (settings c.sqlite) == ":8501"
         && get "cache.lock.backend" (settings c.sqlite) == "local"
-        && get "cache.redis" (settings c.sqlite) == null;
+        && get "cache.redis" (settings c.sqlite) == null
+        && get "server.workers" (settings c.sqlite) == null
+        && !((svc c.sqlite) ? KillMode);
+      # Several workers: the setting reaches the config file, SIGTERM the supervisor alone.
+      workers-in-config-and-unit =
+        get "server.workers" (settings c.workers) == 0
+        && (svc c.workers).KillMode == "mixed"
+        && (svc c.workers).Type == "notify";
       sqlite-exec-start = (svc c.sqlite).ExecStart == "${c.sqlite.services.ncps.generatedScripts.serve}";
       sqlite-serve-script =
         contains "exec /nix/store/" (serveText c.sqlite)
