@@ -28,6 +28,8 @@ import { ConnectionGuard } from '../server/connection-guard';
 import type { Logger } from '../telemetry/logger';
 import { Metrics } from '../telemetry/metrics';
 import { Readiness } from '../telemetry/readiness';
+import { VERSION } from './version';
+import { StatusBoard } from '../telemetry/status';
 import { SystemdNotifier } from '../telemetry/systemd';
 import { parseNetrc, type Netrc } from '../upstream/netrc';
 import { parseAllowedHost } from '../upstream/destinations';
@@ -328,6 +330,10 @@ async function serve(argv: string[]): Promise<number> {
   if (settings.requiredUploadKeys?.length === 0) {
     logger.warn('--cache-require-trusted-signature is set without any --cache-trusted-upload-key: every upload will be refused');
   }
+  const refreshStoreFigures = async () => metrics.recordStoreStats(await db.storeStats());
+  // The status page's plots: one sample a minute, six hours kept.
+  const statusBoard = new StatusBoard({ metrics, refreshStoreFigures, upstreams: () => upstreams.upstreams });
+  statusBoard.start();
   const app = buildApp({
     cache,
     writes,
@@ -341,9 +347,11 @@ async function serve(argv: string[]): Promise<number> {
     allowPut: settings.allowPut,
     allowDelete: settings.allowDelete,
     prometheus: settings.prometheus,
-    beforeScrape: async () => metrics.recordStoreStats(await db.storeStats()),
+    beforeScrape: refreshStoreFigures,
     ...(link ? { metricsText: () => link.clusterMetrics(metrics.registry) } : {}),
     readiness: new Readiness({ db, storage, upstreams }),
+    statusBoard,
+    version: VERSION,
   });
 
   link?.serveMetrics(() => metrics.registry.getMetricsAsJSON());
@@ -398,6 +406,7 @@ async function serve(argv: string[]): Promise<number> {
   logger.info('shutting down: draining requests and downloads in flight');
   await systemd.stopping();
   lru?.stop();
+  statusBoard.stop();
   await shutdown(logger, [
     () => app.close(),
     async () => guard.close(),

@@ -9,6 +9,7 @@ import type { CacheWrites } from '../cache/writes';
 import type { Logger } from '../telemetry/logger';
 import type { Metrics, NarInfoSource } from '../telemetry/metrics';
 import type { Readiness } from '../telemetry/readiness';
+import type { StatusBoard } from '../telemetry/status';
 import { tracer } from '../telemetry/tracing';
 import { createAccessCheck, createAuthHook, type Access } from './auth';
 import { HttpError } from './errors';
@@ -18,6 +19,7 @@ import { RouteMethods } from './method-not-allowed';
 import { createResponseRecorder } from './response-record';
 import { responseBytes, trackResponseBytes } from './response-bytes';
 import { registerCacheInfoRoutes } from './routes/cache-info';
+import { registerStatusPage } from './routes/status-page';
 import { registerHealthRoutes } from './routes/health';
 import { registerLogRoutes } from './routes/aux-files';
 import { registerNarRoutes } from './routes/nar';
@@ -63,6 +65,9 @@ export interface AppOptions {
   metricsText?: () => Promise<string>;
   /** Answers /readyz; without it only /healthz is served. */
   readiness?: Readiness;
+  /** The figures of the status page at `/` for browsers; without it `/` answers JSON only. */
+  statusBoard?: StatusBoard;
+  version?: string;
 }
 
 /** How long a scrape waits for the figures read from the database before answering without them. */
@@ -80,7 +85,7 @@ interface ServerSettings {
 export function buildApp(options: AppOptions): FastifyInstance {
   const { logger, metrics } = options;
   const tokens = { getToken: options.getToken, putToken: options.putToken };
-  const record = createResponseRecorder(metrics, logger);
+  const record = createResponseRecorder(metrics, logger, options.statusBoard ? (miss) => options.statusBoard!.recordMiss(miss) : undefined);
   const hotPath = createHotPath({ cache: options.cache, checkAccess: createAccessCheck(tokens), record, route: '/:file' });
   const app = Fastify({
     // Our own http server, so that the hot path sees each request before fastify does; it is set
@@ -192,6 +197,14 @@ export function buildApp(options: AppOptions): FastifyInstance {
 
   registerHealthRoutes(app, options.readiness);
   registerCacheInfoRoutes(app, { hostname: options.hostname, publicKey: options.publicKey });
+  registerStatusPage(app, {
+    hostname: options.hostname,
+    publicKey: options.publicKey,
+    version: options.version ?? 'dev',
+    ...(options.statusBoard ? { board: options.statusBoard } : {}),
+    ...(options.readiness ? { readiness: options.readiness } : {}),
+    checkAccess: createAccessCheck(tokens),
+  });
   for (const prefix of ['', '/upload'] as const) {
     registerNarInfoRoutes(app, options.cache, prefix);
     registerNarRoutes(app, options.cache, prefix);

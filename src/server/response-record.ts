@@ -5,6 +5,7 @@
 import type { CacheSource } from '../cache/cache';
 import type { Logger } from '../telemetry/logger';
 import type { Metrics, NarInfoSource } from '../telemetry/metrics';
+import type { RecentMiss } from '../telemetry/status';
 
 export interface AnsweredRequest {
   method: string;
@@ -30,7 +31,8 @@ export interface AnsweredRequest {
 
 export type ResponseRecorder = (answered: AnsweredRequest) => void;
 
-export function createResponseRecorder(metrics: Metrics, logger: Logger): ResponseRecorder {
+/** `onMiss` hears of every GET that went to the upstreams (for the status page's recent misses). */
+export function createResponseRecorder(metrics: Metrics, logger: Logger, onMiss?: (miss: RecentMiss) => void): ResponseRecorder {
   // The series every request touches, looked up once.
   const narInfoHit = {
     database: metrics.narInfoServed.labels({ result: 'hit', status: 'success', source: 'database' }),
@@ -49,6 +51,9 @@ export function createResponseRecorder(metrics: Metrics, logger: Logger): Respon
     const { status } = r;
     metrics.httpDuration.labels(r.method, r.route, String(status)).observe(r.seconds);
     const result = r.cacheSource;
+    if (onMiss && r.cacheKind && r.method === 'GET' && (result === 'miss' || (result === undefined && status === 404))) {
+      onMiss({ at: Date.now(), path: r.url, kind: r.cacheKind, status, ms: r.seconds * 1000, ...(r.upstreamHost ? { upstream: r.upstreamHost } : {}) });
+    }
     if (r.cacheKind === 'narinfo') {
       // GET and HEAD, like the Go ncps (both look the narinfo up).
       if (result === 'hit') narInfoHit[r.narInfoFrom ?? 'database'].inc();

@@ -1,4 +1,4 @@
-// The small fixed routes: cache info, public key and the JSON index.
+// The small fixed routes: cache info and the public key (the index at / is routes/status-page).
 
 import type { FastifyInstance } from 'fastify';
 
@@ -27,12 +27,5 @@ export function registerCacheInfoRoutes(app: FastifyInstance, options: CacheInfo
       if (!options.publicKey) return reply.code(404).type('text/plain; charset=utf-8').send('this cache does not sign narinfos\n');
       return reply.type('text/plain; charset=utf-8').send(`${options.publicKey}\n`);
     },
-  });
-
-  app.route({
-    method: ['GET', 'HEAD'],
-    url: '/',
-    config: { access: 'public' },
-    handler: async (_request, reply) => reply.send({ hostname: options.hostname, publicKey: options.publicKey ?? '' }),
   });
 }
