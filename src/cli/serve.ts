@@ -332,7 +332,12 @@ async function serve(argv: string[]): Promise<number> {
   }
   const refreshStoreFigures = async () => metrics.recordStoreStats(await db.storeStats());
   // The status page's plots: one sample a minute, six hours kept.
-  const statusBoard = new StatusBoard({ metrics, refreshStoreFigures, upstreams: () => upstreams.upstreams });
+  const statusBoard = new StatusBoard({
+    metrics,
+    refreshStoreFigures,
+    upstreams: () => upstreams.upstreams,
+    ...(link ? { registry: () => link.clusterRegistry(metrics.registry) } : {}),
+  });
   statusBoard.start();
   const app = buildApp({
     cache,

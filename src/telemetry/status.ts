@@ -2,6 +2,7 @@
 // two never disagree), plus what a page needs and a scrape does not: a small ring of samples for
 // the plots of the last hours, and the most recent misses. Everything is in memory and bounded.
 
+import type { Registry, RegistryContentType } from 'prom-client';
 import type { Metrics, UpstreamState } from './metrics';
 
 /** Cumulative figures at one moment (counters since start, gauges as they were). */
@@ -54,6 +55,11 @@ export interface StatusBoardOptions {
   /** Re-reads the figures that come from the database (store size, counts) into the gauges. */
   refreshStoreFigures: () => Promise<void>;
   upstreams: () => readonly (UpstreamState & { lastCheck?: { latencyMs: number; error?: string } })[];
+  /**
+   * Where the figures are read: this process's registry by default; with several workers, the
+   * merged registry of all of them (so the page shows the instance, not one worker).
+   */
+  registry?: () => Promise<Registry<RegistryContentType>>;
   sampleIntervalMs?: number;
   /** Samples kept: the plots show this many intervals. Default 6 h of minutes. */
   keepSamples?: number;
@@ -89,14 +95,14 @@ export class StatusBoard {
 
   async snapshot(): Promise<StatusSnapshot> {
     await this.refresh();
-    const { metrics } = this.options;
-    const now = await this.read(Date.now());
+    const registry = await this.registry();
+    const now = await this.read(Date.now(), registry);
     return {
       ...now,
       startedAt: this.startedAt,
-      maxSizeBytes: await gaugeValue(metrics.maxSize),
-      narInfoCount: await gaugeValue(metrics.narInfoCount),
-      narFileCount: await gaugeValue(metrics.narFileCount),
+      maxSizeBytes: await gaugeValue(registry, 'ncps_cache_max_size_bytes'),
+      narInfoCount: await gaugeValue(registry, 'ncps_narinfo_count'),
+      narFileCount: await gaugeValue(registry, 'ncps_nar_file_count'),
       upstreams: this.options.upstreams().map((u) => ({
         url: u.baseUrl.href,
         healthy: u.healthy,
@@ -111,7 +117,7 @@ export class StatusBoard {
 
   private async sample(): Promise<void> {
     await this.refresh();
-    this.samples.push(await this.read(Date.now()));
+    this.samples.push(await this.read(Date.now(), await this.registry()));
     if (this.samples.length > (this.options.keepSamples ?? 360)) this.samples.shift();
   }
 
@@ -128,34 +134,39 @@ export class StatusBoard {
       .finally(() => clearTimeout(timer));
   }
 
-  private async read(at: number): Promise<StatusSample> {
-    const { metrics } = this.options;
+  private registry(): Promise<Registry<RegistryContentType>> {
+    const own = this.options.metrics.registry;
+    return this.options.registry ? this.options.registry().catch(() => own) : Promise.resolve(own);
+  }
+
+  private async read(at: number, registry: Registry<RegistryContentType>): Promise<StatusSample> {
     return {
       at,
-      narInfoHits: await counterSum(metrics.narInfoServed, { result: 'hit' }),
-      narInfoMisses: await counterSum(metrics.narInfoServed, { result: 'miss' }),
-      narHits: await counterSum(metrics.narServed, { result: 'hit' }),
-      narMisses: await counterSum(metrics.narServed, { result: 'miss' }),
-      bytesFromCache: await counterSum(metrics.bytesServed, { source: 'cache' }),
-      bytesFromUpstream: await counterSum(metrics.bytesServed, { source: 'upstream' }),
-      upstreamBytesFetched: await counterSum(metrics.upstreamBytes, {}),
-      storeBytes: await gaugeValue(metrics.storeSize),
+      narInfoHits: await counterSum(registry, 'ncps_narinfo_served_total', { result: 'hit' }),
+      narInfoMisses: await counterSum(registry, 'ncps_narinfo_served_total', { result: 'miss' }),
+      narHits: await counterSum(registry, 'ncps_nar_served_total', { result: 'hit' }),
+      narMisses: await counterSum(registry, 'ncps_nar_served_total', { result: 'miss' }),
+      bytesFromCache: await counterSum(registry, 'ncps_bytes_served_total', { source: 'cache' }),
+      bytesFromUpstream: await counterSum(registry, 'ncps_bytes_served_total', { source: 'upstream' }),
+      upstreamBytesFetched: await counterSum(registry, 'ncps_upstream_bytes_fetched_total', {}),
+      storeBytes: await gaugeValue(registry, 'ncps_store_total_size_bytes'),
     };
   }
 }
 
-interface Readable {
-  get(): Promise<{ values: Array<{ value: number; labels: Partial<Record<string, string | number>> }> }>;
+async function values(registry: Registry<RegistryContentType>, name: string) {
+  const metric = registry.getSingleMetric(name);
+  return metric ? (await metric.get()).values : [];
 }
 
-async function counterSum(metric: Readable, labels: Record<string, string>): Promise<number> {
+async function counterSum(registry: Registry<RegistryContentType>, name: string, labels: Record<string, string>): Promise<number> {
   let total = 0;
-  for (const { value, labels: have } of (await metric.get()).values) {
+  for (const { value, labels: have } of await values(registry, name)) {
     if (Object.entries(labels).every(([k, v]) => have[k] === v)) total += value;
   }
   return total;
 }
 
-async function gaugeValue(metric: Readable): Promise<number> {
-  return (await metric.get()).values[0]?.value ?? 0;
+async function gaugeValue(registry: Registry<RegistryContentType>, name: string): Promise<number> {
+  return (await values(registry, name))[0]?.value ?? 0;
 }

@@ -1,7 +1,7 @@
 // A worker's side of the Coordination seam: requests to the supervisor (locks, download claims,
 // metrics of the other workers) and the notices it passes on (download progress, forgetting).
 
-import { AggregatorRegistry, type Registry } from 'prom-client';
+import { AggregatorRegistry, type Registry, type RegistryContentType } from 'prom-client';
 import type { Coordination, DownloadClaim } from '../cache/coordination';
 import type { DownloadProgress } from '../cache/download';
 import type { Lock, Locker } from '../lock/locker';
@@ -106,13 +106,18 @@ export class WorkerLink implements Coordination {
    * is shown, not a sum.
    */
   async clusterMetrics(registry: Registry): Promise<string> {
+    return (await this.clusterRegistry(registry)).metrics();
+  }
+
+  /** The same, as a registry (the status page reads its figures from it). */
+  async clusterRegistry(registry: Registry): Promise<Registry<RegistryContentType>> {
     const own = await registry.getMetricsAsJSON();
     const others = await this.request<MetricsJson[]>({ op: 'metrics.gather' }).catch(() => [] as MetricsJson[]);
     const instanceGauges = (list: MetricsJson) =>
       list.map((m) => (String(m.type) === 'gauge' && m.name.startsWith('ncps_') ? { ...m, aggregator: 'first' as const } : m));
     const merged = AggregatorRegistry.aggregate([own, ...others].map(instanceGauges));
     merged.setContentType(registry.contentType);
-    return merged.metrics();
+    return merged;
   }
 
   private onMessage(message: unknown): void {

@@ -86,6 +86,21 @@ describe('status page', { timeout: 180_000 }, () => {
     assert.ok(html.includes(upstream.url), 'the upstream is listed');
   });
 
+  it('shows the whole instance with several workers, whichever worker answers', async () => {
+    const workers = await startNcps({ upstreams: [upstream.url], publicKeys: [key.publicKey.text], extraArgs: ['--server-workers=2'] });
+    try {
+      const item = addPath(dir, randomBytes(1_000));
+      // New connections each time: the kernel spreads them over the workers.
+      for (let i = 0; i < 10; i++) assert.equal((await request(workers.url, `/${item.hash}.narinfo`)).status, 200);
+      for (let i = 0; i < 4; i++) {
+        const page = await request(workers.url, '/', { headers: { accept: BROWSER_ACCEPT } });
+        assert.match(page.text, /9 hits, 1 misses since start/, 'every worker shows the sum of all of them');
+      }
+    } finally {
+      await workers.stop();
+    }
+  });
+
   it('needs the read token when one is set (the JSON index does not)', async () => {
     const guarded = await startNcps({ upstreams: [upstream.url], publicKeys: [key.publicKey.text], extraArgs: ['--cache-get-token=s3cret'] });
     try {
