@@ -5,13 +5,11 @@
 //
 // The checks live beside what they check (src/cache/fsck/); this only wires them up.
 
-import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
 import { checkCache, repairFindings, type FsckOptions, type ProgressSink } from '../cache/fsck/fsck';
-import { servingSigningKey } from '../cache/signing-key';
-import { ConfigError, type LoadedConfig } from '../config/load';
-import { databaseKind } from '../db/open';
-import { sqlitePathFromUrl } from '../db/sqlite';
+import { readSecretKeyFile, servingSigningKey } from '../cache/signing-key';
+import { ConfigError } from '../config/load';
+import type { SecretKey } from '../nix';
 import { Progress } from '../migrate/progress';
 import type { Logger } from '../telemetry/logger';
 import { formatSummary, problemsLeft } from './fsck-summary';
@@ -19,28 +17,14 @@ import {
   commandConfig,
   commandLogger,
   createLocker,
-  databaseUrl,
   describeDatabase,
   liveServerRefusal,
   openConfiguredDatabase,
   openConfiguredStorage,
-  storageDir,
+  requireExistingCache,
 } from './common';
 
 const SUMMARY = 'Check that the database and storage agree (and the stored bytes are right); --repair fixes what is not.';
-
-/** A check has nothing to look at when the store it is pointed at does not exist: say so rather than create it. */
-function refuseMissingStore(config: LoadedConfig): void {
-  if (!config.get<string>('cache.storage.s3.bucket')) {
-    const dir = storageDir(config);
-    if (!existsSync(dir)) throw new ConfigError(`--cache-storage-local ${dir} does not exist; there is nothing to check`);
-  }
-  const url = databaseUrl(config);
-  if (databaseKind(url) === 'sqlite') {
-    const file = sqlitePathFromUrl(url);
-    if (file !== ':memory:' && !existsSync(file)) throw new ConfigError(`the database ${file} does not exist; there is nothing to check`);
-  }
-}
 
 /**
  * A redrawn bar per phase on a terminal (each phase's last state stays on screen), log lines every
@@ -82,7 +66,20 @@ async function fsck(argv: string[]): Promise<number> {
   const force = config.get<boolean>('force');
   const withRedis = config.get<string[]>('cache.redis.addrs').length > 0;
   if (verifiedSinceMs > 0 && !verifyContent) logger.warn('--verified-since only matters with --verify-content: the other checks always look at everything');
-  refuseMissingStore(config);
+  // A check has nothing to look at in a store that does not exist: refused rather than created.
+  requireExistingCache(config, 'fsck', { storage: true, database: 'required' });
+  // Signatures are checked (and repaired) with the key the server signs with: a key file that
+  // cannot be read is a configuration mistake, found before anything is opened.
+  const signNarinfo = config.get<boolean>('cache.sign-narinfo');
+  const secretKeyPath = config.get<string>('cache.secret-key-path');
+  let fileKey: SecretKey | undefined;
+  if (signNarinfo && secretKeyPath) {
+    try {
+      fileKey = readSecretKeyFile(secretKeyPath);
+    } catch (error) {
+      throw new ConfigError((error as Error).message);
+    }
+  }
 
   const storage = openConfiguredStorage(config);
   const db = openConfiguredDatabase(config);
@@ -111,9 +108,7 @@ async function fsck(argv: string[]): Promise<number> {
       return 1;
     }
     try {
-      const signingKey = config.get<boolean>('cache.sign-narinfo')
-        ? await servingSigningKey({ secretKeyPath: config.get<string>('cache.secret-key-path'), db, storage })
-        : undefined;
+      const signingKey = signNarinfo ? (fileKey ?? (await servingSigningKey({ secretKeyPath: '', db, storage }))) : undefined;
       const options: FsckOptions = {
         db,
         storage,

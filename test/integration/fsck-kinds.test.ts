@@ -257,20 +257,25 @@ describe('fsck: the other kinds of problem', () => {
 });
 
 describe('ncps fsck, the command', () => {
-  it('refuses a storage directory or database that does not exist (exit 2), and an unmigrated database (exit 1)', async () => {
+  it('refuses a storage directory or database that does not exist and an unreadable key file (exit 2), and an unmigrated database (exit 1)', async () => {
     const dir = await makeTempDir('fsck-refusals');
     const missing = await runNcps(['fsck', `--cache-storage-local=${path.join(dir, 'nope')}`]);
     assert.equal(missing.code, 2, missing.stderr);
-    assert.match(missing.stderr, /--cache-storage-local .*nope does not exist; there is nothing to check/);
+    assert.match(missing.stderr, /--cache-storage-local .*nope does not exist .*ncps fsck works on an existing cache and does not create one/);
     assert.equal(existsSync(path.join(dir, 'nope')), false, 'nothing created');
     const noDb = await runNcps(['fsck', `--cache-storage-local=${dir}`]);
     assert.equal(noDb.code, 2, noDb.stderr);
-    assert.match(noDb.stderr, /the database .*db\.sqlite does not exist/);
+    assert.match(noDb.stderr, /there is no SQLite database at .*db\.sqlite.*ncps fsck does not create one/);
+
     const blank = path.join(dir, 'blank.sqlite');
     await writeFile(blank, '');
     const unmigrated = await runNcps(['fsck', `--cache-storage-local=${dir}`, `--cache-database-url=sqlite:${blank}`]);
     assert.equal(unmigrated.code, 1, unmigrated.stderr);
     assert.match(unmigrated.stderr, /not migrated yet; run ncps migrate up/);
+    // A key file it cannot read: a configuration mistake, before anything is opened.
+    const badKey = await runNcps(['fsck', `--cache-storage-local=${dir}`, `--cache-database-url=sqlite:${blank}`, `--cache-secret-key-path=${path.join(dir, 'no-key')}`]);
+    assert.equal(badKey.code, 2, badKey.stderr);
+    assert.match(badKey.stderr, /cannot read --cache-secret-key-path/);
   });
 
   it('on a terminal it draws a bar per phase and asks before repairing: no changes nothing, yes repairs', { skip: haveScript ? false : 'script (util-linux) not installed' }, async () => {
