@@ -175,22 +175,29 @@ export class Cache {
     return body;
   }
 
-  /** The narinfo for a store path hash (already validated by the caller), or undefined. */
-  async getNarInfo(hash: string, read: ReadOptions = { upstream: true }): Promise<NarInfoResult | undefined> {
+  /** A narinfo this cache holds (memoised, in the database, or in a legacy file), never asking upstream. */
+  async storedNarInfo(hash: string): Promise<{ body: Buffer; from: 'database' | 'storage' } | undefined> {
     const memo = this.peekNarInfo(hash);
-    if (memo !== undefined) return { body: memo, source: 'hit', from: 'database' };
+    if (memo !== undefined) return { body: memo, from: 'database' };
     const stored = await this.options.db.getNarInfo(hash);
     if (stored) {
       this.touched.add(hash);
       const body = Buffer.from(formatNarInfo(this.withOurSignature(stored)));
       this.memo.set(hash, body);
-      return { body, source: 'hit', from: 'database' };
+      return { body, from: 'database' };
     }
     const legacy = await this.fromLegacyFile(hash);
     if (legacy) {
       this.touched.add(hash);
-      return { body: Buffer.from(formatNarInfo(this.withOurSignature(legacy))), source: 'hit', from: 'storage' };
+      return { body: Buffer.from(formatNarInfo(this.withOurSignature(legacy))), from: 'storage' };
     }
+    return undefined;
+  }
+
+  /** The narinfo for a store path hash (already validated by the caller), or undefined. */
+  async getNarInfo(hash: string, read: ReadOptions = { upstream: true }): Promise<NarInfoResult | undefined> {
+    const stored = await this.storedNarInfo(hash);
+    if (stored) return { ...stored, source: 'hit' };
     if (!read.upstream || this.absent.has(hash)) return undefined;
     let fetch = this.narInfoFetches.get(hash);
     if (!fetch) {

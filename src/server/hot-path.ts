@@ -1,14 +1,16 @@
-// The answer a busy cache gives most: a narinfo it served a moment ago (see cache/narinfo-memo.ts).
-// It is written straight from node's http layer, before fastify routes the request: fastify's
-// routing, hooks and reply machinery cost more CPU than the rest of such an answer (measured with
-// bench/). Headers, counters and the log line are the ones the fastify route and hooks produce
+// The answer a busy cache gives most: a narinfo it holds, above all one it served a moment ago
+// (see cache/narinfo-memo.ts). It is written straight from node's http layer, before fastify routes
+// the request: fastify's routing, hooks and reply machinery cost more CPU than the rest of such an
+// answer (measured with bench/). Headers, counters and the log line are the ones the fastify route and hooks produce
 // (narInfoHeaders, the shared ResponseRecorder), and test/integration/hot-path.test.ts checks that
-// both paths answer alike. Anything else goes to fastify: other routes, a narinfo not memoised, a
+// both paths answer alike. Anything else goes to fastify: other routes, a narinfo not held, a
 // token that is not plainly valid, a query string, a pipelined request, or tracing being on (spans
 // come from the hooks).
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Cache } from '../cache/cache';
+import type { NarInfoSource } from '../telemetry/metrics';
 import { tracingEnabled } from '../telemetry/tracing';
 import type { AccessVerdict, Access } from './auth';
 import type { ResponseRecorder } from './response-record';
@@ -26,30 +28,21 @@ export interface HotPathOptions {
   route: string;
 }
 
-/** Returns a handler that answers the request and returns true, or returns false and leaves it. */
-export function createHotPath(options: HotPathOptions): (req: IncomingMessage, res: ServerResponse) => boolean {
+/**
+ * Returns a handler that answers the request, or passes it to `fallback` (fastify): at once when
+ * it is not a narinfo read it can answer, or after looking in the database and finding nothing.
+ */
+export function createHotPath(options: HotPathOptions): (req: IncomingMessage, res: ServerResponse, fallback: () => void) => void {
   const { cache, checkAccess, record, route } = options;
-  return (req, res) => {
-    const started = process.hrtime.bigint();
-    const { method, url } = req;
-    if ((method !== 'GET' && method !== 'HEAD') || url?.length !== NARINFO_PATH_LENGTH) return false;
-    const hash = NARINFO_PATH.exec(url)?.[1];
-    if (hash === undefined || tracingEnabled()) return false;
-    if (checkAccess('read', req.headers.authorization) !== 'allowed') return false;
-    // A response queued behind another on the same connection (pipelining) has no socket yet: its
-    // byte count needs the tracking the fastify hooks do.
-    const socket = res.socket;
-    if (!socket) return false;
-    const body = cache.peekNarInfo(hash);
-    if (body === undefined) return false;
 
+  const answer = (req: IncomingMessage, res: ServerResponse, socket: Socket, started: bigint, body: Buffer, from: NarInfoSource) => {
     const bytesBefore = socket.bytesWritten;
     res.writeHead(200, { ...narInfoHeaders(body.length), 'x-cache': 'HIT' });
-    if (method === 'HEAD') res.end();
+    if (req.method === 'HEAD') res.end();
     else res.end(body);
     record({
-      method,
-      url,
+      method: req.method!,
+      url: req.url!,
       route,
       status: 200,
       bytes: socket.bytesWritten - bytesBefore,
@@ -57,10 +50,35 @@ export function createHotPath(options: HotPathOptions): (req: IncomingMessage, r
       ip: socket.remoteAddress ?? '',
       cacheKind: 'narinfo',
       cacheSource: 'hit',
-      narInfoFrom: 'database',
+      narInfoFrom: from,
       upstreamHost: undefined,
       quiet: false,
+      ...(socket.destroyed ? { aborted: true } : {}),
     });
-    return true;
+  };
+
+  return (req, res, fallback) => {
+    const started = process.hrtime.bigint();
+    const { method, url } = req;
+    if ((method !== 'GET' && method !== 'HEAD') || url?.length !== NARINFO_PATH_LENGTH) return fallback();
+    const hash = NARINFO_PATH.exec(url)?.[1];
+    if (hash === undefined || tracingEnabled()) return fallback();
+    if (checkAccess('read', req.headers.authorization) !== 'allowed') return fallback();
+    // A response queued behind another on the same connection (pipelining) has no socket yet: its
+    // byte count needs the tracking the fastify hooks do.
+    const socket = res.socket;
+    if (!socket) return fallback();
+    const body = cache.peekNarInfo(hash);
+    if (body !== undefined) return answer(req, res, socket, started, body, 'database');
+    // Not memoised: the database (or a legacy file) may have it. Anything else, an error included,
+    // is fastify's to answer (it looks again, then asks upstream).
+    cache.storedNarInfo(hash).then(
+      (stored) => {
+        if (!stored) return fallback();
+        if (socket.destroyed) return;
+        answer(req, res, socket, started, stored.body, stored.from);
+      },
+      () => fallback(),
+    );
   };
 }
