@@ -40,7 +40,9 @@ import { dropAuxFile, keepAuxFile } from './aux-files';
 import { NarInfoMemo } from './narinfo-memo';
 import { NegativeCache } from './negative-cache';
 import type { Coordination } from './coordination';
-import { AlreadyStored, NarDownload, NotFoundUpstream, type DownloadProgress, type ExpectedFile } from './download';
+import { AlreadyStored, isNoSpace, NarDownload, NotFoundUpstream, StorageFull, type DownloadProgress, type ExpectedFile } from './download';
+import { verifiedPassThrough } from './pass-through';
+import type { StorageSpace } from './storage-space';
 import { HASH_NAMED_NAR } from './names';
 import { zstdDecompressed, zstdNameOf } from './nar-alias';
 import { resolveRange, type RangeSpec, type ResolvedRange } from './range';
@@ -65,6 +67,8 @@ export interface CacheOptions {
   legacy?: LegacyNarInfoMigrator;
   /** Set in a worker of several (src/workers/): downloads and forgetting shared with the others. */
   coordination?: Coordination;
+  /** Whether storage can take new files; without it, storage is assumed to have room. */
+  space?: StorageSpace;
 }
 
 export type CacheSource = 'hit' | 'miss';
@@ -337,6 +341,8 @@ export class Cache {
       if (this.downloads.has(name) || (await this.options.storage.statNar(name)) !== undefined) return;
       const record = await this.options.db.getNarFile(name);
       if (!record || this.downloads.has(name)) return;
+      // Nothing to keep it in: a client asking for it gets it streamed from upstream instead.
+      if (this.options.space && !(await this.options.space.allowsStoring(record.fileSize))) return;
       // Marked before any client can read it from storage (a client joining the download itself
       // clears the mark: it is served as a miss, and the next read is a hit).
       const download = await this.downloadFor(record);
@@ -409,9 +415,14 @@ export class Cache {
     if (!options.upstream) return undefined;
 
     let download = this.downloads.get(name);
+    let record: NarFileRecord | undefined;
     if (!download) {
-      const record = await db.getNarFile(name);
+      record = await db.getNarFile(name);
       if (!record?.upstreamUrl) return undefined;
+      // Storage cannot take it (full, or this NAR alone does not fit): straight from upstream.
+      if (this.options.space && !this.downloads.has(name) && !(await this.options.space.allowsStoring(record.fileSize))) {
+        return this.passThrough(record, this.options.space.full ? 'storage is full' : 'the NAR does not fit in the space left');
+      }
       // Re-check after the await: a concurrent request may have started it meanwhile.
       download = this.downloads.get(name) ?? (await this.downloadFor(record));
     }
@@ -419,6 +430,10 @@ export class Cache {
       await download.ready;
     } catch (error) {
       if (error instanceof NotFoundUpstream) return undefined;
+      if (error instanceof StorageFull) {
+        record ??= await db.getNarFile(name);
+        return record?.upstreamUrl ? this.passThrough(record, 'storage is full') : undefined;
+      }
       // Stored by another instance meanwhile, or upstream trouble: storage may have it now.
       const landed = await storage.getNar(name);
       if (landed) return { source: 'hit', size: landed.size, stream: landed.stream };
@@ -509,6 +524,26 @@ export class Cache {
     });
   }
 
+  /** Streams a NAR from upstream to this one client without keeping it (see pass-through.ts). */
+  private async passThrough(record: NarFileRecord, reason: string): Promise<NarResult | undefined> {
+    const { upstreams, logger, metrics } = this.options;
+    const url = new URL(record.upstreamUrl!);
+    let body;
+    try {
+      body = await upstreams.fetchFile(url);
+    } catch (error) {
+      logger.warn({ nar: record.name, err: (error as Error).message }, 'NAR download failed');
+      return undefined;
+    }
+    if (!body) return undefined;
+    metrics.narsStreamedUnstored.inc();
+    logger.info({ nar: record.name, reason }, 'NAR streamed from upstream without keeping it');
+    const expected = expectedFile(record);
+    const stream = verifiedPassThrough(record.name, body, expected);
+    stream.once('error', (error: Error) => logger.warn({ nar: record.name, err: error.message }, 'NAR download failed; nothing stored'));
+    return { source: 'miss', size: expected.size ?? body.contentLength, stream, upstream: url.hostname };
+  }
+
   private startDownload(record: NarFileRecord): NarDownload {
     const { storage, db, upstreams, locker, logger } = this.options;
     const upstreamUrl = new URL(record.upstreamUrl!);
@@ -581,6 +616,7 @@ export class Cache {
         timer({ result: error instanceof AlreadyStored ? 'stored-elsewhere' : 'failure' });
         span.setStatus({ code: SpanStatusCode.ERROR, message: error.message });
         span.end();
+        if (error instanceof StorageFull) this.options.space?.markFull(error.message);
         if (!(error instanceof NotFoundUpstream) && !(error instanceof AlreadyStored)) logger.warn({ nar: record.name, err: error.message }, 'NAR download failed; nothing stored');
       },
     ).finally(() => {
@@ -635,7 +671,7 @@ export class Cache {
       if (lookup.absent) this.absent.add(negativeKey);
       return undefined;
     }
-    await this.keepAuxFile(kind, name, data);
+    await this.keepFetchedAuxFile(kind, name, data);
     return data;
   }
 
@@ -696,8 +732,19 @@ export class Cache {
       if (data || lookup.absent) this.absent.add(negativeKey);
       return undefined;
     }
-    await this.keepAuxFile(kind, name, Buffer.from(accepted));
+    await this.keepFetchedAuxFile(kind, name, Buffer.from(accepted));
     return accepted;
+  }
+
+  /** Keeps a small file fetched from upstream; with storage full it is served without being kept. */
+  private async keepFetchedAuxFile(kind: AuxKind, name: string, data: Buffer): Promise<void> {
+    try {
+      await this.keepAuxFile(kind, name, data);
+    } catch (error) {
+      if (!isNoSpace(error)) throw error;
+      this.options.space?.markFull((error as Error).message);
+      this.options.logger.warn({ kind, name }, 'storage is full: served without keeping it');
+    }
   }
 
   /** Stores a small file and records it, so the size limit counts it and LRU may evict it. */

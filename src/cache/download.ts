@@ -21,6 +21,7 @@ import { promisify } from 'node:util';
 import { formatMismatch, MAGIC_BYTES, type Compression } from '../nix';
 import type { UpstreamBody } from '../upstream/pool';
 import { NarHasher } from './nar-hash';
+import { holdTempFile } from '../storage/temp-files';
 
 const writeAsync = promisify(write);
 const readAsync = promisify(read);
@@ -51,9 +52,10 @@ export class DownloadFailed extends Error {
 /** The temp file could not take the bytes: the file system is full (or over quota). */
 export class StorageFull extends Error {}
 
+/** A write failed for lack of space: the file system, SQLite or PostgreSQL (53100 disk_full). */
 export function isNoSpace(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
-  return code === 'ENOSPC' || code === 'EDQUOT';
+  return code === 'ENOSPC' || code === 'EDQUOT' || code === 'SQLITE_FULL' || code === '53100';
 }
 
 /** The file was committed by another instance while this one waited for the download lock. */
@@ -143,6 +145,7 @@ export class NarDownload extends EventEmitter {
   private readonly fd: number;
   private readers = 0;
   private fdClosed = false;
+  private readonly releaseTempFile: () => void;
   /** The newest bytes, kept while someone reads: readers that keep up never touch the disk. */
   private recent: Buffer[] = [];
   private recentStart = 0;
@@ -161,6 +164,8 @@ export class NarDownload extends EventEmitter {
     this.fd = options.follow ? openToFollow(this.tempFile) : openSync(this.tempFile, 'wx+', 0o644);
     // Gone already (renamed into storage, or removed after a failure): readers go to storage.
     if (this.fd < 0) this.fdClosed = true;
+    // Held (not swept as a stale partial file) while this process has it open.
+    this.releaseTempFile = holdTempFile(this.tempFile);
     let markReady!: () => void;
     let failReady!: (error: Error) => void;
     this.ready = new Promise<void>((resolve, reject) => {
@@ -453,6 +458,7 @@ export class NarDownload extends EventEmitter {
   private maybeCloseFd(): void {
     if (this.fdClosed || this.readers > 0 || (this.state !== 'done' && this.state !== 'failed')) return;
     this.fdClosed = true;
+    this.releaseTempFile();
     void closeAsync(this.fd).catch(() => undefined);
   }
 }

@@ -45,6 +45,9 @@ import { withLock, type Locker } from '../lock/locker';
 import { checkNarFileName, HASH_NAMED_NAR } from './names';
 import { DecompressorUnavailable, hashStoredNar, NarHasher } from './nar-hash';
 import { narFileLockKey } from './orphans';
+import { isNoSpace } from './download';
+import type { StorageSpace } from './storage-space';
+import { holdTempFile } from '../storage/temp-files';
 
 /** A build trace entry as kept in storage; one that no longer parses is simply replaced. */
 function parseKeptBuildTrace(data: Buffer): BuildTraceValue | undefined {
@@ -58,7 +61,7 @@ function parseKeptBuildTrace(data: Buffer): BuildTraceValue | undefined {
 /** A request the cache refuses; the status tells the client why. */
 export class RejectedWrite extends Error {
   constructor(
-    readonly statusCode: 400 | 403 | 404 | 409 | 413,
+    readonly statusCode: 400 | 403 | 404 | 409 | 413 | 507,
     message: string,
   ) {
     super(message);
@@ -76,6 +79,15 @@ export interface CacheWritesOptions {
   maxNarInfoBytes?: number;
   locker: Locker;
   lockTtlMs: number;
+  /** Told when a write fails for lack of space (storage is then "full"). */
+  space?: StorageSpace;
+}
+
+/** What an upload answers when storage has no room: 507, nothing kept. */
+function insufficientStorage(error: unknown, space: StorageSpace | undefined): never {
+  if (!isNoSpace(error)) throw error;
+  space?.markFull((error as Error).message);
+  throw new RejectedWrite(507, 'insufficient storage: ncps cannot keep uploads right now');
 }
 
 /** Uploaded NARs whose decompressed hash is remembered for their narinfo (oldest dropped first). */
@@ -99,6 +111,7 @@ export class CacheWrites {
     const tempFile = path.join(storage.tempDir, `upload-${name}.${randomBytes(6).toString('hex')}.part`);
     const hasher = new NarHasher(check.compression);
     let head = Buffer.alloc(0);
+    const releaseTempFile = holdTempFile(tempFile);
     try {
       await pipeline(
         body,
@@ -123,9 +136,10 @@ export class CacheWrites {
       if (hashes.nar) this.rememberContents(name, hashes.nar);
     } catch (error) {
       hasher.abort();
-      throw error;
+      insufficientStorage(error, this.options.space);
     } finally {
       await rm(tempFile, { force: true });
+      releaseTempFile();
     }
   }
 
@@ -201,16 +215,20 @@ export class CacheWrites {
         );
       }
       const served = signingKey ? signNarInfo(narInfo, signingKey) : narInfo;
-      const replaced = await db.putNarInfo(hash, served, {
-        name,
-        compression: served.compression,
-        fileHash: fileHash.toNix32(),
-        fileSize: size,
-        narHash: served.narHash.toNix32(),
-        narSize: served.narSize,
-      });
-      await db.markNarFileStored(name, size);
-      return replaced;
+      try {
+        const replaced = await db.putNarInfo(hash, served, {
+          name,
+          compression: served.compression,
+          fileHash: fileHash.toNix32(),
+          fileSize: size,
+          narHash: served.narHash.toNix32(),
+          narSize: served.narSize,
+        });
+        await db.markNarFileStored(name, size);
+        return replaced;
+      } catch (error) {
+        return insufficientStorage(error, this.options.space);
+      }
     });
     // A re-upload in another compression replaces the narinfo; its old NAR must not linger.
     for (const orphan of orphaned) await storage.deleteNar(orphan.name);
@@ -220,7 +238,7 @@ export class CacheWrites {
 
   /** Stores an uploaded NAR listing or build log. */
   async putAuxFile(kind: AuxKind, name: string, data: Buffer): Promise<void> {
-    await this.options.cache.keepAuxFile(kind, name, data);
+    await this.options.cache.keepAuxFile(kind, name, data).catch((error: unknown) => insufficientStorage(error, this.options.space));
   }
 
   /** Stores an uploaded realisation: checked like an uploaded narinfo, then signed by us. */
@@ -238,7 +256,9 @@ export class CacheWrites {
       throw new RejectedWrite(403, 'realisation is not signed by a trusted upload key');
     }
     const served = signingKey ? signRealisation(realisation, signingKey) : realisation;
-    await this.options.cache.keepAuxFile('realisations', realisationFileName(id), Buffer.from(formatRealisation(served)));
+    await this.options.cache
+      .keepAuxFile('realisations', realisationFileName(id), Buffer.from(formatRealisation(served)))
+      .catch((error: unknown) => insufficientStorage(error, this.options.space));
   }
 
   /**
@@ -268,7 +288,9 @@ export class CacheWrites {
         else logger.warn({ drvPath: key.drvPath, output: key.outputName, was: kept.outPath, now: value.outPath }, 'build trace entry replaced by one for another output path');
       }
       const served = signingKey ? signBuildTrace(key, value, signingKey) : value;
-      await this.options.cache.keepAuxFile('build-trace-v2', name, Buffer.from(formatBuildTraceValue(served)));
+      await this.options.cache
+        .keepAuxFile('build-trace-v2', name, Buffer.from(formatBuildTraceValue(served)))
+        .catch((error: unknown) => insufficientStorage(error, this.options.space));
     });
   }
 

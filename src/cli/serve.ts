@@ -12,6 +12,8 @@ import { DEFAULT_LRU_SCHEDULE, LruCleaner } from '../cache/lru';
 import { parseSchedule } from '../cache/schedule';
 import { OrphanSweeper } from '../cache/orphans';
 import { CacheWrites } from '../cache/writes';
+import { StorageSpace } from '../cache/storage-space';
+import { LocalStorage } from '../storage/local';
 import { loadSigningKey, readSecretKeyFile } from '../cache/signing-key';
 import { ConfigError, type LoadedConfig } from '../config/load';
 import type { Database } from '../db/database';
@@ -25,6 +27,7 @@ import { checkedCommandConfig, commandLogger, sqliteFile, createLocker, startCon
 import { parsePublicKey, type PublicKey, type SecretKey } from '../nix';
 import { buildApp } from '../server/app';
 import { ConnectionGuard } from '../server/connection-guard';
+import { TempFileSweeper } from '../storage/temp-files';
 import type { Logger } from '../telemetry/logger';
 import { Metrics } from '../telemetry/metrics';
 import { Readiness } from '../telemetry/readiness';
@@ -302,7 +305,10 @@ async function serve(argv: string[]): Promise<number> {
       })
     : undefined;
   if (legacy) logger.info('storage holds narinfo files from an older ncps: they move into the database as clients ask for them (or run ncps migrate-narinfo)');
+  // Where new files are written: the temp directory, and local storage's own file system.
+  const space = new StorageSpace([storage.tempDir, ...(storage instanceof LocalStorage ? [storage.root] : [])], logger, metrics);
   const cache = new Cache({
+    space,
     db,
     storage,
     locker,
@@ -318,6 +324,7 @@ async function serve(argv: string[]): Promise<number> {
     ...(link ? { coordination: link } : {}),
   });
   const writes = new CacheWrites({
+    space,
     db,
     storage,
     cache,
@@ -354,12 +361,17 @@ async function serve(argv: string[]): Promise<number> {
     prometheus: settings.prometheus,
     beforeScrape: refreshStoreFigures,
     ...(link ? { metricsText: () => link.clusterMetrics(metrics.registry) } : {}),
-    readiness: new Readiness({ db, storage, upstreams }),
+    readiness: new Readiness({ db, storage, upstreams, space }),
     statusBoard,
     version: VERSION,
   });
 
   link?.serveMetrics(() => metrics.registry.getMetricsAsJSON());
+
+  // Leftovers of a crash went at start-up (prepareStore); later ones periodically, once per
+  // instance (other workers' files are protected by their age: a live download writes).
+  const tempSweeper = new TempFileSweeper(storage.tempDir, config.get<number>('cache.temp-max-age'), logger);
+  if (!link || link.runsPeriodicWork) tempSweeper.start();
 
   let lru: LruCleaner | undefined;
   // One LRU per instance: with several workers, the first runs it.
@@ -415,6 +427,7 @@ async function serve(argv: string[]): Promise<number> {
   await shutdown(logger, [
     () => app.close(),
     async () => guard.close(),
+    async () => tempSweeper.stop(),
     () => cache.close(DRAIN_TIMEOUT_MS),
     () => upstreams.close(),
     () => locker.close(),
@@ -431,8 +444,7 @@ async function serve(argv: string[]): Promise<number> {
  * over a Go database, check that no other server uses it, migrate, and hold the server lease.
  */
 async function prepareStore(config: LoadedConfig, storage: ConfiguredStorage, logger: Logger, lockMode: 'local' | 'distributed'): Promise<{ db: Database; lease: LeaseKeeper }> {
-  const removed = (await storage.cleanTempDir?.(60 * 60 * 1000)) ?? 0;
-  if (removed > 0) logger.info({ removed }, 'removed stale partial downloads');
+  await new TempFileSweeper(storage.tempDir, config.get<number>('cache.temp-max-age'), logger).sweep();
   // A Go ncps database is taken over (or, taken over already, checked for news) before anything
   // is served from ours: a takeover killed half-way is finished here first.
   await takeOverConfiguredGoDatabase(config, storage, logger);

@@ -260,6 +260,15 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'Directory for downloads in progress. Defaults to store/tmp inside the local storage (or the system temp directory with S3).',
     scope: 'storage',
   },
+  {
+    key: 'cache.temp-max-age',
+    flag: 'cache-temp-max-age',
+    env: 'CACHE_TEMP_MAX_AGE',
+    format: 'go-duration',
+    default: '1h',
+    doc: 'Partial files (*.part) in the temp directory untouched for this long are removed, at start-up and then every quarter of it (at most every 15 minutes): what a crash left behind. Files in use are never removed.',
+    scope: 'serve',
+  },
 
   // Database
   {

@@ -2,9 +2,11 @@
 // Writes never appear partially: a verified temp file is renamed into place.
 
 import { mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { copyFile, mkdir, open, readFile, readdir, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { cleanTempDir, holdTempFile } from './temp-files';
 import { FileRangeReader } from './file-reader';
 import { checkDirectoryWritable } from './writable';
 import { QUARANTINE_PREFIX, auxKey, chunkKey, fanOut, inFanOut, quarantineKey, type AuxKind, type ByteRange, type ListableAuxKind, type Storage, type StoredFileInfo, type StoredNar } from './storage';
@@ -164,9 +166,18 @@ export class LocalStorage implements Storage {
   async putAuxFile(kind: AuxKind, name: string, data: Buffer): Promise<void> {
     const target = path.join(this.root, auxKey(kind, name));
     await mkdir(path.dirname(target), { recursive: true });
-    const staging = path.join(this.tempDir, `${kind}-${name.replaceAll('/', '^')}.${process.pid}.${Date.now()}.part`);
-    await writeFile(staging, data);
-    await this.putNarFromFileAt(staging, target);
+    const staging = path.join(this.tempDir, `${kind}-${name.replaceAll('/', '^')}.${randomBytes(6).toString('hex')}.part`);
+    const release = holdTempFile(staging);
+    try {
+      await writeFile(staging, data);
+      await this.putNarFromFileAt(staging, target);
+    } catch (error) {
+      // A full disk leaves a partial staging file: never keep it.
+      await rm(staging, { force: true });
+      throw error;
+    } finally {
+      release();
+    }
   }
 
   async deleteAuxFile(kind: AuxKind, name: string): Promise<void> {
@@ -207,19 +218,9 @@ export class LocalStorage implements Storage {
     if (path.relative(this.root, this.tempDir).startsWith('..')) await checkDirectoryWritable(path.join(this.root, 'store', 'nar'), 'storage');
   }
 
-  /** Removes downloads left behind by a crash (older than maxAgeMs). */
-  async cleanTempDir(maxAgeMs: number): Promise<number> {
-    let removed = 0;
-    const now = Date.now();
-    for (const entry of await readdir(this.tempDir).catch(() => [] as string[])) {
-      const file = path.join(this.tempDir, entry);
-      const info = await stat(file).catch(() => undefined);
-      if (info?.isFile() && now - info.mtimeMs > maxAgeMs) {
-        await rm(file, { force: true });
-        removed++;
-      }
-    }
-    return removed;
+  /** Removes partial files left behind by a crash (older than maxAgeMs, not in use). */
+  cleanTempDir(maxAgeMs: number): Promise<number> {
+    return cleanTempDir(this.tempDir, maxAgeMs);
   }
 }
 

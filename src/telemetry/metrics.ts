@@ -100,6 +100,16 @@ export class Metrics {
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });
+  readonly storageFull = new Gauge({
+    name: 'ncps_storage_full',
+    help: '1 while storage cannot take new files (the file system is full): NAR downloads are then streamed to clients without being kept.',
+    registers: [this.registry],
+  });
+  readonly narsStreamedUnstored = new Counter({
+    name: 'ncps_nar_streamed_unstored_total',
+    help: 'NAR requests streamed from upstream to the client without keeping the NAR, because storage was full.',
+    registers: [this.registry],
+  });
   readonly backgroundMigrations = new Counter({
     name: 'ncps_background_migration_objects_total',
     help: 'Legacy narinfo files migrated into the database as clients asked for them.',

@@ -4,6 +4,7 @@
 // why, so the answer of /readyz is also the first thing to read when something is wrong.
 
 import type { Database } from '../db/database';
+import type { StorageSpace } from '../cache/storage-space';
 import type { Storage } from '../storage/storage';
 import type { UpstreamPool } from '../upstream/pool';
 
@@ -27,6 +28,8 @@ export interface ReadinessOptions {
   db: Pick<Database, 'checkWritable'>;
   storage: Pick<Storage, 'checkWritable'>;
   upstreams: Pick<UpstreamPool, 'upstreams'>;
+  /** Whether storage is full (NAR downloads then pass through unstored): reported with storage. */
+  space?: Pick<StorageSpace, 'status'>;
   /** A check that takes longer fails (a hung database must not hang the probe). Default 3 s. */
   timeoutMs?: number;
   /** Answers this recent are reused, so a burst of probes costs one round of checks. Default 1 s. */
@@ -49,6 +52,11 @@ export class Readiness {
   private async evaluate(): Promise<ReadinessReport> {
     const { db, storage } = this.options;
     const [database, store] = await Promise.all([this.timed(() => db.checkWritable()), this.timed(() => storage.checkWritable())]);
+    const full = this.options.space?.status();
+    if (full?.full) {
+      const why = `storage is full since ${full.since} (${full.reason ?? 'no space left'}): NAR downloads are streamed to clients without being kept, uploads are refused`;
+      Object.assign(store, { ok: false, error: store.error ? `${why}; ${store.error}` : why });
+    }
     const checks = { database, storage: store, upstreams: this.upstreamCheck() };
     return { ready: database.ok && store.ok && checks.upstreams.ok, checks };
   }

@@ -70,7 +70,9 @@ export function registerWriteRoutes(app: FastifyInstance, writes: CacheWrites, o
     // nix copy only writes nix-cache-info when GET said 404, which ours never does; accept it.
     if (file === 'nix-cache-info') return reply.code(204).send();
     if (file.endsWith('.ls')) {
-      await writes.putAuxFile('ls', listingName(file), await readBody(request, MAX_AUX_BYTES));
+      const name = listingName(file);
+      const listing = await readBody(request, MAX_AUX_BYTES);
+      await translate(() => writes.putAuxFile('ls', name, listing));
       return reply.code(204).send();
     }
     const hash = narInfoHashOf(file);
@@ -82,7 +84,9 @@ export function registerWriteRoutes(app: FastifyInstance, writes: CacheWrites, o
 
   app.put<{ Params: { name: string } }>('/upload/log/:name', { config: write }, async (request, reply) => {
     if (!options.allowPut) return notAllowed(reply, '--cache-allow-put-verb');
-    await writes.putAuxFile('log', logName(request.params.name), await readBody(request, MAX_AUX_BYTES));
+    const name = logName(request.params.name);
+    const log = await readBody(request, MAX_AUX_BYTES);
+    await translate(() => writes.putAuxFile('log', name, log));
     return reply.code(204).send();
   });
 
