@@ -3,7 +3,7 @@
 // are passed in, so a cluster swaps implementations without touching this file.
 
 import type { Readable } from 'node:stream';
-import type { Database, NarFileRecord } from '../db/database';
+import { isReadOnlyDatabase, type Database, type NarFileRecord } from '../db/database';
 import type { Locker } from '../lock/locker';
 import { acquireWithin, withLock } from '../lock/locker';
 import { rm } from 'node:fs/promises';
@@ -266,12 +266,34 @@ export class Cache {
         return undefined;
       }
       const { narInfo: served, narFile } = this.prepareForServing(found.narInfo, found.narUrl);
-      for (const orphan of await db.putNarInfo(hash, served, narFile)) await this.options.storage.deleteNar(orphan.name);
+      let orphans;
+      try {
+        orphans = await db.putNarInfo(hash, served, narFile);
+      } catch (error) {
+        // Unrecorded, its NAR could not be served: the path is "not here" until writes work again.
+        if (!isReadOnlyDatabase(error)) throw error;
+        this.databaseRefusesWrites(error as Error);
+        return undefined;
+      }
+      for (const orphan of orphans) await this.options.storage.deleteNar(orphan.name);
       logger.debug({ hash, upstream: found.upstream.baseUrl.href }, 'narinfo fetched from upstream');
       return { narInfo: served, upstream: found.upstream.baseUrl.hostname };
     });
     if (narInfo) this.prefetchNar(narInfo.narInfo);
     return narInfo;
+  }
+
+  private lastReadOnlyWarning = 0;
+
+  /** Said once a minute, not once a request: misses are answered 404 meanwhile, hits still served. */
+  private databaseRefusesWrites(error: Error): void {
+    const now = Date.now();
+    if (now - this.lastReadOnlyWarning < 60_000) return;
+    this.lastReadOnlyWarning = now;
+    this.options.logger.error(
+      { err: error.message },
+      'the database refuses writes (read-only?): paths not cached yet are answered 404, uploads 503, until it takes writes again; /readyz says so',
+    );
   }
 
   /**
@@ -741,6 +763,11 @@ export class Cache {
     try {
       await this.keepAuxFile(kind, name, data);
     } catch (error) {
+      if (isReadOnlyDatabase(error)) {
+        // Stored but not recorded: the orphan sweep removes it later; served now all the same.
+        this.databaseRefusesWrites(error as Error);
+        return;
+      }
       if (!isNoSpace(error)) throw error;
       this.options.space?.markFull((error as Error).message);
       this.options.logger.warn({ kind, name }, 'storage is full: served without keeping it');

@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { Database, PinRecord } from '../db/database';
+import { isReadOnlyDatabase, type Database, type PinRecord } from '../db/database';
 import {
   encodeNix32,
   formatMismatch,
@@ -61,7 +61,7 @@ function parseKeptBuildTrace(data: Buffer): BuildTraceValue | undefined {
 /** A request the cache refuses; the status tells the client why. */
 export class RejectedWrite extends Error {
   constructor(
-    readonly statusCode: 400 | 403 | 404 | 409 | 413 | 507,
+    readonly statusCode: 400 | 403 | 404 | 409 | 413 | 503 | 507,
     message: string,
   ) {
     super(message);
@@ -83,8 +83,12 @@ export interface CacheWritesOptions {
   space?: StorageSpace;
 }
 
-/** What an upload answers when storage has no room: 507, nothing kept. */
+/**
+ * What an upload answers when it cannot be kept: 507 when storage has no room, 503 when the
+ * database takes no writes; nothing is kept either way. Other errors pass through.
+ */
 function insufficientStorage(error: unknown, space: StorageSpace | undefined): never {
+  if (isReadOnlyDatabase(error)) throw new RejectedWrite(503, 'the database refuses writes (read-only?): uploads cannot be recorded right now');
   if (!isNoSpace(error)) throw error;
   space?.markFull((error as Error).message);
   throw new RejectedWrite(507, 'insufficient storage: ncps cannot keep uploads right now');

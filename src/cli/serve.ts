@@ -14,6 +14,7 @@ import { OrphanSweeper } from '../cache/orphans';
 import { CacheWrites } from '../cache/writes';
 import { StorageSpace } from '../cache/storage-space';
 import { LocalStorage } from '../storage/local';
+import { checkSqliteWritable } from '../db/sqlite';
 import { loadSigningKey, readSecretKeyFile } from '../cache/signing-key';
 import { ConfigError, type LoadedConfig } from '../config/load';
 import type { Database } from '../db/database';
@@ -445,6 +446,8 @@ async function serve(argv: string[]): Promise<number> {
  */
 async function prepareStore(config: LoadedConfig, storage: ConfiguredStorage, logger: Logger, lockMode: 'local' | 'distributed'): Promise<{ db: Database; lease: LeaseKeeper }> {
   await new TempFileSweeper(storage.tempDir, config.get<number>('cache.temp-max-age'), logger).sweep();
+  const sqlite = sqliteFile(config);
+  if (sqlite) checkSqliteWritable(sqlite);
   // A Go ncps database is taken over (or, taken over already, checked for news) before anything
   // is served from ours: a takeover killed half-way is finished here first.
   await takeOverConfiguredGoDatabase(config, storage, logger);

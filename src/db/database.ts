@@ -177,3 +177,12 @@ export interface ServerLease {
 }
 
 export class UnsupportedDatabaseError extends Error {}
+
+/**
+ * The database refused a write because it cannot take writes at all (a read-only SQLite file or
+ * file system, a PostgreSQL standby or read-only transaction), not because of what was written.
+ */
+export function isReadOnlyDatabase(error: unknown): boolean {
+  const code = String((error as { code?: unknown } | undefined)?.code ?? '');
+  return code.startsWith('SQLITE_READONLY') || code === 'SQLITE_CANTOPEN' || code.startsWith('SQLITE_IOERR') || code === '25006';
+}

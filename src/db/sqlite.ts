@@ -1,7 +1,7 @@
 // SQLite through better-sqlite3: the embedded default for a single instance. Calls are synchronous
 // and take microseconds, so they are wrapped in promises only to fit the Database seam.
 
-import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import type { NarInfo } from '../nix';
@@ -78,8 +78,20 @@ export class SqliteDatabase implements Database {
   constructor(file: string) {
     this.file = file;
     if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
-    this.db = new BetterSqlite3(file);
-    this.db.pragma('journal_mode = WAL');
+    try {
+      this.db = new BetterSqlite3(file);
+      this.db.pragma('journal_mode = WAL');
+    } catch (error) {
+      // SQLite says only "unable to open database file": name the file and the usual causes.
+      const code = (error as { code?: string }).code ?? '';
+      if (code === 'SQLITE_CANTOPEN' || code.startsWith('SQLITE_READONLY') || code.startsWith('SQLITE_IOERR')) {
+        throw Object.assign(
+          new Error(`cannot open the SQLite database ${file} for writing: ${(error as Error).message} (read-only file or file system, or a directory ncps may not write to: SQLite needs to create ${path.basename(file)}-wal and -shm beside it)`),
+          { code },
+        );
+      }
+      throw error;
+    }
     this.db.pragma('busy_timeout = 10000');
     this.db.pragma('foreign_keys = ON');
     // WAL with NORMAL sync is durable across application crashes, which is what a cache needs.
@@ -485,4 +497,22 @@ function narInfoColumns(narInfo: NarInfo) {
     ca: narInfo.ca ?? null,
     extraFields: narInfo.extra.length > 0 ? JSON.stringify(narInfo.extra) : null,
   };
+}
+
+/**
+ * Fails with a message naming the file when an existing SQLite database cannot be written (a
+ * read-only file, directory or file system): SQLite itself says only "unable to open database
+ * file", or opens it read-only and fails every write later.
+ */
+export function checkSqliteWritable(file: string): void {
+  if (file === ':memory:' || !existsSync(file)) return;
+  for (const target of [file, path.dirname(file)]) {
+    try {
+      accessSync(target, constants.W_OK);
+    } catch (error) {
+      throw new Error(
+        `the SQLite database ${file} cannot be written (${(error as NodeJS.ErrnoException).code ?? (error as Error).message} on ${target}): ncps writes it and creates ${path.basename(file)}-wal and -shm beside it`,
+      );
+    }
+  }
 }
