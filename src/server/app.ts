@@ -91,7 +91,7 @@ export function buildApp(options: AppOptions): FastifyInstance {
     // Our own http server, so that the hot path sees each request before fastify does; it is set
     // up as fastify would set up its own.
     serverFactory: (handler, settings: ServerSettings) => {
-      const server = http.createServer(settings.http ?? {}, (req, res) => hotPath(req, res, () => handler(req, res)));
+      const server = http.createServer(settings.http ?? {}, (req, res) => hotPath(req, res, handler));
       if (settings.keepAliveTimeout !== undefined) server.keepAliveTimeout = settings.keepAliveTimeout;
       if (settings.requestTimeout !== undefined) server.requestTimeout = settings.requestTimeout;
       server.setTimeout(settings.connectionTimeout ?? 0);

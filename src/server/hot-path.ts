@@ -32,12 +32,23 @@ export interface HotPathOptions {
  * Returns a handler that answers the request, or passes it to `fallback` (fastify): at once when
  * it is not a narinfo read it can answer, or after looking in the database and finding nothing.
  */
-export function createHotPath(options: HotPathOptions): (req: IncomingMessage, res: ServerResponse, fallback: () => void) => void {
+export function createHotPath(options: HotPathOptions): (req: IncomingMessage, res: ServerResponse, fallback: (req: IncomingMessage, res: ServerResponse) => void) => void {
   const { cache, checkAccess, record, route } = options;
 
-  const answer = (req: IncomingMessage, res: ServerResponse, socket: Socket, started: bigint, body: Buffer, from: NarInfoSource) => {
+  // The headers by body length, built once: narinfos are a few hundred bytes, so there are few.
+  const headersByLength = new Map<number, Record<string, string | number>>();
+  const headersFor = (length: number) => {
+    let headers = headersByLength.get(length);
+    if (!headers) {
+      headers = { ...narInfoHeaders(length), 'x-cache': 'HIT' };
+      if (headersByLength.size < 4096) headersByLength.set(length, headers);
+    }
+    return headers;
+  };
+
+  const answer = (req: IncomingMessage, res: ServerResponse, socket: Socket, started: number, body: Buffer, from: NarInfoSource) => {
     const bytesBefore = socket.bytesWritten;
-    res.writeHead(200, { ...narInfoHeaders(body.length), 'x-cache': 'HIT' });
+    res.writeHead(200, headersFor(body.length));
     if (req.method === 'HEAD') res.end();
     else res.end(body);
     record({
@@ -46,7 +57,7 @@ export function createHotPath(options: HotPathOptions): (req: IncomingMessage, r
       route,
       status: 200,
       bytes: socket.bytesWritten - bytesBefore,
-      seconds: Number(process.hrtime.bigint() - started) / 1e9,
+      seconds: (performance.now() - started) / 1000,
       ip: socket.remoteAddress ?? '',
       cacheKind: 'narinfo',
       cacheSource: 'hit',
@@ -58,27 +69,27 @@ export function createHotPath(options: HotPathOptions): (req: IncomingMessage, r
   };
 
   return (req, res, fallback) => {
-    const started = process.hrtime.bigint();
+    const started = performance.now();
     const { method, url } = req;
-    if ((method !== 'GET' && method !== 'HEAD') || url?.length !== NARINFO_PATH_LENGTH) return fallback();
+    if ((method !== 'GET' && method !== 'HEAD') || url?.length !== NARINFO_PATH_LENGTH) return fallback(req, res);
     const hash = NARINFO_PATH.exec(url)?.[1];
-    if (hash === undefined || tracingEnabled()) return fallback();
-    if (checkAccess('read', req.headers.authorization) !== 'allowed') return fallback();
+    if (hash === undefined || tracingEnabled()) return fallback(req, res);
+    if (checkAccess('read', req.headers.authorization) !== 'allowed') return fallback(req, res);
     // A response queued behind another on the same connection (pipelining) has no socket yet: its
     // byte count needs the tracking the fastify hooks do.
     const socket = res.socket;
-    if (!socket) return fallback();
+    if (!socket) return fallback(req, res);
     const body = cache.peekNarInfo(hash);
     if (body !== undefined) return answer(req, res, socket, started, body, 'database');
     // Not memoised: the database (or a legacy file) may have it. Anything else, an error included,
     // is fastify's to answer (it looks again, then asks upstream).
     cache.storedNarInfo(hash).then(
       (stored) => {
-        if (!stored) return fallback();
+        if (!stored) return fallback(req, res);
         if (socket.destroyed) return;
         answer(req, res, socket, started, stored.body, stored.from);
       },
-      () => fallback(),
+      () => fallback(req, res),
     );
   };
 }

@@ -70,7 +70,7 @@ export function createResponseRecorder(metrics: Metrics, logger: Logger, onMiss?
         narAbsent.inc();
       }
     }
-    if (r.quiet) return;
+    if (r.quiet || !logger.isLevelEnabled('info')) return;
     logger.info(
       {
         client: clientAddress(r.ip),
