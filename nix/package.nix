@@ -1,7 +1,8 @@
 # ncps as a Nix package: the esbuild bundle run by nixpkgs' Node.js, with better-sqlite3's native
 # addon built from source against the same Node.js, behind a `bin/ncps` wrapper that also puts
 # xz, zstd and bzip2 on PATH (ncps runs them to check compressed NARs), and `bin/dbmate-ncps`,
-# the migration step nixpkgs' services.ncps runs before the server.
+# the migration step nixpkgs' services.ncps runs before the server; with the man page ncps(1) and
+# bash, zsh and fish completions, generated from the option table.
 #
 # npm dependencies: package-lock.json has `integrity` but no `resolved` URLs, which nixpkgs'
 # fetchNpmDeps and importNpmLock both need. So `npmDeps` below is a fixed-output derivation that
@@ -18,6 +19,7 @@
   nodejs,
   python3,
   makeWrapper,
+  installShellFiles,
   srcOnly,
   cacert,
   xz,
@@ -150,6 +152,7 @@ stdenv.mkDerivation {
     nodejs
     python3
     makeWrapper
+    installShellFiles
   ];
 
   configurePhase = ''
@@ -205,6 +208,13 @@ stdenv.mkDerivation {
     # What nixpkgs' services.ncps runs before the server (DATABASE_URL=… dbmate-ncps up): ncps's
     # own migrations, so that module works with this package swapped in (src/cli/dbmate.ts).
     launcher dbmate-ncps dbmate
+
+    # Made by the build from the option table (scripts/build.mjs: ncps manpage, ncps completion).
+    installManPage dist/man/ncps.1
+    installShellCompletion --cmd ncps \
+      --bash dist/completions/ncps.bash \
+      --zsh dist/completions/_ncps \
+      --fish dist/completions/ncps.fish
     runHook postInstall
   '';
 
@@ -214,6 +224,10 @@ stdenv.mkDerivation {
     "$out/bin/ncps" --version
     "$out/bin/ncps" serve --help > /dev/null
     "$out/bin/dbmate-ncps" --help > /dev/null
+    test -s "$out/share/man/man1/ncps.1.gz"
+    test -s "$out/share/bash-completion/completions/ncps.bash"
+    test -s "$out/share/zsh/site-functions/_ncps"
+    test -s "$out/share/fish/vendor_completions.d/ncps.fish"
     DATABASE_URL="sqlite:$TMPDIR/check/db.sqlite" "$out/bin/dbmate-ncps" up
     ${lib.getExe nodejs} -e '
       const Database = require(process.argv[1]);

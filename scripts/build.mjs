@@ -18,3 +18,18 @@ await build({
   banner: { js: '#!/usr/bin/env node' },
   logLevel: 'warning',
 });
+
+// The manual page and the shell completions, made by the bundle from its option table: npm
+// installs the page (package.json "man"), the Nix package both.
+const { execFileSync } = await import('node:child_process');
+const { mkdirSync, writeFileSync } = await import('node:fs');
+const generated = {
+  'dist/man/ncps.1': ['manpage'],
+  'dist/completions/ncps.bash': ['completion', 'bash'],
+  'dist/completions/_ncps': ['completion', 'zsh'],
+  'dist/completions/ncps.fish': ['completion', 'fish'],
+};
+for (const [file, args] of Object.entries(generated)) {
+  mkdirSync(new URL(`../${file.slice(0, file.lastIndexOf('/'))}`, import.meta.url), { recursive: true });
+  writeFileSync(new URL(`../${file}`, import.meta.url), execFileSync(process.execPath, ['dist/ncps.cjs', ...args], { cwd: new URL('..', import.meta.url) }));
+}

@@ -13,6 +13,8 @@ import { serveCommand } from './serve';
 import { sweepOrphansCommand } from './sweep-orphans';
 
 import { VERSION } from './version';
+import { completionScript, type CompletedCommand } from './completion';
+import { manPage } from './manpage';
 import { flushLogs } from '../telemetry/logger';
 
 interface Command {
@@ -43,6 +45,8 @@ const COMMANDS: Record<string, Command> = {
   dbmate: dbmateCommand,
   help: { summary: 'Show the commands, or the flags of one command (ncps help serve).', aliases: ['h'], run: helpCommand },
   version: { summary: 'Print the version.', run: async () => printVersion() },
+  completion: { summary: 'Print a shell completion script: ncps completion bash|zsh|fish.', run: completionCommand },
+  manpage: { summary: 'Print the manual page (roff), made from the option table.', run: async () => printManPage() },
   'migrate-nar-to-chunks': absentCommand(
     '(Go ncps) split NARs into CDC chunks: not part of this ncps.',
     'ncps migrate-nar-to-chunks: this ncps has no content-defined chunking (CDC); it stores every NAR whole, so there is nothing to convert.',
@@ -54,7 +58,32 @@ const COMMANDS: Record<string, Command> = {
 };
 
 /** Commands shown in the usage text (the Go-only ones are left out). */
-const LISTED = ['serve', 'migrate', 'migrate-narinfo', 'sweep-orphans', 'fsck', 'help', 'version'];
+const LISTED = ['serve', 'migrate', 'migrate-narinfo', 'sweep-orphans', 'fsck', 'help', 'version', 'completion', 'manpage'];
+
+/** The commands as completion and the man page describe them. */
+function listedCommands(): CompletedCommand[] {
+  return LISTED.map((name) => ({ name, summary: COMMANDS[name]!.summary, ...(COMMANDS[name]!.aliases ? { aliases: COMMANDS[name]!.aliases } : {}) }));
+}
+
+async function completionCommand(argv: string[]): Promise<number> {
+  const shell = argv.find((a) => !a.startsWith('-'));
+  if (argv.includes('--help') || argv.includes('-h') || !shell) {
+    (shell ? process.stdout : process.stderr).write('Usage: ncps completion bash|zsh|fish\n\nPrints the completion script, e.g.  source <(ncps completion bash)\n');
+    return shell || argv.includes('--help') || argv.includes('-h') ? 0 : 2;
+  }
+  try {
+    process.stdout.write(completionScript(shell, listedCommands()));
+    return 0;
+  } catch (error) {
+    process.stderr.write(`ncps completion: ${(error as Error).message}\n`);
+    return 2;
+  }
+}
+
+function printManPage(): number {
+  process.stdout.write(manPage(listedCommands(), VERSION));
+  return 0;
+}
 
 function findCommand(name: string): [string, Command] | undefined {
   for (const [canonical, command] of Object.entries(COMMANDS)) {
