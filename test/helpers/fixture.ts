@@ -16,6 +16,7 @@ import {
   type Closure,
   type Compression,
   type KeyPair,
+  type NixClient,
   type SubstituteResult,
 } from './nix';
 import { startStaticCache, type StaticCache } from './static-cache';
@@ -125,6 +126,8 @@ export interface SubstituteVia {
   ncps?: NcpsProcess;
   /** Prefix for failure messages, where a test substitutes several closures. */
   what?: string;
+  /** Which Nix client substitutes; the host's by default. */
+  client?: NixClient;
 }
 
 function prefixed(what: string | undefined, message: string): string {
@@ -139,23 +142,25 @@ export async function substituteClosure(closure: Closure, via: SubstituteVia): P
     trustedPublicKey: via.trustedPublicKey,
     options: via.options,
     timeoutMs: via.timeoutMs,
+    ...(via.client ? { client: via.client } : {}),
   });
   const logs = via.ncps ? `\n--- ncps logs (tail)\n${via.ncps.logs().slice(-6000)}` : '';
-  assert.equal(r.code, 0, prefixed(via.what, `nix-store exit ${r.code}\n--- nix stderr\n${r.stderr.slice(-8000)}${logs}`));
+  const who = via.client?.root ? ` (${via.client.label})` : '';
+  assert.equal(r.code, 0, prefixed(via.what, `nix-store${who} exit ${r.code}\n--- nix stderr\n${r.stderr.slice(-8000)}${logs}`));
   return r;
 }
 
 /** Asserts that every path of `closure` is valid in the chroot store at `storeRoot` and still
  * matches its NAR hash. */
-export async function assertClosureValid(storeRoot: string, closure: Closure, what?: string): Promise<void> {
+export async function assertClosureValid(storeRoot: string, closure: Closure, what?: string, client?: NixClient): Promise<void> {
   for (const p of closure.paths) {
-    assert.equal(await verifyStorePath(storeRoot, p), true, prefixed(what, `${p} should be valid in the chroot store ${storeRoot}`));
+    assert.equal(await verifyStorePath(storeRoot, p, client), true, prefixed(what, `${p} should be valid in the chroot store ${storeRoot}${client?.root ? ` (${client.label})` : ''}`));
   }
 }
 
 /** substituteClosure(), then assertClosureValid() on the store it filled. */
 export async function substituteAndVerify(closure: Closure, via: SubstituteVia): Promise<SubstituteResult> {
   const r = await substituteClosure(closure, via);
-  await assertClosureValid(r.storeRoot, closure, via.what);
+  await assertClosureValid(r.storeRoot, closure, via.what, r.client);
   return r;
 }

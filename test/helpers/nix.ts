@@ -1,6 +1,7 @@
 // Real-Nix fixtures: build closures, make signed binary caches, substitute into chroot stores.
 // Written for (and checked against) Debian's nix-bin, Nix 2.8, running as root without a daemon.
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -20,6 +21,66 @@ export function nixAvailable(): boolean {
     });
   }
   return available;
+}
+
+/**
+ * A Nix client the tests run: the host's (Debian 12's nix-bin, Nix 2.8), or Nix 2.26 from a Debian
+ * 13 root that `.ci/run` makes with debootstrap (NCPS_NIX_ROOT_2_26), run with `chroot`. It shares
+ * the network, so it reaches ncps on loopback; its files live under the root.
+ */
+export interface NixClient {
+  /** For test names and messages. */
+  label: string;
+  /** The directory to chroot into; undefined for the host's client. */
+  root?: string;
+}
+
+export const HOST_NIX: NixClient = { label: 'Nix 2.8' };
+
+let nix226: NixClient | string | undefined;
+
+/** The Nix 2.26 client, or why it cannot be run here. */
+export function nix226Client(): NixClient | string {
+  if (nix226 === undefined) {
+    const root = process.env.NCPS_NIX_ROOT_2_26;
+    if (!root) nix226 = 'NCPS_NIX_ROOT_2_26 is not set (.ci/run makes a Debian 13 root with Nix 2.26 and sets it)';
+    else if (!existsSync(path.join(root, 'usr', 'bin', 'nix-store'))) nix226 = `NCPS_NIX_ROOT_2_26=${root} has no usr/bin/nix-store`;
+    else if (!existsSync(path.join(root, 'proc', 'self'))) nix226 = `NCPS_NIX_ROOT_2_26=${root} has no proc mounted`;
+    else {
+      const r = spawnSync('chroot', [root, 'nix-store', '--version'], { encoding: 'utf8', timeout: 30_000 });
+      nix226 = r.status === 0 && /\b2\.26\./.test(r.stdout) ? { label: 'Nix 2.26', root } : `chroot ${root} nix-store --version: ${(r.stdout || r.stderr || r.error?.message || '').trim()}`;
+    }
+  }
+  return nix226;
+}
+
+/** Every client a test should run with, each with its skip reason (false: runs). */
+export function nixClients(): Array<{ client: NixClient; skip: string | false }> {
+  const newer = nix226Client();
+  return [
+    { client: HOST_NIX, skip: nixAvailable() ? false : 'nix-bin not installed' },
+    typeof newer === 'string' ? { client: { label: 'Nix 2.26' }, skip: newer } : { client: newer, skip: false },
+  ];
+}
+
+/** A fresh directory the client can use: `inside` is its path as the client sees it. */
+export async function clientTempDir(client: NixClient, prefix: string): Promise<{ inside: string; outside: string }> {
+  if (!client.root) {
+    const dir = await makeTempDir(prefix);
+    return { inside: dir, outside: dir };
+  }
+  const outside = await makeTempDir(prefix, path.join(client.root, 'tmp'));
+  return { inside: `/${path.relative(client.root, outside)}`, outside };
+}
+
+/** Runs one of the client's commands (`nix`, `nix-store`, …), with a private XDG_CACHE_HOME. */
+export async function runNixClient(client: NixClient, cmd: string, args: readonly string[], opts: { timeoutMs?: number } = {}): Promise<RunResult> {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env.NIX_REMOTE;
+  delete env.NIX_CONFIG;
+  env.XDG_CACHE_HOME = (await clientTempDir(client, 'xdg-cache')).inside;
+  const timeoutMs = opts.timeoutMs ?? 120_000;
+  return client.root ? run('chroot', [client.root, cmd, ...args], { env, timeoutMs }) : run(cmd, args, { env, timeoutMs });
 }
 
 /** Options every local build/copy needs here: no network substituters, no sandbox, no build users. */
@@ -190,8 +251,10 @@ export interface SubstituteResult {
   code: number;
   stdout: string;
   stderr: string;
-  /** Root of the chroot store the path was realised into (`--store ROOT`). */
+  /** Root of the chroot store the path was realised into (`--store ROOT`), as the client sees it. */
   storeRoot: string;
+  /** The client that did it. */
+  client: NixClient;
 }
 
 /** Realises `storePath` (and its closure) into a chroot store with the real Nix client, using
@@ -205,12 +268,15 @@ export async function substitute(
     /** Extra `--option NAME VALUE` pairs. */
     options?: Record<string, string>;
     timeoutMs?: number;
+    /** Which Nix client substitutes; the host's by default. */
+    client?: NixClient;
   },
 ): Promise<SubstituteResult> {
-  const storeRoot = opts.storeRoot ?? (await makeTempDir('chroot-store'));
+  const client = opts.client ?? HOST_NIX;
+  const storeRoot = opts.storeRoot ?? (await clientTempDir(client, 'chroot-store')).inside;
   const args = ['--store', storeRoot, '-r', storePath, ...clientOptions(opts)];
-  const r = await run('nix-store', args, { env: await nixEnv(), timeoutMs: opts.timeoutMs ?? 110_000 });
-  return { code: r.code, stdout: r.stdout, stderr: r.stderr, storeRoot };
+  const r = await runNixClient(client, 'nix-store', args, { timeoutMs: opts.timeoutMs ?? 110_000 });
+  return { code: r.code, stdout: r.stdout, stderr: r.stderr, storeRoot, client };
 }
 
 /** `--option` pairs for a client that may substitute only from `substituter`, trusting only `trustedPublicKey`. */
@@ -231,11 +297,8 @@ function clientOptions(opts: { substituter: string; trustedPublicKey: string; op
 
 /** True when `storePath` is registered as valid in the chroot store at `storeRoot` and its
  * contents still match the recorded NAR hash (`nix-store --verify-path`). */
-export async function verifyStorePath(storeRoot: string, storePath: string): Promise<boolean> {
-  const r = await run('nix-store', ['--store', storeRoot, '--verify-path', storePath], {
-    env: await nixEnv(),
-    timeoutMs: 60_000,
-  });
+export async function verifyStorePath(storeRoot: string, storePath: string, client: NixClient = HOST_NIX): Promise<boolean> {
+  const r = await runNixClient(client, 'nix-store', ['--store', storeRoot, '--verify-path', storePath], { timeoutMs: 60_000 });
   return r.code === 0;
 }
 
@@ -303,5 +366,5 @@ export async function substituteCaBuild(
   const storeRoot = await makeTempDir('chroot-store-ca');
   const args = [...CA_FEATURES, 'build', '--store', storeRoot, '--file', build.exprFile, '--no-link', '--max-jobs', '0', ...clientOptions(opts)];
   const r = await run('nix', args, { env: await nixEnv(), timeoutMs: 110_000 });
-  return { code: r.code, stdout: r.stdout, stderr: r.stderr, storeRoot };
+  return { code: r.code, stdout: r.stdout, stderr: r.stderr, storeRoot, client: HOST_NIX };
 }

@@ -88,10 +88,10 @@ function killGroup(pid: number | undefined, signal: NodeJS.Signals): void {
 
 const tempDirs = new Set<string>();
 
-/** Creates a fresh directory under os.tmpdir(); removed by cleanupTempDirs(). */
-export async function makeTempDir(prefix: string): Promise<string> {
+/** Creates a fresh directory under os.tmpdir() (or under `parent`); removed by cleanupTempDirs(). */
+export async function makeTempDir(prefix: string, parent = os.tmpdir()): Promise<string> {
   const safe = prefix.replace(/[^A-Za-z0-9._-]/g, '_');
-  const dir = await mkdtemp(path.join(os.tmpdir(), `ncps-test-${safe}-`));
+  const dir = await mkdtemp(path.join(parent, `ncps-test-${safe}-`));
   tempDirs.add(dir);
   return dir;
 }

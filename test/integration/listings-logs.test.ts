@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { signedUpstream, teardown, type SignedUpstream } from '../helpers/fixture';
 import { request } from '../helpers/http';
 import { startNcps, type NcpsProcess } from '../helpers/ncps';
-import { hashPart, makeTempDir, nixAvailable, run, type Closure } from '../helpers/nix';
+import { hashPart, makeTempDir, nixAvailable, nixClients, run, runNixClient, type Closure } from '../helpers/nix';
 
 const skip = nixAvailable() ? false : 'nix-bin not installed';
 
@@ -64,6 +64,20 @@ describe('NAR listings and build logs', { skip, timeout: 240_000 }, () => {
     assert.equal(stored.headers['content-type'], 'application/json');
     assert.equal(JSON.parse(stored.text).version, 1);
   });
+
+  // Both clients build `nix store ls` of a binary cache from the NAR (checked: Nix 2.8 and 2.26).
+  for (const { client, skip: clientSkip } of nixClients()) {
+    it(`${client.label}: nix store ls and nix log through ncps, from its storage`, { skip: clientSkip }, async () => {
+      const base = ['--extra-experimental-features', 'nix-command', '--option', 'substituters', ''];
+      const listing = await runNixClient(client, 'nix', [...base, 'store', 'ls', '--store', ncps.url, '-R', closure.top]);
+      assert.equal(listing.code, 0, listing.stderr);
+      assert.match(listing.stdout, /bin\/hello/);
+      assert.match(listing.stdout, /nested\/deeper\/empty/);
+      const log = await runNixClient(client, 'nix', [...base, 'log', '--store', ncps.url, closure.top]);
+      assert.equal(log.code, 0, log.stderr);
+      assert.equal(log.stdout, LOG);
+    });
+  }
 
   it('rejects malformed names and answers 404 for unknown ones', async () => {
     assert.equal((await request(ncps.url, '/log/..%2F..%2Fetc%2Fpasswd')).status, 400);

@@ -16,13 +16,17 @@ import {
   hashPart,
   makeBinaryCache,
   makeTempDir,
+  clientTempDir,
+  nix226Client,
   nixAvailable,
   run,
+  runNixClient,
   sleep,
   substitute,
   verifyStorePath,
   type Closure,
   type KeyPair,
+  type NixClient,
   type RunResult,
 } from '../helpers/nix';
 
@@ -178,6 +182,7 @@ describe('operations', { skip }, () => {
 
   // Closures that exist only locally (uploaded with nix copy).
   let copied: Closure;
+  let copiedByNewerNix: Closure; // uploaded by Nix 2.26
   let signedCopy: Closure;
   let unsignedCopy: Closure;
   let deletable: Closure;
@@ -221,6 +226,7 @@ describe('operations', { skip }, () => {
       unusedKey = await generateKeyPair('unused-upstream-1', keyDir);
 
       copied = await buildClosure({ label: 'ops-copied' });
+      copiedByNewerNix = await buildClosure({ label: 'ops-copied-226' });
       signedCopy = await buildClosure({ label: 'ops-signed' });
       unsignedCopy = await buildClosure({ label: 'ops-unsigned' });
       deletable = await buildClosure({ label: 'ops-delete' });
@@ -299,6 +305,28 @@ describe('operations', { skip }, () => {
 
       // The upstream does not exist: everything must come from what was uploaded.
       await substituteAndVerify(copied, { substituter: put.url, trustedPublicKey: ncpsKey, ncps: put });
+    });
+
+    const newer = nix226Client();
+    it('accepts `nix copy --to …/upload` from Nix 2.26 too, and Nix 2.26 substitutes the closure from ncps alone', { timeout: TIMEOUT, skip: typeof newer === 'string' ? newer : false }, async () => {
+      const client = newer as NixClient;
+      // The closure reaches Nix 2.26 as a binary cache in its own root, written by the host's Nix.
+      const source = await clientTempDir(client, 'copy-source');
+      await makeBinaryCache(source.outside, copiedByNewerNix.paths, { secretKeyFile: uploadKey.secretKeyFile, compression: 'zstd' });
+      const copy = await runNixClient(
+        client,
+        'nix',
+        ['--extra-experimental-features', 'nix-command', 'copy', '--no-check-sigs', '--from', `file://${source.inside}`, '--to', `${put.url}/upload`, '--option', 'substituters', '', copiedByNewerNix.top],
+        { timeoutMs: 150_000 },
+      );
+      assert.equal(copy.code, 0, nixDiag(copy, put));
+      const ncpsKey = await put.publicKey();
+      for (const p of copiedByNewerNix.paths) {
+        const r = await request(put.url, `/upload/${hashPart(p)}.narinfo`);
+        assert.equal(r.status, 200, describeResponse(`GET /upload/${hashPart(p)}.narinfo`, r, put));
+        assert.ok(hasValidSignature(parseNarinfo(r.text), ncpsKey), `uploaded narinfo must carry a valid ncps signature:\n${r.text}`);
+      }
+      await substituteAndVerify(copiedByNewerNix, { substituter: put.url, trustedPublicKey: ncpsKey, ncps: put, client });
     });
 
     it('accepts nix copy with compression zstd and none as well', { timeout: TIMEOUT }, async () => {

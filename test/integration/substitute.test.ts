@@ -8,7 +8,7 @@ import { signedUpstream, substituteAndVerify, teardown, type SignedUpstream } fr
 import { downloadHashed, request } from '../helpers/http';
 import { hasValidSignature, narHashOfFile, narUrlPath, nix32Encode, normaliseHash, parseNarinfo } from '../helpers/narinfo';
 import { startNcps, type NcpsProcess } from '../helpers/ncps';
-import { hashPart, makeTempDir, nixAvailable, type Compression } from '../helpers/nix';
+import { hashPart, makeTempDir, nixAvailable, nixClients, type Compression } from '../helpers/nix';
 
 const skip = nixAvailable() ? false : 'nix-bin not installed';
 const TIMEOUT = 120_000;
@@ -42,10 +42,13 @@ for (const compression of ['xz', 'zstd', 'none'] as const satisfies readonly Com
       assert.match(info.text, /^StoreDir: \/nix\/store$/m);
     });
 
-    it('lets the Nix client substitute the whole closure, trusting only ncps\'s key', { timeout: TIMEOUT }, async () => {
-      assert.ok(ncps);
-      await substituteAndVerify(upstream.closure, { substituter: ncps.url, trustedPublicKey: ncpsKey, ncps });
-    });
+    // Each client in turn (the first makes ncps download, the next is served from its storage).
+    for (const { client, skip: clientSkip } of nixClients()) {
+      it(`lets ${client.label} substitute the whole closure, trusting only ncps's key`, { timeout: TIMEOUT, skip: clientSkip }, async () => {
+        assert.ok(ncps);
+        await substituteAndVerify(upstream.closure, { substituter: ncps.url, trustedPublicKey: ncpsKey, ncps, client });
+      });
+    }
 
     it('serves narinfos re-signed as ncps-test that keep the upstream signature', { timeout: TIMEOUT }, async () => {
       assert.ok(ncps);
@@ -86,11 +89,13 @@ for (const compression of ['xz', 'zstd', 'none'] as const satisfies readonly Com
       }
     });
 
-    it('still substitutes from its own storage once the upstream is gone', { timeout: TIMEOUT }, async () => {
-      assert.ok(ncps);
-      await upstream.stop();
-      await substituteAndVerify(upstream.closure, { substituter: ncps.url, trustedPublicKey: ncpsKey, ncps });
-    });
+    for (const { client, skip: clientSkip } of nixClients()) {
+      it(`still substitutes for ${client.label} from its own storage once the upstream is gone`, { timeout: TIMEOUT, skip: clientSkip }, async () => {
+        assert.ok(ncps);
+        await upstream.stop();
+        await substituteAndVerify(upstream.closure, { substituter: ncps.url, trustedPublicKey: ncpsKey, ncps, client });
+      });
+    }
 
     it('keeps its key and its cache across a restart (upstream still down)', { timeout: TIMEOUT }, async () => {
       assert.ok(ncps);
