@@ -214,7 +214,8 @@ let
     "exec ${ncps} serve ${concatStringsSep " " (serveFlags ++ map escapeShellArg cfg.extraArgs)}"
   ];
 
-  # migrate-narinfo and migrate take flags only: the serve config file holds keys they do not know.
+  # migrate-narinfo and migrate get what they need as flags (storage, database, Redis); the config
+  # file would serve them too, as one file serves every command.
   databaseFlags = optional (cfg.cache.databaseURL != null) "--cache-database-url=${cfg.cache.databaseURL}";
   storageFlags =
     if useS3 then
@@ -836,7 +837,7 @@ in
         type = types.nullOr types.str;
         default = null;
         example = "100G";
-        description = "Maximum size of the store (units B, K, M, G, T); needs lru.schedule.";
+        description = "Maximum size of the store (units B, K, M, G, T). ncps keeps the store under it with a clean-up every hour, at minute 0, or on lru.schedule.";
       };
 
       lru = {
@@ -844,7 +845,7 @@ in
           type = types.nullOr types.str;
           default = null;
           example = "0 2 * * *";
-          description = "Cron schedule of the clean-up that keeps the store under maxSize.";
+          description = "Cron schedule of the clean-up that keeps the store under maxSize; null: every hour, at minute 0.";
         };
         scheduleTimeZone = mkOption {
           type = types.str;
@@ -1069,7 +1070,6 @@ in
         ++ optional (cfg.cache.upstream.publicKeys == [ ] && builtins.any (u: !(hasPrefix "https://cache.nixos.org" u)) cfg.cache.upstream.urls) "services.ncps.cache.upstream.publicKeys is empty: ncps then trusts only cache.nixos.org's key and answers 404 for narinfos from the other upstreams."
         ++ optional (cfg.highAvailability.enable && !useS3) "services.ncps.highAvailability with local storage: ${toString cfg.cache.storage.local} must be a file system every instance shares (e.g. NFS)."
         ++ optional cfg.cache.cdc.enabled "services.ncps.cache.cdc.enabled has no effect: this ncps does not implement content-defined chunking."
-        ++ optional (cfg.cache.maxSize != null && cfg.cache.lru.schedule == null) "services.ncps.cache.maxSize without cache.lru.schedule: nothing will clean the store up."
         ++ optional (!notifies) "services.ncps.package (${cfg.package.name or "?"}) is not this ncps (the Go ncps from nixpkgs?): it runs as Type=simple without the watchdog, and this module's additions may not apply to it. Set services.ncps.package to this flake's package (nixosModules.default does)."
         ++ lib.mapAttrsToList (name: v: "services.ncps.${name} = ${toString v}: ncps takes 0 and more; it is used as 0 (the default).") negativeInts;
 
