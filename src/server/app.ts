@@ -152,12 +152,12 @@ export function buildApp(options: AppOptions): FastifyInstance {
       bytes,
       seconds,
       ip,
-      ...(reply.raw.writableFinished ? {} : { aborted: true }),
       cacheKind: request.cacheKind,
       cacheSource: result,
       narInfoFrom: request.narInfoFrom,
       upstreamHost: request.upstreamHost,
       quiet: reply.routeOptions.config?.quiet ?? false,
+      aborted: !reply.raw.writableFinished,
     });
   };
 

@@ -64,7 +64,7 @@ export function createHotPath(options: HotPathOptions): (req: IncomingMessage, r
       narInfoFrom: from,
       upstreamHost: undefined,
       quiet: false,
-      ...(socket.destroyed ? { aborted: true } : {}),
+      aborted: socket.destroyed,
     });
   };
 

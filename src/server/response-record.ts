@@ -26,9 +26,10 @@ export interface AnsweredRequest {
   /** Not logged (health checks). */
   quiet: boolean;
   /** The connection went away before the whole response was written. */
-  aborted?: boolean;
+  aborted: boolean;
 }
 
+/** Both callers build it with the same fields in the same order: one object shape, fast field reads. */
 export type ResponseRecorder = (answered: AnsweredRequest) => void;
 
 /** `onMiss` hears of every GET that went to the upstreams (for the status page's recent misses). */

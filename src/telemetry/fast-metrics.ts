@@ -36,6 +36,8 @@ abstract class FastMetric<L extends string, Child> {
   abstract readonly type: 'counter' | 'histogram';
   protected readonly labelNames: readonly L[];
   protected children = new Map<string, Child>();
+  /** Positional lookups by one nested map per label: no key string is built on the hot path. */
+  private positional = new Map<string, unknown>();
 
   constructor(options: FastMetricOptions<L>) {
     this.name = options.name;
@@ -53,10 +55,32 @@ abstract class FastMetric<L extends string, Child> {
   labels(labels: Partial<Record<L, string>>): Child;
   labels(...args: unknown[]): Child {
     const named = typeof args[0] === 'object' && args[0] !== null ? (args[0] as Record<string, string | undefined>) : undefined;
-    const key = named ? this.keyOf(named) : positionalKey(args as string[]);
+    if (!named) return this.byPosition(args as string[]);
+    return this.byKey(this.keyOf(named), () => this.checkedNamed(named));
+  }
+
+  private byPosition(values: string[]): Child {
+    if (values.length !== this.labelNames.length) return this.checkedPositional(values) as never; // throws
+    let level = this.positional;
+    const last = values.length - 1;
+    for (let i = 0; i < last; i++) {
+      let next = level.get(values[i]!) as Map<string, unknown> | undefined;
+      if (!next) level.set(values[i]!, (next = new Map()));
+      level = next;
+    }
+    const leafKey = last >= 0 ? values[last]! : '';
+    let child = level.get(leafKey) as Child | undefined;
+    if (!child) {
+      child = this.byKey(positionalKey(values), () => this.checkedPositional(values));
+      level.set(leafKey, child);
+    }
+    return child;
+  }
+
+  private byKey(key: string, labels: () => LabelValues): Child {
     let child = this.children.get(key);
     if (!child) {
-      child = this.createChild(named ? this.checkedNamed(named) : this.checkedPositional(args as string[]));
+      child = this.createChild(labels());
       this.children.set(key, child);
     }
     return child;
@@ -87,6 +111,7 @@ abstract class FastMetric<L extends string, Child> {
 
   reset(): void {
     this.children = new Map();
+    this.positional = new Map();
   }
 
   protected abstract createChild(labels: LabelValues): Child;
