@@ -200,7 +200,8 @@ describe('the chart\'s pods run the real server', { skip }, () => {
         replicaCount: 2,
         config: {
           hostname: 'cache.example.org',
-          server: { addr: `127.0.0.1:${port}` },
+          // Two worker processes per pod (--server-workers): the HA pod serves through both.
+          server: { addr: `127.0.0.1:${port}`, workers: 2 },
           signing: { secretKey: signingKey.secretKey },
           upstream: { caches: [{ url: upstream.url, publicKey: upstream.key.publicKey }] },
           storage: {

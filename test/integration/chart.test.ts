@@ -322,6 +322,9 @@ describe('Helm chart charts/ncps', { skip }, () => {
     const fsckPod = fsck.spec.jobTemplate.spec.template.spec;
     assert.equal(fsck.spec.timeZone, 'Europe/Berlin');
     assert.deepEqual(fsckPod.containers[0].args, ['--config', '/etc/ncps/config.yaml', 'fsck']);
+    // Without Redis, fsck refuses to repair beside the live server: the chart leaves --repair out.
+    const repairing = one(render({ values: ['single-sqlite'], release: RELEASE, set: { 'fsck.repair': true, 'fsck.verifyContent': true } }), 'CronJob');
+    assert.deepEqual(repairing.spec.jobTemplate.spec.template.spec.containers[0].args, ['--config', '/etc/ncps/config.yaml', 'fsck', '--verify-content']);
     assert.equal(fsckPod.volumes.find((v: any) => v.name === 'storage').persistentVolumeClaim.claimName, `storage-${FULLNAME}-0`);
     const term = fsckPod.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[0];
     assert.equal(term.topologyKey, 'kubernetes.io/hostname');
