@@ -175,6 +175,11 @@ describe('LRU eviction', { skip }, () => {
     assert.ok((metric(metricsText, 'ncps_lru_bytes_freed_total') ?? 0) >= total - maxBytes, 'ncps_lru_bytes_freed_total');
     assert.ok((metric(metricsText, 'ncps_lru_narinfos_evicted_total') ?? 0) >= 1, 'ncps_lru_narinfos_evicted_total');
     assert.ok((metric(metricsText, 'ncps_lru_nar_files_evicted_total') ?? 0) >= 1, 'ncps_lru_nar_files_evicted_total');
+    // A run's duration is recorded when it ends, a little after its last eviction.
+    for (let wait = Date.now() + 15_000; (metric(metricsText, 'ncps_lru_cleanup_duration_seconds_count') ?? 0) < 1 && Date.now() < wait; ) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      metricsText = (await request(ncps.url, '/metrics')).text;
+    }
     assert.ok((metric(metricsText, 'ncps_lru_cleanup_duration_seconds_count') ?? 0) >= 1, 'ncps_lru_cleanup_duration_seconds');
 
     // What is left, closure by closure.

@@ -173,11 +173,10 @@ describe('readiness', { timeout: 240_000 }, () => {
     }
   });
 
-  it('is not ready on a read-only SQLite database', async () => {
+  it('a read-only SQLite database: refused at start, not reported ready', async () => {
     const cache = await upstream();
     const dataDir = await makeTempDir('ready-ro');
-    const dbDir = path.join(dataDir, 'db');
-    const dbFile = path.join(dbDir, 'db.sqlite');
+    const dbFile = path.join(dataDir, 'db', 'db.sqlite');
     const flags = [`--cache-database-url=sqlite:${dbFile}`];
     // A first run creates the schema and the signing key; then the file is made read-only.
     const first = await startNcps({ upstreams: [cache.url], publicKeys: [KEY], dataDir, extraArgs: flags });
@@ -194,23 +193,37 @@ describe('readiness', { timeout: 240_000 }, () => {
     } else {
       await chmod(dbFile, 0o444);
     }
-    const ncps = await startNcps({
-      upstreams: [cache.url],
-      publicKeys: [KEY],
-      dataDir,
-      extraArgs: flags,
-      ...(env ? { env } : {}),
-      ...(wrap.length > 0 ? { wrapper: ['setpriv', ...wrap] } : {}),
-    });
     try {
+      await assert.rejects(
+        startNcps({ upstreams: [cache.url], publicKeys: [KEY], dataDir, extraArgs: flags, ...(env ? { env } : {}), ...(wrap.length > 0 ? { wrapper: ['setpriv', ...wrap] } : {}) }),
+        /cannot be written/,
+      );
+    } finally {
+      await cache.stop();
+    }
+  });
+
+  it('is not ready once PostgreSQL accepts reads only (a standby, default_transaction_read_only)', { skip: postgresAvailable() ? false : postgresUnavailableReason() }, async () => {
+    const pg = await startPostgres();
+    const cache = await upstream();
+    let ncps: NcpsProcess | undefined;
+    try {
+      const url = await pg.createDatabase('ready-ro');
+      const database = decodeURIComponent(new URL(url).pathname.slice(1));
+      ncps = await startNcps({ upstreams: [cache.url], publicKeys: [KEY], extraArgs: [`--cache-database-url=${url}`] });
+      await readinessUntil(ncps, (r) => r.status === 200, 'ready first');
+      await pg.query(database, `ALTER DATABASE "${database}" SET default_transaction_read_only = on`);
+      // ncps's pooled connections go; the new ones are read-only.
+      await pg.query(database, 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [database]);
       const { report } = await readinessUntil(ncps, (r) => r.status === 503, 'not ready on a read-only database');
       assert.equal(report.checks.database.ok, false);
-      assert.match(report.checks.database.error ?? '', /readonly database/);
+      assert.match(report.checks.database.error ?? '', /accepts reads only/);
       assert.equal(report.checks.storage.ok, true, JSON.stringify(report));
       await healthz(ncps);
     } finally {
-      await ncps.stop();
+      await ncps?.stop();
       await cache.stop();
+      await pg.stop().catch(() => undefined);
     }
   });
 

@@ -28,6 +28,7 @@ const OTHER_TOOLS: Record<string, readonly string[]> = {
   npm: ['offline', 'ignore-scripts'],
   node: ['jitless'],
   systemctl: ['failed'],
+  man: ['warnings'],
   pg_restore: ['clean'],
   'nix/update-npm-deps.sh': ['check'],
   // The placeholder of troubleshooting.md's "unknown flag: --foo".
