@@ -19,7 +19,7 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { AbandonedTokens } from './abandoned';
-import { LocalLocker } from './local';
+import { DegradedLocks } from './degraded';
 import type { Lock, Locker } from './locker';
 
 export interface LockLogger {
@@ -115,8 +115,10 @@ export class RedisLocker implements Locker {
   private readonly options: RedisLockerOptions;
   private readonly logger: LockLogger | undefined;
   private readonly connectWaitMs: number;
-  private readonly local = new LocalLocker();
-  private readonly localHeld = new Set<string>();
+  private readonly inProcess = new DegradedLocks(() => {
+    this.acquisitions++;
+    this.degradedAcquisitions++;
+  });
   private readonly held = new Set<HeldLock>();
   private degraded = false;
   private closed = false;
@@ -209,7 +211,7 @@ export class RedisLocker implements Locker {
   async acquire(key: string, requestedTtlMs: number): Promise<RedisLock> {
     this.assertOpen();
     const ttlMs = wholeMs(requestedTtlMs);
-    if (this.degraded && this.client.status !== 'ready') return this.acquireLocal(key, ttlMs);
+    if (this.degraded && this.client.status !== 'ready') return this.inProcess.acquire(key, ttlMs);
     const redisKey = this.options.keyPrefix + key;
     const token = newToken();
     const trySet = this.setIfAbsent(redisKey, token, ttlMs);
@@ -219,7 +221,7 @@ export class RedisLocker implements Locker {
         obtained = await this.reachable(trySet);
       } catch (error) {
         this.abandon(redisKey, token, ttlMs);
-        return this.giveUp(key, ttlMs, error, (k, t) => this.acquireLocal(k, t));
+        return this.giveUp(key, ttlMs, error, (k, t) => this.inProcess.acquire(k, t));
       }
       if (obtained) return this.hold(key, redisKey, token, ttlMs);
       await sleep(this.backoff(busy));
@@ -231,7 +233,7 @@ export class RedisLocker implements Locker {
   async tryAcquire(key: string, requestedTtlMs: number): Promise<RedisLock | undefined> {
     this.assertOpen();
     const ttlMs = wholeMs(requestedTtlMs);
-    if (this.degraded && this.client.status !== 'ready') return this.tryAcquireLocal(key, ttlMs);
+    if (this.degraded && this.client.status !== 'ready') return this.inProcess.tryAcquire(key, ttlMs);
     const redisKey = this.options.keyPrefix + key;
     const token = newToken();
     let obtained: boolean;
@@ -239,7 +241,7 @@ export class RedisLocker implements Locker {
       obtained = await this.reachable(this.setIfAbsent(redisKey, token, ttlMs));
     } catch (error) {
       this.abandon(redisKey, token, ttlMs);
-      return this.giveUp(key, ttlMs, error, (k, t) => this.tryAcquireLocal(k, t));
+      return this.giveUp(key, ttlMs, error, (k, t) => this.inProcess.tryAcquire(k, t));
     }
     return obtained ? this.hold(key, redisKey, token, ttlMs) : undefined;
   }
@@ -251,7 +253,7 @@ export class RedisLocker implements Locker {
     await Promise.race([Promise.allSettled(releases), sleep(2_000)]);
     this.closed = true;
     this.abandoned.close();
-    await this.local.close();
+    await this.inProcess.close();
     try {
       await Promise.race([this.client.quit(), sleep(1_000)]);
     } catch {
@@ -403,36 +405,6 @@ export class RedisLocker implements Locker {
   private async extend(redisKey: string, token: string, ttlMs: number): Promise<boolean> {
     if (this.client.status !== 'ready') throw this.explain(new Error('Connection is closed.'));
     return (await this.client.eval(EXTEND_SCRIPT, 1, redisKey, token, String(ttlMs))) === 1;
-  }
-
-  private async acquireLocal(key: string, ttlMs: number): Promise<RedisLock> {
-    const inner = await this.local.acquire(key, ttlMs);
-    return this.localLock(key, inner);
-  }
-
-  private async tryAcquireLocal(key: string, ttlMs: number): Promise<RedisLock | undefined> {
-    if (this.localHeld.has(key)) return undefined;
-    return this.acquireLocal(key, ttlMs);
-  }
-
-  private localLock(key: string, inner: Lock): RedisLock {
-    this.acquisitions++;
-    this.degradedAcquisitions++;
-    this.localHeld.add(key);
-    let released = false;
-    const controller = new AbortController();
-    return {
-      key,
-      lost: false,
-      degraded: true,
-      signal: controller.signal,
-      release: async () => {
-        if (released) return;
-        released = true;
-        this.localHeld.delete(key);
-        await inner.release();
-      },
-    };
   }
 }
 

@@ -15,8 +15,8 @@
 
 import { Redis } from 'ioredis';
 import { AbandonedTokens } from './abandoned';
-import { LocalLocker } from './local';
-import type { Lock, Locker } from './locker';
+import { DegradedLocks } from './degraded';
+import type { Locker } from './locker';
 import {
   AUTH_ERROR,
   EXTEND_SCRIPT,
@@ -99,8 +99,10 @@ export class RedlockLocker implements Locker {
   private readonly options: RedisLockerOptions;
   private readonly logger: LockLogger | undefined;
   private readonly abandoned: AbandonedTokens;
-  private readonly local = new LocalLocker();
-  private readonly localHeld = new Set<string>();
+  private readonly inProcess = new DegradedLocks(() => {
+    this.acquisitions++;
+    this.degradedAcquisitions++;
+  });
   private readonly held = new Set<HeldLock>();
   private degraded = false;
   private closed = false;
@@ -161,7 +163,7 @@ export class RedlockLocker implements Locker {
   async acquire(key: string, requestedTtlMs: number): Promise<RedisLock> {
     this.assertOpen();
     const ttlMs = wholeMs(requestedTtlMs);
-    if (this.degraded && this.readyNodes() < this.quorum) return this.acquireLocal(key, ttlMs);
+    if (this.degraded && this.readyNodes() < this.quorum) return this.inProcess.acquire(key, ttlMs);
     const redisKey = this.options.keyPrefix + key;
     let unreachable = 0;
     for (let busy = 0; ; ) {
@@ -170,7 +172,7 @@ export class RedlockLocker implements Locker {
       if (outcome.kind === 'unreachable') {
         unreachable++;
         if (this.closed || unreachable >= Math.max(1, this.options.retry.maxAttempts) || outcome.auth) {
-          return this.giveUp(key, ttlMs, outcome.error, (k, t) => this.acquireLocal(k, t));
+          return this.giveUp(key, ttlMs, outcome.error, (k, t) => this.inProcess.acquire(k, t));
         }
         await sleep(this.backoff(unreachable - 1));
       } else {
@@ -184,14 +186,14 @@ export class RedlockLocker implements Locker {
   async tryAcquire(key: string, requestedTtlMs: number): Promise<RedisLock | undefined> {
     this.assertOpen();
     const ttlMs = wholeMs(requestedTtlMs);
-    if (this.degraded && this.readyNodes() < this.quorum) return this.tryAcquireLocal(key, ttlMs);
+    if (this.degraded && this.readyNodes() < this.quorum) return this.inProcess.tryAcquire(key, ttlMs);
     const redisKey = this.options.keyPrefix + key;
     for (let unreachable = 1; ; unreachable++) {
       const outcome = await this.attempt(redisKey, ttlMs);
       if (outcome.kind === 'held') return this.hold(key, redisKey, outcome.token, ttlMs);
       if (outcome.kind === 'busy') return undefined;
       if (this.closed || unreachable >= Math.max(1, this.options.retry.maxAttempts) || outcome.auth) {
-        return this.giveUp(key, ttlMs, outcome.error, (k, t) => this.tryAcquireLocal(k, t));
+        return this.giveUp(key, ttlMs, outcome.error, (k, t) => this.inProcess.tryAcquire(k, t));
       }
       await sleep(this.backoff(unreachable - 1));
     }
@@ -203,7 +205,7 @@ export class RedlockLocker implements Locker {
     await Promise.race([Promise.allSettled(releases), sleep(2_000)]);
     this.closed = true;
     this.abandoned.close();
-    await this.local.close();
+    await this.inProcess.close();
     await Promise.all(
       this.nodes.map(async (node) => {
         try {
@@ -331,34 +333,5 @@ export class RedlockLocker implements Locker {
 
   private assertOpen(): void {
     if (this.closed) throw new LockUnavailableError('the Redis locker is closed');
-  }
-
-  private async acquireLocal(key: string, ttlMs: number): Promise<RedisLock> {
-    const inner = await this.local.acquire(key, ttlMs);
-    return this.localLock(key, inner);
-  }
-
-  private async tryAcquireLocal(key: string, ttlMs: number): Promise<RedisLock | undefined> {
-    if (this.localHeld.has(key)) return undefined;
-    return this.acquireLocal(key, ttlMs);
-  }
-
-  private localLock(key: string, inner: Lock): RedisLock {
-    this.acquisitions++;
-    this.degradedAcquisitions++;
-    this.localHeld.add(key);
-    let released = false;
-    return {
-      key,
-      lost: false,
-      degraded: true,
-      signal: new AbortController().signal,
-      release: async () => {
-        if (released) return;
-        released = true;
-        this.localHeld.delete(key);
-        await inner.release();
-      },
-    };
   }
 }
