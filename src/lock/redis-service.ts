@@ -83,9 +83,9 @@ export class RedisLockService implements Locker {
       this.topology = topology;
       const { logger, addrs } = this.options;
       if (topology === 'independent') {
-        const quorum = Math.floor(addrs.length / 2) + 1;
-        logger?.info({ addrs }, `Redis: ${addrs.length} independent servers; a lock is held when ${quorum} of them grant it`);
-        this.resolved = new RedlockLocker(this.options);
+        const redlock = new RedlockLocker(this.options);
+        logger?.info({ addrs }, `Redis: ${addrs.length} independent servers; a lock is held when ${redlock.quorum} of them grant it`);
+        this.resolved = redlock;
       } else {
         if (topology === 'cluster') logger?.info({ addrs }, 'Redis: the addresses are nodes of one Redis Cluster; locks are kept in the cluster');
         this.resolved = new RedisLocker({ ...this.options, cluster: topology === 'cluster' });

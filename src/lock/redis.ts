@@ -224,7 +224,7 @@ export class RedisLocker implements Locker {
         return this.giveUp(key, ttlMs, error, (k, t) => this.inProcess.acquire(k, t));
       }
       if (obtained) return this.hold(key, redisKey, token, ttlMs);
-      await sleep(this.backoff(busy));
+      await sleep(retryDelay(this.options.retry, busy));
       this.assertOpen();
     }
   }
@@ -303,7 +303,7 @@ export class RedisLocker implements Locker {
         // Rejected credentials will not fix themselves within the retry window.
         if (this.closed || attempt >= maxAttempts || AUTH_ERROR.test(cause.message)) throw cause;
         this.logger?.debug({ attempt, err: cause.message }, 'Redis attempt failed; retrying');
-        await sleep(this.backoff(attempt - 1));
+        await sleep(retryDelay(this.options.retry, attempt - 1));
       }
     }
   }
@@ -366,12 +366,6 @@ export class RedisLocker implements Locker {
       ? `Redis rejected the credentials (${message})`
       : `Redis at ${this.options.addrs.join(', ')} unreachable after ${attempts} attempt(s) (${message})`;
     return new LockUnavailableError(`${what}: ${why}`, { cause: error });
-  }
-
-  private backoff(step: number): number {
-    const { initialDelayMs, maxDelayMs, jitter } = this.options.retry;
-    const delay = Math.min(maxDelayMs, initialDelayMs * 2 ** Math.min(step, 30));
-    return jitter ? Math.random() * delay : delay;
   }
 
   private assertOpen(): void {
@@ -493,6 +487,13 @@ export function parseAddr(addr: string): { host: string; port: number } {
   }
   if (!trimmed) throw new Error(`invalid Redis address "${addr}"`);
   return { host: trimmed, port: 6379 };
+}
+
+/** The wait before retry `step` (0, 1, …): initialDelayMs doubling up to maxDelayMs, with full jitter when asked. */
+export function retryDelay(retry: RedisLockRetryOptions, step: number): number {
+  const { initialDelayMs, maxDelayMs, jitter } = retry;
+  const delay = Math.min(maxDelayMs, initialDelayMs * 2 ** Math.min(step, 30));
+  return jitter ? Math.random() * delay : delay;
 }
 
 /** PX takes a positive integer. */

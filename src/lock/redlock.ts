@@ -25,6 +25,7 @@ import {
   newToken,
   RedisLocker,
   RELEASE_SCRIPT,
+  retryDelay,
   sleep,
   wholeMs,
   type LockLogger,
@@ -174,10 +175,10 @@ export class RedlockLocker implements Locker {
         if (this.closed || unreachable >= Math.max(1, this.options.retry.maxAttempts) || outcome.auth) {
           return this.giveUp(key, ttlMs, outcome.error, (k, t) => this.inProcess.acquire(k, t));
         }
-        await sleep(this.backoff(unreachable - 1));
+        await sleep(retryDelay(this.options.retry, unreachable - 1));
       } else {
         unreachable = 0;
-        await sleep(this.backoff(busy++));
+        await sleep(retryDelay(this.options.retry, busy++));
       }
       this.assertOpen();
     }
@@ -195,7 +196,7 @@ export class RedlockLocker implements Locker {
       if (this.closed || unreachable >= Math.max(1, this.options.retry.maxAttempts) || outcome.auth) {
         return this.giveUp(key, ttlMs, outcome.error, (k, t) => this.inProcess.tryAcquire(k, t));
       }
-      await sleep(this.backoff(unreachable - 1));
+      await sleep(retryDelay(this.options.retry, unreachable - 1));
     }
   }
 
@@ -323,12 +324,6 @@ export class RedlockLocker implements Locker {
       );
     }
     return fallback(key, ttlMs);
-  }
-
-  private backoff(step: number): number {
-    const { initialDelayMs, maxDelayMs, jitter } = this.options.retry;
-    const delay = Math.min(maxDelayMs, initialDelayMs * 2 ** Math.min(step, 30));
-    return jitter ? Math.random() * delay : delay;
   }
 
   private assertOpen(): void {
