@@ -7,7 +7,7 @@
 // connection it queues behind the SET and runs right after it), and retried until it succeeds or the
 // TTL it was set with has run out anyway.
 
-import type { LockLogger } from './redis';
+import type { LockLogger } from './locker';
 
 const FIRST_RETRY_MS = 500;
 const MAX_RETRY_MS = 5_000;

@@ -5,6 +5,13 @@ export interface Lock {
   release(): Promise<void>;
 }
 
+/** What the Redis lockers log through (pino's logger fits). */
+export interface LockLogger {
+  warn(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  debug(obj: object, msg?: string): void;
+}
+
 export interface Locker {
   /** Waits for the lock on `key`; `ttlMs` bounds how long a crashed holder can keep it. */
   acquire(key: string, ttlMs: number): Promise<Lock>;

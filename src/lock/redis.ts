@@ -20,13 +20,7 @@ import os from 'node:os';
 import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { AbandonedTokens } from './abandoned';
 import { DegradedLocks } from './degraded';
-import type { Lock, Locker } from './locker';
-
-export interface LockLogger {
-  warn(obj: object, msg?: string): void;
-  info(obj: object, msg?: string): void;
-  debug(obj: object, msg?: string): void;
-}
+import type { Lock, Locker, LockLogger } from './locker';
 
 export interface RedisLockRetryOptions {
   /** Consecutive failed attempts to reach Redis before giving up (not a bound on waiting for a busy lock). */

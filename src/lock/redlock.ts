@@ -16,7 +16,7 @@
 import { Redis } from 'ioredis';
 import { AbandonedTokens } from './abandoned';
 import { DegradedLocks } from './degraded';
-import type { Locker } from './locker';
+import type { Locker, LockLogger } from './locker';
 import {
   AUTH_ERROR,
   EXTEND_SCRIPT,
@@ -28,7 +28,6 @@ import {
   retryDelay,
   sleep,
   wholeMs,
-  type LockLogger,
   type RedisLock,
   type RedisLockerOptions,
 } from './redis';

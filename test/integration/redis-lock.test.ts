@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
-import { LockUnavailableError, RedisLocker, type LockLogger, type RedisLockerOptions } from '../../src/lock/redis';
-import { withLock } from '../../src/lock/locker';
+import { LockUnavailableError, RedisLocker, type RedisLockerOptions } from '../../src/lock/redis';
+import { withLock, type LockLogger } from '../../src/lock/locker';
 import { createLogger } from '../../src/telemetry/logger';
 import { cleanupTempDirs, freePort, sleep } from '../helpers/proc';
 import { redisAvailable, startRedis, type RedisServer } from '../helpers/redis';
