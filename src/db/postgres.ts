@@ -32,8 +32,10 @@ import type {
 } from './database';
 import {
   leaseFromRow,
+  narFileColumns,
   narFileEntryFromRow,
   narFileFromRow,
+  narInfoColumns,
   narInfoEntryFromRow,
   narInfoFromRow,
   removedNarFileFromRow,
@@ -248,16 +250,7 @@ export class PostgresDatabase implements Database {
            file_hash = COALESCE(nar_files.file_hash, EXCLUDED.file_hash),
            file_size = COALESCE(nar_files.file_size, EXCLUDED.file_size)
          RETURNING id`,
-        [
-          narFile.name,
-          narFile.compression,
-          narFile.fileHash ?? null,
-          narFile.fileSize ?? null,
-          narFile.narHash,
-          narFile.narSize,
-          narFile.upstreamUrl ?? null,
-          now,
-        ],
+        [...narFileValues(narFile), now],
       );
       // An upsert rather than delete-and-insert: two instances storing the same narinfo at once
       // then queue on the row instead of one failing on the unique hash. A replaced narinfo
@@ -274,22 +267,7 @@ export class PostgresDatabase implements Database {
            ca = EXCLUDED.ca, extra_fields = EXCLUDED.extra_fields, nar_file_id = EXCLUDED.nar_file_id,
            created_at = EXCLUDED.created_at, last_accessed_at = EXCLUDED.last_accessed_at
          RETURNING id`,
-        [
-          hash,
-          narInfo.storePath,
-          narInfo.url,
-          narInfo.compressionGiven ? narInfo.compression : null,
-          narInfo.fileHash?.toNix32() ?? null,
-          narInfo.fileSize ?? null,
-          narInfo.narHash.toNix32(),
-          narInfo.narSize,
-          narInfo.deriver ?? null,
-          narInfo.system ?? null,
-          narInfo.ca ?? null,
-          narInfo.extra.length > 0 ? JSON.stringify(narInfo.extra) : null,
-          file.rows[0]!.id,
-          now,
-        ],
+        [hash, ...narInfoValues(narInfo), file.rows[0]!.id, now],
       );
       const id = info.rows[0]!.id;
       await client.query('DELETE FROM narinfo_references WHERE narinfo_id = $1', [id]);
@@ -620,18 +598,7 @@ export class PostgresDatabase implements Database {
              stored_at = COALESCE(nar_files.stored_at, EXCLUDED.stored_at),
              file_size = CASE WHEN nar_files.stored_at IS NULL THEN EXCLUDED.file_size ELSE nar_files.file_size END
            RETURNING id`,
-          [
-            narFile.name,
-            narFile.compression,
-            narFile.fileHash ?? null,
-            narFile.fileSize ?? null,
-            narFile.narHash,
-            narFile.narSize,
-            narFile.upstreamUrl ?? null,
-            narFile.storedAt ?? null,
-            entry.narFileCreatedAt,
-            entry.narFileLastAccessedAt,
-          ],
+          [...narFileValues(narFile), narFile.storedAt ?? null, entry.narFileCreatedAt, entry.narFileLastAccessedAt],
         );
         const info = await client.query<{ id: number }>(
           `INSERT INTO narinfos (hash, store_path, url, compression, file_hash, file_size, nar_hash,
@@ -640,23 +607,7 @@ export class PostgresDatabase implements Database {
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
            ON CONFLICT (hash) DO NOTHING
            RETURNING id`,
-          [
-            entry.hash,
-            narInfo.storePath,
-            narInfo.url,
-            narInfo.compressionGiven ? narInfo.compression : null,
-            narInfo.fileHash?.toNix32() ?? null,
-            narInfo.fileSize ?? null,
-            narInfo.narHash.toNix32(),
-            narInfo.narSize,
-            narInfo.deriver ?? null,
-            narInfo.system ?? null,
-            narInfo.ca ?? null,
-            narInfo.extra.length > 0 ? JSON.stringify(narInfo.extra) : null,
-            file.rows[0]!.id,
-            entry.createdAt,
-            entry.lastAccessedAt,
-          ],
+          [entry.hash, ...narInfoValues(narInfo), file.rows[0]!.id, entry.createdAt, entry.lastAccessedAt],
         );
         const id = info.rows[0]?.id;
         if (id === undefined) continue;
@@ -750,4 +701,16 @@ async function deleteNarFileIfUnused(client: Queryable, id: number): Promise<Rem
     [id],
   );
   return removed.rows[0] ? removedNarFileFromRow(removed.rows[0]) : undefined;
+}
+
+/** narInfoColumns in the order the narinfo inserts name them (store_path … extra_fields). */
+function narInfoValues(narInfo: NarInfo): unknown[] {
+  const c = narInfoColumns(narInfo);
+  return [c.storePath, c.url, c.compression, c.fileHash, c.fileSize, c.narHash, c.narSize, c.deriver, c.system, c.ca, c.extraFields];
+}
+
+/** narFileColumns in the order the NAR file inserts name them (name … upstream_url). */
+function narFileValues(narFile: NarFileRecord): unknown[] {
+  const c = narFileColumns(narFile);
+  return [c.name, c.compression, c.fileHash, c.fileSize, c.narHash, c.narSize, c.upstreamUrl];
 }

@@ -1,5 +1,6 @@
-// Rows as both engines return them, and their conversion to the cache's types. The SQL differs per
-// engine; the shape of what comes back does not (references and signatures arrive as arrays).
+// Rows as both engines return them, and their conversion to the cache's types (and back, for what
+// both write). The SQL differs per engine; the shape of what comes back does not (references and
+// signatures arrive as arrays).
 
 import { NixHash, parseCompression, type NarInfo } from '../nix';
 import type { NarFileEntry, NarFileRecord, NarInfoEntry, RemovedNarFile, ServerLease } from './database';
@@ -62,6 +63,39 @@ export function narFileFromRow(row: NarFileRow): NarFileRecord {
     narSize: row.nar_size,
     upstreamUrl: row.upstream_url ?? undefined,
     storedAt: row.stored_at ?? undefined,
+  };
+}
+
+// The other way round: the column values both engines write (SQLite by name, PostgreSQL in
+// column order), so a record is stored by the same rules it is read back by above.
+
+/** A narinfo's columns store_path … extra_fields: NULL compression when the narinfo had no Compression line. */
+export function narInfoColumns(narInfo: NarInfo) {
+  return {
+    storePath: narInfo.storePath,
+    url: narInfo.url,
+    compression: narInfo.compressionGiven ? narInfo.compression : null,
+    fileHash: narInfo.fileHash?.toNix32() ?? null,
+    fileSize: narInfo.fileSize ?? null,
+    narHash: narInfo.narHash.toNix32(),
+    narSize: narInfo.narSize,
+    deriver: narInfo.deriver ?? null,
+    system: narInfo.system ?? null,
+    ca: narInfo.ca ?? null,
+    extraFields: narInfo.extra.length > 0 ? JSON.stringify(narInfo.extra) : null,
+  };
+}
+
+/** A NAR file's columns name … upstream_url (stored_at is written only where a record is imported). */
+export function narFileColumns(narFile: NarFileRecord) {
+  return {
+    name: narFile.name,
+    compression: narFile.compression,
+    fileHash: narFile.fileHash ?? null,
+    fileSize: narFile.fileSize ?? null,
+    narHash: narFile.narHash,
+    narSize: narFile.narSize,
+    upstreamUrl: narFile.upstreamUrl ?? null,
   };
 }
 

@@ -8,8 +8,10 @@ import type { NarInfo } from '../nix';
 import type { Dialect, Migration } from './migrations';
 import {
   leaseFromRow,
+  narFileColumns,
   narFileEntryFromRow,
   narFileFromRow,
+  narInfoColumns,
   narInfoEntryFromRow,
   narInfoFromRow,
   removedNarFileFromRow,
@@ -239,16 +241,7 @@ export class SqliteDatabase implements Database {
     const sql = this.sql;
     return this.db.transaction(() => {
       const previous = sql.narFileIdOf.get(hash)?.nar_file_id ?? null;
-      const { id: narFileId } = sql.upsertNarFile.get({
-        name: narFile.name,
-        compression: narFile.compression,
-        fileHash: narFile.fileHash ?? null,
-        fileSize: narFile.fileSize ?? null,
-        narHash: narFile.narHash,
-        narSize: narFile.narSize,
-        upstreamUrl: narFile.upstreamUrl ?? null,
-        now,
-      }) as { id: number };
+      const { id: narFileId } = sql.upsertNarFile.get({ ...narFileColumns(narFile), now }) as { id: number };
       sql.deleteNarInfo.run(hash);
       const { id } = sql.insertNarInfo.get({ hash, ...narInfoColumns(narInfo), narFileId, now }) as { id: number };
       narInfo.references.forEach((ref, i) => sql.insertReference.run(id, i, ref));
@@ -450,13 +443,7 @@ export class SqliteDatabase implements Database {
       for (const entry of entries) {
         const { narInfo, narFile } = entry;
         const { id: narFileId } = sql.importNarFile.get({
-          name: narFile.name,
-          compression: narFile.compression,
-          fileHash: narFile.fileHash ?? null,
-          fileSize: narFile.fileSize ?? null,
-          narHash: narFile.narHash,
-          narSize: narFile.narSize,
-          upstreamUrl: narFile.upstreamUrl ?? null,
+          ...narFileColumns(narFile),
           storedAt: narFile.storedAt ?? null,
           createdAt: entry.narFileCreatedAt,
           lastAccessedAt: entry.narFileLastAccessedAt,
@@ -480,23 +467,6 @@ export class SqliteDatabase implements Database {
   async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }
-}
-
-/** A narinfo's column values, as both the insert and the import write them. */
-function narInfoColumns(narInfo: NarInfo) {
-  return {
-    storePath: narInfo.storePath,
-    url: narInfo.url,
-    compression: narInfo.compressionGiven ? narInfo.compression : null,
-    fileHash: narInfo.fileHash?.toNix32() ?? null,
-    fileSize: narInfo.fileSize ?? null,
-    narHash: narInfo.narHash.toNix32(),
-    narSize: narInfo.narSize,
-    deriver: narInfo.deriver ?? null,
-    system: narInfo.system ?? null,
-    ca: narInfo.ca ?? null,
-    extraFields: narInfo.extra.length > 0 ? JSON.stringify(narInfo.extra) : null,
-  };
 }
 
 /**
