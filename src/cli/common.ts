@@ -215,19 +215,29 @@ export function createLocker(config: LoadedConfig, logger: Logger): Locker & { c
 }
 
 /**
- * Without Redis, offline commands cannot coordinate with a running server; they refuse when a
- * server renewed its lease recently, unless --force. Returns the message to print, if refused.
+ * Without Redis, an offline command cannot coordinate with a running server (only Redis shares
+ * the server's locks with it): it refuses when a server renewed its lease recently, unless
+ * --force. True when refused, after saying why on stderr.
  */
-export async function liveServerRefusal(db: Database, command: string, force: boolean): Promise<string | undefined> {
-  if (force) return undefined;
+export async function refuseBesideLiveServer(config: LoadedConfig, db: Database, command: string): Promise<boolean> {
+  if (config.get<string[]>('cache.redis.addrs').length > 0 || config.get<boolean>('force')) return false;
   const live = await db.liveLeases(Date.now() - LEASE_STALE_MS);
-  if (live.length === 0) return undefined;
+  if (live.length === 0) return false;
   const who = live.map((l) => `${l.hostname} (pid ${l.pid})`).join(', ');
-  return (
+  process.stderr.write(
     `ncps ${command}: an ncps server is using this database: ${who}.\n` +
-    'Stop it first (systemctl stop ncps), or run with --cache-redis-addrs so both coordinate, ' +
-    'or pass --force if you are sure it is not running.\n'
+      'Stop it first (systemctl stop ncps), or run with --cache-redis-addrs so both coordinate, ' +
+      'or pass --force if you are sure it is not running.\n',
   );
+  return true;
+}
+
+/** An offline command that needs our schema refuses one not migrated yet. True when refused, after saying so. */
+export async function refuseUnmigratedSchema(db: Database, command: string): Promise<boolean> {
+  const { pending } = await db.schemaStatus!();
+  if (pending.length === 0) return false;
+  process.stderr.write(`ncps ${command}: the database schema is not migrated yet; run ncps migrate up (or start the server) first.\n`);
+  return true;
 }
 
 /**

@@ -18,9 +18,10 @@ import {
   commandLogger,
   createLocker,
   describeDatabase,
-  liveServerRefusal,
   openConfiguredDatabase,
   openConfiguredStorage,
+  refuseBesideLiveServer,
+  refuseUnmigratedSchema,
   requireExistingCache,
 } from './common';
 
@@ -63,8 +64,6 @@ async function fsck(argv: string[]): Promise<number> {
   const repair = config.get<boolean>('repair');
   const verifyContent = config.get<boolean>('verify-content');
   const verifiedSinceMs = config.get<number>('verified-since');
-  const force = config.get<boolean>('force');
-  const withRedis = config.get<string[]>('cache.redis.addrs').length > 0;
   if (verifiedSinceMs > 0 && !verifyContent) logger.warn('--verified-since only matters with --verify-content: the other checks always look at everything');
   // A check has nothing to look at in a store that does not exist: refused rather than created.
   requireExistingCache(config, 'fsck', { storage: true, database: 'required' });
@@ -87,18 +86,9 @@ async function fsck(argv: string[]): Promise<number> {
   try {
     await storage.check?.();
     await locker.check?.();
-    const { pending } = await db.schemaStatus!();
-    if (pending.length > 0) {
-      process.stderr.write('ncps fsck: the database schema is not migrated yet; run ncps migrate up (or start the server) first.\n');
-      return 1;
-    }
+    if (await refuseUnmigratedSchema(db, 'fsck')) return 1;
     // Repairs take the locks a server takes for the same files; only Redis shares them with it.
-    const mayRepair = async (): Promise<boolean> => {
-      if (withRedis) return true;
-      const refusal = await liveServerRefusal(db, 'fsck --repair', force);
-      if (refusal) process.stderr.write(refusal);
-      return refusal === undefined;
-    };
+    const mayRepair = async (): Promise<boolean> => !(await refuseBesideLiveServer(config, db, 'fsck --repair'));
     if (repair && !dryRun && !(await mayRepair())) return 1;
 
     const lockTtlMs = config.get<number>('cache.lock.download-lock-ttl');

@@ -20,9 +20,9 @@ import {
   commandLogger,
   createLocker,
   describeDatabase,
-  liveServerRefusal,
   openConfiguredDatabase,
   openConfiguredStorage,
+  refuseBesideLiveServer,
   requireExistingCache,
   startConfiguredOpenTelemetry,
 } from './common';
@@ -35,7 +35,6 @@ async function migrateNarinfo(argv: string[]): Promise<number> {
   const logger = commandLogger(config);
   const dryRun = config.get<boolean>('dry-run');
   const concurrency = Math.max(1, config.get<number>('concurrency'));
-  const redisAddrs = config.get<string[]>('cache.redis.addrs');
 
   // A mistyped path must not become an empty cache: a new database only when asked for (or, for
   // a dry run, a throwaway one in memory, so nothing is created at all).
@@ -83,13 +82,7 @@ async function migrateNarinfo(argv: string[]): Promise<number> {
     // The key the servers sign with, when it is kept in the database: migrated rows then carry it.
     const signingKey = databaseReady ? await storedSigningKey(db) : undefined;
 
-    if (redisAddrs.length === 0 && !dryRun) {
-      const refusal = await liveServerRefusal(db, 'migrate-narinfo', config.get<boolean>('force'));
-      if (refusal) {
-        process.stderr.write(refusal);
-        return 1;
-      }
-    }
+    if (!dryRun && (await refuseBesideLiveServer(config, db, 'migrate-narinfo'))) return 1;
 
     logger.info({ storage: storage.describe, database: describeDatabase(config), dryRun, concurrency }, 'looking for legacy narinfo files');
     const hashes: string[] = [];

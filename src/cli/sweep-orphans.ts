@@ -14,9 +14,10 @@ import {
   commandLogger,
   createLocker,
   describeDatabase,
-  liveServerRefusal,
   openConfiguredDatabase,
   openConfiguredStorage,
+  refuseBesideLiveServer,
+  refuseUnmigratedSchema,
   requireExistingCache,
 } from './common';
 
@@ -35,19 +36,9 @@ async function sweepOrphans(argv: string[]): Promise<number> {
   try {
     await storage.check?.();
     await locker.check?.();
-    const { pending } = await db.schemaStatus!();
-    if (pending.length > 0) {
-      process.stderr.write('ncps sweep-orphans: the database schema is not migrated yet; run ncps migrate up (or start the server) first.\n');
-      return 1;
-    }
+    if (await refuseUnmigratedSchema(db, 'sweep-orphans')) return 1;
     // A server's uploads take per-file locks that only Redis shares with this process.
-    if (config.get<string[]>('cache.redis.addrs').length === 0 && !dryRun) {
-      const refusal = await liveServerRefusal(db, 'sweep-orphans', config.get<boolean>('force'));
-      if (refusal) {
-        process.stderr.write(refusal);
-        return 1;
-      }
-    }
+    if (!dryRun && (await refuseBesideLiveServer(config, db, 'sweep-orphans'))) return 1;
     logger.info({ storage: storage.describe, database: describeDatabase(config), dryRun }, 'looking for orphaned files');
     const sweeper = new OrphanSweeper({ db, storage, locker, logger, metrics: new Metrics({ maxSizeBytes: 0 }), lockTtlMs: 60_000, dryRun });
     // Walking a large bucket takes a while: show how far it got (files looked at, so far).
