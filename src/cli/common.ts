@@ -7,8 +7,7 @@ import path from 'node:path';
 import { ConfigError, helpText, loadConfig, type LoadedConfig } from '../config/load';
 import type { Database } from '../db/database';
 import { UnsupportedDatabaseError } from '../db/database';
-import { describeDatabaseInUse, openDatabase } from '../db/open';
-import { sqlitePathFromUrl } from '../db/sqlite';
+import { describeDatabaseInUse, openDatabase, sqliteFileOf } from '../db/open';
 import { LocalLocker } from '../lock/local';
 import type { Locker } from '../lock/locker';
 import { usePathStyle } from '../storage/s3-addressing';
@@ -98,8 +97,7 @@ export function openConfiguredDatabase(config: LoadedConfig): Database {
 
 /** The SQLite file --cache-database-url names; undefined for PostgreSQL. */
 export function sqliteFile(config: LoadedConfig): string | undefined {
-  const url = databaseUrl(config);
-  return /^sqlite3?:/i.test(url) ? sqlitePathFromUrl(url) : undefined;
+  return sqliteFileOf(databaseUrl(config));
 }
 
 /**

@@ -12,8 +12,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { MIGRATIONS } from '../db/migrations';
-import { databaseKind, openDatabase, redactDatabaseUrl } from '../db/open';
-import { sqlitePathFromUrl } from '../db/sqlite';
+import { databaseKind, openDatabase, redactDatabaseUrl, sqlitePathFromUrl } from '../db/open';
 import { checkCompatibility, KNOWN_SCHEMA_VERSION } from '../db/schema';
 import { openGoSource } from '../migrate/go/takeover';
 

@@ -14,7 +14,7 @@ import { OrphanSweeper } from '../cache/orphans';
 import { CacheWrites } from '../cache/writes';
 import { StorageSpace } from '../cache/storage-space';
 import { LocalStorage } from '../storage/local';
-import { checkSqliteWritable } from '../db/sqlite';
+import { checkDatabaseWritable } from '../db/open';
 import { loadSigningKey, readSecretKeyFile } from '../cache/signing-key';
 import { ConfigError, type LoadedConfig } from '../config/load';
 import type { Database } from '../db/database';
@@ -24,7 +24,7 @@ import { legacyFilesKeptForGo } from '../migrate/go/state';
 import { takeOverConfiguredGoDatabase } from './go-takeover';
 import { instrumentLocker } from '../lock/instrumented';
 import { LocalLocker } from '../lock/local';
-import { checkedCommandConfig, commandLogger, sqliteFile, createLocker, startConfiguredOpenTelemetry, describeDatabase, openConfiguredDatabase, openConfiguredStorage, type ConfiguredStorage } from './common';
+import { checkedCommandConfig, commandLogger, databaseUrl, sqliteFile, createLocker, startConfiguredOpenTelemetry, describeDatabase, openConfiguredDatabase, openConfiguredStorage, type ConfiguredStorage } from './common';
 import { parsePublicKey, type PublicKey, type SecretKey } from '../nix';
 import { buildApp } from '../server/app';
 import { ConnectionGuard } from '../server/connection-guard';
@@ -446,13 +446,13 @@ async function serve(argv: string[]): Promise<number> {
  */
 async function prepareStore(config: LoadedConfig, storage: ConfiguredStorage, logger: Logger, lockMode: 'local' | 'distributed'): Promise<{ db: Database; lease: LeaseKeeper }> {
   await new TempFileSweeper(storage.tempDir, config.get<number>('cache.temp-max-age'), logger).sweep();
-  const sqlite = sqliteFile(config);
-  if (sqlite) checkSqliteWritable(sqlite);
+  checkDatabaseWritable(databaseUrl(config));
   // A Go ncps database is taken over (or, taken over already, checked for news) before anything
   // is served from ours: a takeover killed half-way is finished here first.
   await takeOverConfiguredGoDatabase(config, storage, logger);
   const db = openConfiguredDatabase(config);
-  await checkNoOtherServer(db, { sqlite: sqliteFile(config), lockMode, logger });
+  const sqlite = sqliteFile(config);
+  await checkNoOtherServer(db, { sqlite, lockMode, logger });
   const applied = await db.migrate();
   if (applied.length > 0) {
     logger.info({ versions: applied, ...(db.lastBackup ? { backup: db.lastBackup } : {}) }, 'database migrated');
@@ -461,7 +461,7 @@ async function prepareStore(config: LoadedConfig, storage: ConfiguredStorage, lo
   await lease.start();
   // Started at the very same moment, another server may have got past the check above as well.
   const alongside = await otherLiveServers(db).catch(() => []);
-  if (alongside.length > 0 && sqliteFile(config) && lockMode === 'local') {
+  if (alongside.length > 0 && sqlite && lockMode === 'local') {
     logger.error(
       { servers: alongside.map((l) => `${l.hostname} (pid ${l.pid})`).join(', ') },
       'another ncps server started on this SQLite database at the same moment: run one server per SQLite database',

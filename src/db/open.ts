@@ -1,9 +1,10 @@
 // Chooses the Database implementation from --cache-database-url.
 
 import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { SCHEMA_BESIDE_GO, sqliteFileBesideGo, sqliteFileInUse } from './beside-go';
 import { UnsupportedDatabaseError, type Database } from './database';
-import { SqliteDatabase, sqlitePathFromUrl } from './sqlite';
+import { checkSqliteWritable, SqliteDatabase } from './sqlite';
 
 export interface PoolSettings {
   /** --cache-database-pool-max-open-conns (0: the default). */
@@ -27,6 +28,28 @@ export function databaseKind(url: string): DatabaseKind {
     `unsupported database URL "${redactDatabaseUrl(url)}": expected sqlite:/path/to/db.sqlite, ` +
       'postgres://user@host/dbname or postgresql:///dbname?host=/run/postgresql',
   );
+}
+
+/** Accepts `sqlite:/path`, `sqlite:///path` and `sqlite://relative` forms; returns the file path. */
+export function sqlitePathFromUrl(url: string): string {
+  const match = /^sqlite3?:(?:\/\/)?(.*)$/.exec(url);
+  if (!match || match[1] === '') throw new Error(`not a SQLite URL: ${url}`);
+  const rest = match[1]!.replace(/\?.*$/, '');
+  return rest === ':memory:' ? rest : path.resolve(decodeURIComponent(rest));
+}
+
+/**
+ * Fails with a message naming the file when the URL names an existing SQLite database that
+ * cannot be written (see checkSqliteWritable). A PostgreSQL database says so itself, per write.
+ */
+export function checkDatabaseWritable(url: string): void {
+  const file = sqliteFileOf(url);
+  if (file) checkSqliteWritable(file);
+}
+
+/** The SQLite file a URL names; undefined for any other URL. */
+export function sqliteFileOf(url: string): string | undefined {
+  return /^sqlite3?:/i.test(url) ? sqlitePathFromUrl(url) : undefined;
 }
 
 export interface OpenOptions {

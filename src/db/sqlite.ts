@@ -64,15 +64,6 @@ function splitLists<T extends { refs: string | null; sigs: string | null }>(row:
   return { ...row, refs: row.refs ? row.refs.split(' ') : [], sigs: row.sigs ? row.sigs.split('\n') : [] };
 }
 
-
-/** Accepts `sqlite:/path`, `sqlite:///path` and `sqlite://relative` forms; returns the file path. */
-export function sqlitePathFromUrl(url: string): string {
-  const match = /^sqlite3?:(?:\/\/)?(.*)$/.exec(url);
-  if (!match || match[1] === '') throw new Error(`not a SQLite URL: ${url}`);
-  const rest = match[1]!.replace(/\?.*$/, '');
-  return rest === ':memory:' ? rest : path.resolve(decodeURIComponent(rest));
-}
-
 export class SqliteDatabase implements Database {
   readonly file: string;
   private readonly db: BetterSqlite3.Database;

@@ -12,9 +12,8 @@
 
 import { existsSync } from 'node:fs';
 import { UnsupportedDatabaseError, type Database } from '../../db/database';
-import { describeDatabaseInUse, openDatabase, redactDatabaseUrl, type PoolSettings } from '../../db/open';
+import { describeDatabaseInUse, openDatabase, redactDatabaseUrl, sqlitePathFromUrl, type PoolSettings } from '../../db/open';
 import { sqliteFileBesideGo } from '../../db/beside-go';
-import { sqlitePathFromUrl } from '../../db/sqlite';
 import type { SecretKey } from '../../nix';
 import type { Storage } from '../../storage/storage';
 import type { Logger } from '../../telemetry/logger';
