@@ -94,3 +94,15 @@ export async function startS3rver(options: S3rverOptions = {}): Promise<S3rverIn
     },
   };
 }
+
+/** The flags that point ncps's storage at this s3rver: its bucket, path-style, its credentials. */
+export function ncpsS3Args(s3: S3rverInstance): string[] {
+  return [
+    `--cache-storage-s3-bucket=${s3.bucket}`,
+    `--cache-storage-s3-endpoint=${s3.endpoint}`,
+    `--cache-storage-s3-region=${s3.region}`,
+    `--cache-storage-s3-access-key-id=${s3.accessKeyId}`,
+    `--cache-storage-s3-secret-access-key=${s3.secretAccessKey}`,
+    '--cache-storage-s3-force-path-style',
+  ];
+}

@@ -15,7 +15,7 @@ import { startNcps, type NcpsProcess } from '../helpers/ncps';
 import { postgresAvailable, startPostgres, type PostgresServer } from '../helpers/postgres';
 import { cleanupTempDirs, makeTempDir, sleep } from '../helpers/proc';
 import { redisAvailable, startRedis, type RedisServer } from '../helpers/redis';
-import { s3rverAvailable, startS3rver, type S3rverInstance } from '../helpers/s3';
+import { ncpsS3Args, s3rverAvailable, startS3rver, type S3rverInstance } from '../helpers/s3';
 import { startStaticCache, type StaticCache } from '../helpers/static-cache';
 
 const skip = !postgresAvailable() ? 'PostgreSQL not installed' : !redisAvailable() ? 'redis-server not installed' : !s3rverAvailable() ? 's3rver not installed' : false;
@@ -78,12 +78,7 @@ describe('three instances sharing PostgreSQL, S3 and Redis', { skip, timeout: 30
 
   const nodeArgs = (databaseUrl: string) => [
     `--cache-database-url=${databaseUrl}`,
-    `--cache-storage-s3-bucket=${s3.bucket}`,
-    `--cache-storage-s3-endpoint=${s3.endpoint}`,
-    `--cache-storage-s3-region=${s3.region}`,
-    `--cache-storage-s3-access-key-id=${s3.accessKeyId}`,
-    `--cache-storage-s3-secret-access-key=${s3.secretAccessKey}`,
-    '--cache-storage-s3-force-path-style',
+    ...ncpsS3Args(s3),
     `--cache-redis-addrs=${redis.addr}`,
     // Short, so a killed node's lock frees quickly; live holders keep refreshing it.
     '--cache-lock-download-ttl=3s',

@@ -23,7 +23,7 @@ import { buildClosure, generateKeyPair, makeTempDir, nixAvailable, sleep, type C
 import { postgresAvailable, startPostgres } from '../helpers/postgres';
 import type { RunResult } from '../helpers/proc';
 import { redisAvailable, startRedis, type RedisServer } from '../helpers/redis';
-import { s3rverAvailable, startS3rver } from '../helpers/s3';
+import { ncpsS3Args, s3rverAvailable, startS3rver } from '../helpers/s3';
 
 const TIMEOUT = 300_000;
 const HOUR = 60 * 60 * 1000;
@@ -92,12 +92,7 @@ async function s3Backend(): Promise<Backend> {
   return {
     name: 's3rver, PostgreSQL',
     args: [
-      `--cache-storage-s3-bucket=${s3.bucket}`,
-      `--cache-storage-s3-endpoint=${s3.endpoint}`,
-      `--cache-storage-s3-region=${s3.region}`,
-      `--cache-storage-s3-access-key-id=${s3.accessKeyId}`,
-      `--cache-storage-s3-secret-access-key=${s3.secretAccessKey}`,
-      '--cache-storage-s3-force-path-style',
+      ...ncpsS3Args(s3),
       `--cache-database-url=${url}`,
     ],
     sql: <R>(query: string, params: unknown[] = []) => pg.query(dbName, query, params) as Promise<R[]>,

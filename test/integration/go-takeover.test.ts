@@ -21,7 +21,7 @@ import { request } from '../helpers/http';
 import { mariadbAvailable, mariadbUnavailableReason, startMariadb, type MariadbServer } from '../helpers/mariadb';
 import { freePort, runNcps, startNcps, type NcpsProcess } from '../helpers/ncps';
 import { nixAvailable } from '../helpers/nix';
-import { s3rverAvailable, startS3rver } from '../helpers/s3';
+import { ncpsS3Args, s3rverAvailable, startS3rver } from '../helpers/s3';
 import { postgresAvailable, postgresUnavailableReason, startPostgres, type PostgresServer } from '../helpers/postgres';
 
 const skip = nixAvailable() ? false : 'nix-bin not installed';
@@ -214,14 +214,7 @@ describe('taking over a Go ncps deployment', { skip, timeout: 40 * 60_000 }, () 
         await client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: key, Body: await readFile(file) }));
       }
       await checkTakeover(fixture, { kind: 'sqlite' }, {
-        extraArgs: [
-          `--cache-storage-s3-bucket=${s3.bucket}`,
-          `--cache-storage-s3-endpoint=${s3.endpoint}`,
-          `--cache-storage-s3-region=${s3.region}`,
-          `--cache-storage-s3-access-key-id=${s3.accessKeyId}`,
-          `--cache-storage-s3-secret-access-key=${s3.secretAccessKey}`,
-          '--cache-storage-s3-force-path-style',
-        ],
+        extraArgs: ncpsS3Args(s3),
       });
       for (const rel of fixture.chunkFiles) {
         const key = rel.split(path.sep).join('/');

@@ -10,7 +10,7 @@ import { request } from '../helpers/http';
 import { startNcps, type NcpsProcess } from '../helpers/ncps';
 import { postgresAvailable, postgresUnavailableReason, startPostgres } from '../helpers/postgres';
 import { cleanupTempDirs, makeTempDir, run, sleep } from '../helpers/proc';
-import { s3rverAvailable, startS3rver } from '../helpers/s3';
+import { ncpsS3Args, s3rverAvailable, startS3rver } from '../helpers/s3';
 import { startStaticCache, type StaticCache } from '../helpers/static-cache';
 
 after(() => cleanupTempDirs());
@@ -152,12 +152,7 @@ describe('readiness', { timeout: 240_000 }, () => {
         upstreams: [cache.url],
         publicKeys: [KEY],
         extraArgs: [
-          `--cache-storage-s3-bucket=${s3.bucket}`,
-          `--cache-storage-s3-endpoint=${s3.endpoint}`,
-          `--cache-storage-s3-region=${s3.region}`,
-          `--cache-storage-s3-access-key-id=${s3.accessKeyId}`,
-          `--cache-storage-s3-secret-access-key=${s3.secretAccessKey}`,
-          '--cache-storage-s3-force-path-style',
+          ...ncpsS3Args(s3),
           '--cache-upstream-response-header-timeout=1s',
         ],
       });
