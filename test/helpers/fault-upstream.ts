@@ -6,13 +6,13 @@
 import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import http from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import type { Transform, Writable } from 'node:stream';
 import { constants as zlibConstants, createBrotliCompress, createDeflate, createGzip } from 'node:zlib';
+import { serveOnLoopback } from './loopback';
 
 export interface FaultRequest {
   method: string;
@@ -265,7 +265,6 @@ export async function startFaultUpstream(dir: string): Promise<FaultUpstream> {
   const root = path.resolve(dir);
   const requests: FaultRequest[] = [];
   let rules: Rule[] = [];
-  const sockets = new Set<Socket>();
 
   const fileFor = async (decoded: string): Promise<string | undefined> => {
     if (decoded.split('/').includes('..') || decoded.includes('\0')) return undefined;
@@ -309,30 +308,10 @@ export async function startFaultUpstream(dir: string): Promise<FaultUpstream> {
     await pipeline(createReadStream(file), res).catch(() => undefined);
   };
 
-  const server = http.createServer((req, res) => {
-    handle(req, res).catch((error: unknown) => {
-      if (!res.headersSent) {
-        res.writeHead(500);
-        res.end(String(error));
-      } else {
-        res.destroy();
-      }
-    });
-  });
-  server.keepAliveTimeout = 5_000;
-  server.on('connection', (socket: Socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
-  let stopped: Promise<void> | undefined;
+  const server = await serveOnLoopback(handle);
   return {
-    url: `http://127.0.0.1:${port}`,
-    port,
+    url: server.url,
+    port: server.port,
     dir: root,
     requests,
     count: (method, match) => requests.filter((r) => r.method === method && matches(r.path, match)).length,
@@ -342,13 +321,7 @@ export async function startFaultUpstream(dir: string): Promise<FaultUpstream> {
     reset() {
       rules = [];
     },
-    stop() {
-      stopped ??= new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        for (const socket of sockets) socket.destroy();
-      });
-      return stopped;
-    },
+    stop: server.stop,
   };
 }
 
@@ -363,26 +336,10 @@ export interface LoopbackService {
 
 export async function startLoopbackService(secret = 'internal secret\n'): Promise<LoopbackService> {
   let hits = 0;
-  const sockets = new Set<Socket>();
-  const server = http.createServer((_req, res) => {
+  const server = await serveOnLoopback(async (_req, res) => {
     hits++;
     res.writeHead(200, { 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(secret)) });
     res.end(secret);
   });
-  server.on('connection', (socket: Socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const port = (server.address() as AddressInfo).port;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    port,
-    hits: () => hits,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        for (const socket of sockets) socket.destroy();
-      }),
-  };
+  return { url: server.url, port: server.port, hits: () => hits, stop: server.stop };
 }

@@ -3,9 +3,9 @@
 import { createReadStream } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import http from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import { serveOnLoopback } from './loopback';
 
 export type FailureMode = 'none' | 'hang' | '500';
 
@@ -86,7 +86,6 @@ async function sendThrottled(res: http.ServerResponse, file: string, size: numbe
 export async function startStaticCache(dir: string, opts: { bytesPerSecond?: number } = {}): Promise<StaticCache> {
   const root = path.resolve(dir);
   const requests: RecordedRequest[] = [];
-  const sockets = new Set<Socket>();
   let failure: FailureMode = 'none';
   let failureMatch: string | RegExp | undefined;
 
@@ -146,34 +145,10 @@ export async function startStaticCache(dir: string, opts: { bytesPerSecond?: num
     }
   };
 
-  const server = http.createServer((req, res) => {
-    handle(req, res).catch((e: unknown) => {
-      if (!res.headersSent) {
-        res.writeHead(500);
-        res.end(String(e));
-      } else {
-        res.destroy();
-      }
-    });
-  });
-  server.keepAliveTimeout = 5_000;
-  server.on('connection', (s: Socket) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const port = (server.address() as AddressInfo).port;
-
-  let stopped: Promise<void> | undefined;
+  const server = await serveOnLoopback(handle);
   return {
-    url: `http://127.0.0.1:${port}`,
-    port,
+    url: server.url,
+    port: server.port,
     dir: root,
     requests,
     count(method, m) {
@@ -186,12 +161,6 @@ export async function startStaticCache(dir: string, opts: { bytesPerSecond?: num
       failure = mode;
       failureMatch = match;
     },
-    stop() {
-      stopped ??= new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        for (const s of sockets) s.destroy();
-      });
-      return stopped;
-    },
+    stop: server.stop,
   };
 }
