@@ -141,6 +141,11 @@ export interface ReadOptions {
   upstream: boolean;
 }
 
+export interface NarInfoReadOptions extends ReadOptions {
+  /** The caller found nothing with storedNarInfo a moment ago (the hot path did): not looked up again. */
+  notStored?: boolean;
+}
+
 export class Cache {
   private readonly options: CacheOptions;
   private readonly narInfoFetches = new Map<string, Promise<FetchedNarInfo | undefined>>();
@@ -199,8 +204,8 @@ export class Cache {
   }
 
   /** The narinfo for a store path hash (already validated by the caller), or undefined. */
-  async getNarInfo(hash: string, read: ReadOptions = { upstream: true }): Promise<NarInfoResult | undefined> {
-    const stored = await this.storedNarInfo(hash);
+  async getNarInfo(hash: string, read: NarInfoReadOptions = { upstream: true }): Promise<NarInfoResult | undefined> {
+    const stored = read.notStored ? undefined : await this.storedNarInfo(hash);
     if (stored) return { ...stored, source: 'hit' };
     if (!read.upstream || this.absent.has(hash)) return undefined;
     let fetch = this.narInfoFetches.get(hash);

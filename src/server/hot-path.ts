@@ -14,7 +14,7 @@ import type { NarInfoSource } from '../telemetry/metrics';
 import { tracingEnabled } from '../telemetry/tracing';
 import type { AccessVerdict, Access } from './auth';
 import type { ResponseRecorder } from './response-record';
-import { narInfoHeaders } from './routes/narinfo';
+import { narInfoHeaders, passOnNotStored } from './routes/narinfo';
 
 /** `/<32 characters of nix32>.narinfo`, nothing before or after. */
 const NARINFO_PATH = /^\/([0-9a-df-np-sv-z]{32})\.narinfo$/;
@@ -81,11 +81,14 @@ export function createHotPath(options: HotPathOptions): (req: IncomingMessage, r
     if (!socket) return fallback(req, res);
     const body = cache.peekNarInfo(hash);
     if (body !== undefined) return answer(req, res, socket, started, body, 'database');
-    // Not memoised: the database (or a legacy file) may have it. Anything else, an error included,
-    // is fastify's to answer (it looks again, then asks upstream).
+    // Not memoised: the database (or a legacy file) may have it. Anything else is fastify's to
+    // answer: not stored, it asks upstream without looking again; after an error it looks again.
     cache.storedNarInfo(hash).then(
       (stored) => {
-        if (!stored) return fallback(req, res);
+        if (!stored) {
+          passOnNotStored(req);
+          return fallback(req, res);
+        }
         if (socket.destroyed) return;
         answer(req, res, socket, started, stored.body, stored.from);
       },

@@ -11,6 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { MEMO_TTL_MS } from '../../src/cache/narinfo-memo';
 import { encodeNix32, generateSecretKey, narInfoFingerprint, parseNarInfo, signFingerprint } from '../../src/nix';
 import { request, type HttpResponse } from '../helpers/http';
+import { randomStoreHash, writeSyntheticLegacyNarInfos } from '../helpers/legacy';
 import { startNcps, type NcpsProcess } from '../helpers/ncps';
 import { cleanupTempDirs, makeTempDir } from '../helpers/proc';
 import { startStaticCache, type StaticCache } from '../helpers/static-cache';
@@ -41,6 +42,15 @@ async function narInfoHits(ncps: NcpsProcess, headers: Record<string, string> = 
   const text = (await request(ncps.url, '/metrics', { headers })).text;
   const line = text.split('\n').find((l) => l.startsWith('ncps_narinfo_served_total{result="hit",status="success",source="database"}'));
   return Number(line?.split(' ').pop() ?? 0);
+}
+
+/** Locks taken to look for a legacy narinfo file (kind "migrate"), from /metrics. */
+async function legacyLookups(ncps: NcpsProcess): Promise<number> {
+  const text = (await request(ncps.url, '/metrics')).text;
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith('ncps_lock_acquisitions_total{') && l.includes('kind="migrate"'))
+    .reduce((sum, l) => sum + Number(l.split(' ').pop()), 0);
 }
 
 describe('narinfo hot path', { timeout: 120_000 }, () => {
@@ -88,6 +98,26 @@ describe('narinfo hot path', { timeout: 120_000 }, () => {
     // reference, three GETs and a HEAD on the hot path.
     assert.equal((await narInfoHits(open)) - hitsBefore, 7);
     assert.equal(upstream.count('GET', `/${hash}.narinfo`), 1, 'later answers came from ncps');
+  });
+
+  it('looks a narinfo it does not hold up once: fastify goes on to upstream without looking again', async () => {
+    // With a narinfo file of an older ncps in storage, every lookup also looks for such a file,
+    // under a lock /metrics counts.
+    const dataDir = await makeTempDir('hot-path-legacy');
+    await writeSyntheticLegacyNarInfos(dataDir, 1);
+    const legacy = await startNcps({ upstreams: [upstream.url], publicKeys: [key.publicKey.text], dataDir, extraArgs: ['--prometheus-enabled'] });
+    try {
+      const before = await legacyLookups(legacy);
+      const absent = randomStoreHash();
+      assert.equal((await request(legacy.url, `/${absent}.narinfo`)).status, 404);
+      assert.equal(upstream.count('GET', `/${absent}.narinfo`), 1, 'asked upstream');
+      assert.equal((await legacyLookups(legacy)) - before, 1, 'hot path and fastify looked up once between them');
+      // The reference: fastify alone (a query string) looks up once as well.
+      assert.equal((await request(legacy.url, `/${randomStoreHash()}.narinfo?reference`)).status, 404);
+      assert.equal((await legacyLookups(legacy)) - before, 2);
+    } finally {
+      await legacy.stop();
+    }
   });
 
   it('leaves requests it is not sure about to fastify: tokens, unknown paths', async () => {

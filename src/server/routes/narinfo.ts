@@ -1,5 +1,6 @@
 // GET|HEAD /<hash>.narinfo (and the same under /upload, which never asks upstream).
 
+import type { IncomingMessage } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import type { Cache } from '../../cache/cache';
 import { LISTING_FILE_NAME, NARINFO_FILE_NAME } from '../../cache/names';
@@ -9,6 +10,16 @@ import { serveAuxFile } from './aux-files';
 /** The headers of a narinfo answer; the hot path (server/hot-path.ts) sends the same. */
 export function narInfoHeaders(length: number): Record<string, string | number> {
   return { 'content-type': 'text/x-nix-narinfo', 'cache-control': 'public, max-age=300', 'content-length': length };
+}
+
+/**
+ * Requests the hot path (server/hot-path.ts) looked up and found nothing stored for, just before
+ * handing them on: the route goes on from there (upstream, or 404) without looking again.
+ */
+const foundNotStored = new WeakSet<IncomingMessage>();
+
+export function passOnNotStored(req: IncomingMessage): void {
+  foundNotStored.add(req);
 }
 
 export function listingName(file: string): string {
@@ -35,7 +46,7 @@ export function registerNarInfoRoutes(app: FastifyInstance, cache: Cache, prefix
       if (!hash) return reply.callNotFound();
       // HEAD needs the narinfo too: only a verified narinfo may be announced as present.
       request.cacheKind = 'narinfo';
-      const result = await cache.getNarInfo(hash, { upstream });
+      const result = await cache.getNarInfo(hash, { upstream, notStored: foundNotStored.has(request.raw) });
       request.cacheSource = result?.source;
       request.narInfoFrom = result?.from;
       request.upstreamHost = result?.upstream;
