@@ -205,7 +205,8 @@ async function main() {
   if (want('rss')) large.push({ label: 'rss', size: cfg.rssNarSize });
   const totalMiB = large.reduce((s, l) => s + l.size, 0) / MiB;
   log(`generating upstream: ${cfg.narinfoCount} narinfos + ${large.length} NARs (${totalMiB.toFixed(0)} MiB) in ${tmp}`);
-  const key = generateKey('bench-upstream-1');
+  // Named after the upstream's host, as a cache's key usually is (ncps warns of an upstream none of its keys is named after).
+  const key = generateKey('127.0.0.1-1');
   const data = await generateUpstream(dirs.data, key, { count: cfg.narinfoCount, smallSize: cfg.smallNarSize, large });
 
   // Processes.
@@ -302,7 +303,7 @@ async function main() {
   writeFileSync(path.join(opts.out, 'latest.json'), json);
   writeFileSync(path.join(opts.out, `run-${stamp}.json`), json);
 
-  process.stdout.write(`\nncps benchmark: ${env.cpuModel}, ${env.nproc} CPUs, ${env.memoryGiB} GiB RAM, node ${env.node}, nginx ${env.nginx}, ncps ${env.ncpsCommit}\n`);
+  process.stdout.write(`\nncps benchmark: ${env.cpuModel}, ${env.nproc} CPUs, ${env.memoryGiB} GiB RAM, node ${env.node}, nginx ${env.nginx}, ncps ${opts.ncps === DEFAULT_NCPS ? env.ncpsCommit : `${opts.ncps} (checkout at ${env.ncpsCommit})`}\n`);
   process.stdout.write(`load average at start ${env.loadAverageStart.join(' ')}, at end ${env.loadAverageEnd.join(' ')}\n\n`);
   process.stdout.write(`${table}\n\n`);
   if (ncpsWarnings.length) process.stdout.write(`ncps logged ${ncpsWarnings.length} warnings/errors (first: ${ncpsWarnings[0]})\n`);
@@ -645,16 +646,32 @@ function processTitle(pid) {
   }
 }
 
-function rssMiB(pid) {
-  let kib = 0;
+/**
+ * Memory of `pid` and its descendants, process by process: VmRSS, and PSS (from smaps_rollup),
+ * which divides pages shared between processes (the node binary, mostly) among them, so the PSS
+ * of all processes adds up to what they take together while the RSS counts shared pages in each.
+ */
+function memoryTree(pid) {
+  const processes = [];
   for (const p of processTree(pid)) {
     try {
-      kib += procStatusKiB(p, 'VmRSS');
+      const rollup = readFileSync(`/proc/${p}/smaps_rollup`, 'utf8');
+      const pss = Number(/^Pss:\s+(\d+) kB/m.exec(rollup)?.[1]);
+      processes.push({ pid: p, role: p === pid ? 'main' : 'child', rssMiB: procStatusKiB(p, 'VmRSS') / 1024, pssMiB: pss / 1024, anonMiB: procStatusKiB(p, 'RssAnon') / 1024 });
     } catch {
       // gone
     }
   }
-  return kib / 1024;
+  const sum = (f) => processes.reduce((total, x) => total + x[f], 0);
+  return { rssMiB: sum('rssMiB'), pssMiB: sum('pssMiB'), processes };
+}
+
+/** "supervisor; worker, worker" in PSS MiB (one process: just its figure). */
+function describeMemory(m) {
+  const main = m.processes.find((x) => x.role === 'main');
+  const children = m.processes.filter((x) => x.role === 'child');
+  if (!children.length) return main ? fmt.int(main.pssMiB) : 'n/a';
+  return `${main ? fmt.int(main.pssMiB) : 'n/a'}; ${children.map((x) => fmt.int(x.pssMiB)).join(', ')}`;
 }
 
 async function phaseScale(ctx) {
@@ -689,10 +706,10 @@ async function phaseScale(ctx) {
         nar[t.key] = { mibps: mib / (wallMs / 1000), cpuMsPerMiB: (t.cpu() - cpu0) / mib };
       }
       const summary = summarizeRounds(rounds, 'rps', 'cpuUsPerRequest');
-      out.byWorkers[w] = { narinfo: { ...summary, rounds }, nar, ncpsRssMiB: rssMiB(ctx.ncps.pid) };
+      out.byWorkers[w] = { narinfo: { ...summary, rounds }, nar, ncpsMemory: memoryTree(ctx.ncps.pid), nginxMemory: memoryTree(targets.nginx.pid()) };
       log(
         `scaling ${w} worker(s): narinfo ncps ${fmt.int(summary.ncps)} req/s (${fmt.f1(summary.cpu.ncps)} us CPU/req), nginx ${fmt.int(summary.nginx)} req/s; ` +
-          `NAR ncps ${fmt.int(nar.ncps.mibps)} MiB/s, nginx ${fmt.int(nar.nginx.mibps)} MiB/s; ncps RSS ${fmt.f1(out.byWorkers[w].ncpsRssMiB)} MiB`,
+          `NAR ncps ${fmt.int(nar.ncps.mibps)} MiB/s, nginx ${fmt.int(nar.nginx.mibps)} MiB/s; ncps RSS ${fmt.f1(out.byWorkers[w].ncpsMemory.rssMiB)} MiB (PSS ${fmt.f1(out.byWorkers[w].ncpsMemory.pssMiB)}; per process ${describeMemory(out.byWorkers[w].ncpsMemory)})`,
       );
     }
   } finally {
@@ -948,7 +965,15 @@ function tableRows(results, cfg) {
       ncps: `${series((b) => b.nar.ncps.mibps)} (x${gain((b) => b.nar.ncps.mibps)})`,
       other: `${series((b) => b.nar.nginx.mibps)} (x${gain((b) => b.nar.nginx.mibps)})`, ratio: '', target: 'info', pass: '',
     });
-    rows.push({ metric: `2h. (info) ncps RSS MiB, all processes, ${label} workers`, ncps: ws.map((w) => fmt.f1(sc.byWorkers[w].ncpsRssMiB)).join(' / '), other: '', ratio: '', target: 'info', pass: '' });
+    const memory = (m) => `${fmt.int(m.rssMiB)} (${fmt.int(m.pssMiB)})`;
+    rows.push({
+      metric: `2h. (info) RSS (PSS) MiB of all processes, ${label} workers`,
+      ncps: ws.map((w) => memory(sc.byWorkers[w].ncpsMemory)).join(' / '), other: ws.map((w) => memory(sc.byWorkers[w].nginxMemory)).join(' / '), ratio: '', target: 'info', pass: '',
+    });
+    const most = sc.byWorkers[ws[ws.length - 1]].ncpsMemory;
+    if (most.processes.length > 1) {
+      rows.push({ metric: `2i. (info) ncps PSS MiB per process, ${ws[ws.length - 1]} workers: supervisor; workers`, ncps: describeMemory(most), other: '', ratio: '', target: 'info', pass: '' });
+    }
   }
   const c = results.coldMiss;
   if (c) {

@@ -24,7 +24,7 @@ export function environment(repoRoot) {
   const nginx = run('nginx', ['-v']).replace(/^nginx version:\s*/, '');
   const wrk = run('wrk', ['-v']).split('\n')[0];
   const commit = run('git', ['-C', repoRoot, 'rev-parse', '--short', 'HEAD']);
-  const dirty = run('git', ['-C', repoRoot, 'status', '--porcelain', '--', 'src']) !== '';
+  const dirty = run('git', ['-C', repoRoot, 'status', '--porcelain', '--', 'src', 'scripts/build.mjs', 'package-lock.json']) !== '';
   return {
     date: new Date().toISOString(),
     nproc: os.availableParallelism?.() ?? os.cpus().length,
@@ -34,7 +34,7 @@ export function environment(repoRoot) {
     node: process.version,
     nginx,
     wrk,
-    ncpsCommit: `${commit}${dirty ? ' (src/ modified)' : ''}`,
+    ncpsCommit: `${commit}${dirty ? ' (modified)' : ''}`,
   };
 }
 
