@@ -17,8 +17,6 @@ export interface UpstreamState {
   lastCheck?: { latencyMs: number };
 }
 
-/** Label values of ncps_narinfo_served_total and ncps_nar_served_total, as the Go ncps writes them. */
-export type ServedResult = 'hit' | 'miss';
 /** `database` for narinfos in the database; `storage` for narinfo files an older ncps left. */
 export type NarInfoSource = 'database' | 'storage';
 
