@@ -272,20 +272,8 @@ export class PostgresDatabase implements Database {
       const id = info.rows[0]!.id;
       await client.query('DELETE FROM narinfo_references WHERE narinfo_id = $1', [id]);
       await client.query('DELETE FROM narinfo_signatures WHERE narinfo_id = $1', [id]);
-      if (narInfo.references.length > 0) {
-        await client.query(
-          `INSERT INTO narinfo_references (narinfo_id, position, reference)
-           SELECT $1, ord - 1, ref FROM unnest($2::text[]) WITH ORDINALITY AS t(ref, ord)`,
-          [id, narInfo.references],
-        );
-      }
-      if (narInfo.sigs.length > 0) {
-        await client.query(
-          `INSERT INTO narinfo_signatures (narinfo_id, position, signature)
-           SELECT $1, ord - 1, sig FROM unnest($2::text[]) WITH ORDINALITY AS t(sig, ord)`,
-          [id, narInfo.sigs],
-        );
-      }
+      await insertReferences(client, id, narInfo.references);
+      await insertSignatures(client, id, narInfo.sigs);
       const orphaned: RemovedNarFile[] = [];
       if (previous !== null && previous !== file.rows[0]!.id) {
         const removed = await deleteNarFileIfUnused(client, previous);
@@ -542,13 +530,7 @@ export class PostgresDatabase implements Database {
       const id = row.rows[0]?.id;
       if (id === undefined) return false;
       await client.query('DELETE FROM narinfo_signatures WHERE narinfo_id = $1', [id]);
-      if (sigs.length > 0) {
-        await client.query(
-          `INSERT INTO narinfo_signatures (narinfo_id, position, signature)
-           SELECT $1, ord - 1, sig FROM unnest($2::text[]) WITH ORDINALITY AS t(sig, ord)`,
-          [id, [...sigs]],
-        );
-      }
+      await insertSignatures(client, id, sigs);
       return true;
     });
   }
@@ -611,20 +593,8 @@ export class PostgresDatabase implements Database {
         );
         const id = info.rows[0]?.id;
         if (id === undefined) continue;
-        if (narInfo.references.length > 0) {
-          await client.query(
-            `INSERT INTO narinfo_references (narinfo_id, position, reference)
-             SELECT $1, ord - 1, ref FROM unnest($2::text[]) WITH ORDINALITY AS t(ref, ord)`,
-            [id, narInfo.references],
-          );
-        }
-        if (narInfo.sigs.length > 0) {
-          await client.query(
-            `INSERT INTO narinfo_signatures (narinfo_id, position, signature)
-             SELECT $1, ord - 1, sig FROM unnest($2::text[]) WITH ORDINALITY AS t(sig, ord)`,
-            [id, narInfo.sigs],
-          );
-        }
+        await insertReferences(client, id, narInfo.references);
+        await insertSignatures(client, id, narInfo.sigs);
         inserted++;
       }
       return inserted;
@@ -701,6 +671,26 @@ async function deleteNarFileIfUnused(client: Queryable, id: number): Promise<Rem
     [id],
   );
   return removed.rows[0] ? removedNarFileFromRow(removed.rows[0]) : undefined;
+}
+
+/** A narinfo's references, in their order, under its row `id`. */
+async function insertReferences(client: Queryable, id: number, references: readonly string[]): Promise<void> {
+  if (references.length === 0) return;
+  await client.query(
+    `INSERT INTO narinfo_references (narinfo_id, position, reference)
+     SELECT $1, ord - 1, ref FROM unnest($2::text[]) WITH ORDINALITY AS t(ref, ord)`,
+    [id, [...references]],
+  );
+}
+
+/** A narinfo's signatures, in their order, under its row `id`. */
+async function insertSignatures(client: Queryable, id: number, sigs: readonly string[]): Promise<void> {
+  if (sigs.length === 0) return;
+  await client.query(
+    `INSERT INTO narinfo_signatures (narinfo_id, position, signature)
+     SELECT $1, ord - 1, sig FROM unnest($2::text[]) WITH ORDINALITY AS t(sig, ord)`,
+    [id, [...sigs]],
+  );
 }
 
 /** narInfoColumns in the order the narinfo inserts name them (store_path … extra_fields). */
