@@ -179,7 +179,16 @@ export function openConfiguredStorage(config: LoadedConfig): ConfiguredStorage {
   return Object.assign(new LocalStorage(dir, tempPath || undefined), { describe: dir });
 }
 
-/** Redis locks when Redis addresses are configured (or the backend says so), else in-process. */
+/**
+ * Whether locks go through Redis: Redis addresses alone select it (as in ncps before the backend
+ * flag existed), unless the backend is set to local explicitly.
+ */
+export function usesRedisLocks(config: LoadedConfig): boolean {
+  if (config.get<string[]>('cache.redis.addrs').length === 0) return false;
+  return !(config.get<string>('cache.lock.backend') === 'local' && config.isSet('cache.lock.backend'));
+}
+
+/** Redis locks when usesRedisLocks says so, else in-process. */
 export function createLocker(config: LoadedConfig, logger: Logger): Locker & { check?(): Promise<void> } {
   const addrs = config.get<string[]>('cache.redis.addrs');
   const backend = config.get<string>('cache.lock.backend');
@@ -187,9 +196,7 @@ export function createLocker(config: LoadedConfig, logger: Logger): Locker & { c
     if (backend === 'redis') throw new ConfigError('--cache-lock-backend=redis needs --cache-redis-addrs');
     return new LocalLocker();
   }
-  // Redis addresses alone select Redis locks (as in ncps before the backend flag existed), unless
-  // the backend is set to local explicitly.
-  if (backend === 'local' && config.isSet('cache.lock.backend')) {
+  if (!usesRedisLocks(config)) {
     logger.warn('--cache-lock-backend=local: the Redis addresses are not used for locks; several instances will not coordinate');
     return new LocalLocker();
   }
@@ -218,7 +225,8 @@ export function createLocker(config: LoadedConfig, logger: Logger): Locker & { c
  * --force. True when refused, after saying why on stderr.
  */
 export async function refuseBesideLiveServer(config: LoadedConfig, db: Database, command: string): Promise<boolean> {
-  if (config.get<string[]>('cache.redis.addrs').length > 0 || config.get<boolean>('force')) return false;
+  // Only shared Redis locks let the command and a server coordinate.
+  if (usesRedisLocks(config) || config.get<boolean>('force')) return false;
   const live = await db.liveLeases(Date.now() - LEASE_STALE_MS);
   if (live.length === 0) return false;
   const who = live.map((l) => `${l.hostname} (pid ${l.pid})`).join(', ');

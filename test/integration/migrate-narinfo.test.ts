@@ -229,6 +229,13 @@ describe('migrate-narinfo beside a live server (no Redis)', () => {
     assert.deepEqual(narInfoHashesInDb(dbFile), []);
   });
 
+  it('refuses too when Redis addresses are given but the lock backend is local (nothing coordinates)', { timeout: TIMEOUT }, async () => {
+    const r = await migrateNarinfo([...flags(), `--cache-redis-addrs=127.0.0.1:${await freePort()}`, '--cache-lock-backend=local']);
+    assert.notEqual(r.code, 0, runDiag(r));
+    assert.match(r.stderr, /an ncps server is using this database/, runDiag(r));
+    assert.deepEqual(await listLegacyNarInfoFiles(dataDir), first, 'nothing touched');
+  });
+
   it('--dry-run is allowed (it changes nothing)', { timeout: TIMEOUT }, async () => {
     const r = await migrateNarinfo([...flags(), '--dry-run']);
     assert.equal(r.code, 0, runDiag(r));
