@@ -43,7 +43,7 @@ import type { Coordination } from './coordination';
 import { AlreadyStored, isNoSpace, NarDownload, NotFoundUpstream, StorageFull, type DownloadProgress, type ExpectedFile } from './download';
 import { verifiedPassThrough } from './pass-through';
 import type { StorageSpace } from './storage-space';
-import { HASH_NAMED_NAR } from './names';
+import { HASH_NAMED_NAR } from '../nix/file-names';
 import { zstdDecompressed, zstdNameOf } from './nar-alias';
 import { resolveRange, type RangeSpec, type ResolvedRange } from './range';
 

@@ -42,7 +42,7 @@ import type { AuxKind, Storage } from '../storage/storage';
 import type { Logger } from '../telemetry/logger';
 import { buildTraceFileName, realisationFileName, type Cache } from './cache';
 import { withLock, type Locker } from '../lock/locker';
-import { checkNarFileName, HASH_NAMED_NAR } from './names';
+import { checkNarFileName, HASH_NAMED_NAR } from '../nix/file-names';
 import { DecompressorUnavailable, hashStoredNar, NarHasher } from './nar-hash';
 import { narFileLockKey } from './orphans';
 import { isNoSpace } from './download';

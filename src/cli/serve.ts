@@ -31,7 +31,7 @@ import { ConnectionGuard } from '../server/connection-guard';
 import { TempFileSweeper } from '../storage/temp-files';
 import type { Logger } from '../telemetry/logger';
 import { Metrics } from '../telemetry/metrics';
-import { Readiness } from '../telemetry/readiness';
+import { Readiness } from '../server/readiness';
 import { VERSION } from './version';
 import { StatusBoard } from '../telemetry/status';
 import { SystemdNotifier } from '../telemetry/systemd';

@@ -8,7 +8,7 @@ import type { Database } from '../db/database';
 import type { Locker } from '../lock/locker';
 import { parseNarInfo, signNarInfo, storePathHash, type NarInfo, type SecretKey } from '../nix';
 import type { Storage } from '../storage/storage';
-import { NAR_FILE_NAME } from '../cache/names';
+import { NAR_FILE_NAME } from '../nix/file-names';
 
 export type LegacyOutcome =
   /** Inserted into the database, file removed. */

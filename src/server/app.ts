@@ -8,7 +8,7 @@ import type { Cache, CacheSource } from '../cache/cache';
 import type { CacheWrites } from '../cache/writes';
 import type { Logger } from '../telemetry/logger';
 import type { Metrics, NarInfoSource } from '../telemetry/metrics';
-import type { Readiness } from '../telemetry/readiness';
+import type { Readiness } from './readiness';
 import type { StatusBoard } from '../telemetry/status';
 import { tracer } from '../telemetry/tracing';
 import { createAccessCheck, createAuthHook, type Access } from './auth';

@@ -6,7 +6,7 @@
 import type { NarFileEntry } from '../../db/database';
 import { narFileLockKey, orphanAges, unrecordedFileAge } from '../orphans';
 import { downloadLockKey } from '../cache';
-import { NAR_FILE_NAME } from '../names';
+import { NAR_FILE_NAME } from '../../nix/file-names';
 import { DecompressorUnavailable, hashStoredNar } from '../nar-hash';
 import { NixHash, isKnownCompression } from '../../nix';
 import type { StoredFileInfo } from '../../storage/storage';

@@ -6,7 +6,7 @@
 import type { AuxFileRecord } from '../../db/database';
 import type { AuxKind } from '../../storage/storage';
 import { dropAuxFile } from '../aux-files';
-import { LISTING_FILE_NAME } from '../names';
+import { LISTING_FILE_NAME } from '../../nix/file-names';
 import { orphanAges, unrecordedFileAge } from '../orphans';
 import { PAGE, type FsckContext } from './context';
 

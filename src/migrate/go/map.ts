@@ -21,7 +21,7 @@ import {
   type NarInfo,
   type SecretKey,
 } from '../../nix';
-import { NAR_FILE_NAME } from '../../cache/names';
+import { NAR_FILE_NAME } from '../../nix/file-names';
 import type { GoBuildTraceRow, GoNarFileRow, GoNarInfoRow, GoTime } from './source';
 
 /** Why a record was not taken over (the report counts by reason). */

@@ -4,7 +4,7 @@
 
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Cache } from '../../cache/cache';
-import { LOG_NAME } from '../../cache/names';
+import { LOG_NAME } from '../../nix/file-names';
 import { parseBuildTraceKey, REALISATION_ID, type BuildTraceKey } from '../../nix';
 import type { AuxKind } from '../../storage/storage';
 import { badRequest } from '../errors';

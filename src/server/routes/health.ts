@@ -1,10 +1,10 @@
 // Liveness and readiness. /healthz answers as long as the process serves HTTP (what the Go ncps
 // and its chart probe); /readyz asks the database, storage and upstreams (see
-// telemetry/readiness) and answers 503 with the reason when one of them cannot be used.
+// server/readiness) and answers 503 with the reason when one of them cannot be used.
 // Both are public and not request-logged: probes call them every few seconds.
 
 import type { FastifyInstance } from 'fastify';
-import type { Readiness } from '../../telemetry/readiness';
+import type { Readiness } from '../readiness';
 
 export function registerHealthRoutes(app: FastifyInstance, readiness: Readiness | undefined): void {
   app.route({

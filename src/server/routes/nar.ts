@@ -2,7 +2,7 @@
 
 import type { FastifyInstance } from 'fastify';
 import type { Cache } from '../../cache/cache';
-import { checkNarFileName } from '../../cache/names';
+import { checkNarFileName } from '../../nix/file-names';
 import { badRequest } from '../errors';
 import { parseRange } from '../../cache/range';
 import { sendStream } from '../send-stream';

@@ -3,7 +3,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import type { Cache } from '../../cache/cache';
-import { LISTING_FILE_NAME, NARINFO_FILE_NAME } from '../../cache/names';
+import { LISTING_FILE_NAME, NARINFO_FILE_NAME } from '../../nix/file-names';
 import { badRequest } from '../errors';
 import { serveAuxFile } from './aux-files';
 

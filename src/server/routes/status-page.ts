@@ -5,7 +5,7 @@
 // whose figures are the ones /metrics exposes. The page needs the read token when one is set.
 
 import type { FastifyInstance } from 'fastify';
-import type { ReadinessReport } from '../../telemetry/readiness';
+import type { ReadinessReport } from '../readiness';
 import type { StatusBoard, StatusSample, StatusSnapshot } from '../../telemetry/status';
 import type { Access, AccessVerdict } from '../auth';
 

@@ -1,7 +1,7 @@
 // The file names ncps serves, as strict patterns: anything else is rejected before it reaches the
 // cache core, which is also what keeps path traversal out of storage.
 
-import { compressionFromExtension, type Compression } from '../nix';
+import { compressionFromExtension, type Compression } from './compression';
 
 const NIX32 = '[0-9a-df-np-sv-z]';
 
