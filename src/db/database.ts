@@ -88,6 +88,14 @@ export interface Database {
   auxFilePage(after: AuxFileKey | undefined, limit: number): Promise<AuxFileRecord[]>;
   /** How many records of each kind there are (for progress). */
   recordCounts(): Promise<{ narInfos: number; narFiles: number; auxFiles: number }>;
+  /**
+   * The cached paths `ncps list` shows, in pages of at most `pageSize`, from one read of one
+   * snapshot (a statement stepped through on SQLite, a cursor in a read-only transaction on
+   * PostgreSQL): the orders by size and name have no index, so paging with LIMIT would sort the
+   * whole table again for every page; this sorts once and never holds more than a page. Nothing
+   * else may use this Database until the iteration has ended (SQLite's connection is busy).
+   */
+  cachedPaths(query: CachedPathQuery, pageSize: number): AsyncIterable<CachedPath[]>;
   /** Records that a NAR's bytes were read back and matched its hashes. */
   markNarFileVerified(name: string, at: number): Promise<void>;
   /** Replaces a narinfo's signatures (in this order); false when there is no such narinfo. */
@@ -118,6 +126,42 @@ export interface ImportedNarInfo {
   lastAccessedAt: number;
   narFileCreatedAt: number;
   narFileLastAccessedAt: number;
+}
+
+/** How `ncps list` orders the cached paths (the values of its --sort). */
+export type CachedPathOrder = 'accessed' | 'size' | 'path';
+
+export interface CachedPathQuery {
+  /**
+   * accessed: most recently used first; size: largest NAR first (both newest record first on a
+   * tie); path: by name, the part after the hash, in byte order (then by hash).
+   */
+  order: CachedPathOrder;
+  /** Only the paths a pin keeps: pinned ones and those in a pinned path's closure. */
+  pinnedOnly?: boolean;
+  /** Only store paths containing this text (case-sensitive). */
+  match?: string;
+  /** At most this many; all when undefined. */
+  limit?: number;
+}
+
+/** A narinfo as `ncps list` shows it. */
+export interface CachedPath {
+  hash: string;
+  storePath: string;
+  url: string;
+  /** The narinfo's Compression; bzip2 when it has none (what the protocol says that means). */
+  compression: string;
+  narSize: number;
+  /** The narinfo's FileSize, else the size of the stored file; undefined when neither is known. */
+  fileSize: number | undefined;
+  lastAccessedAt: number;
+  /** Kept by a pin: pinned itself or referenced (transitively) by a pinned path; LRU never evicts it. */
+  pinned: boolean;
+  /** Pinned itself (POST /pin). */
+  pinnedDirectly: boolean;
+  /** Whether the NAR's bytes are in storage; undefined when the narinfo points at no NAR record. */
+  narStored: boolean | undefined;
 }
 
 /** A narinfo as fsck reads it: row id (for paging), hash, contents and the NAR record it names. */

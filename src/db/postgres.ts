@@ -20,6 +20,9 @@ import { PINNED_CLOSURE } from './shared-sql';
 import type {
   AuxFileKey,
   AuxFileRecord,
+  CachedPath,
+  CachedPathOrder,
+  CachedPathQuery,
   Database,
   ImportedNarInfo,
   NarFileEntry,
@@ -31,6 +34,7 @@ import type {
   StoreStats,
 } from './database';
 import {
+  cachedPathFromRow,
   leaseFromRow,
   narFileColumns,
   narFileEntryFromRow,
@@ -39,6 +43,7 @@ import {
   narInfoEntryFromRow,
   narInfoFromRow,
   removedNarFileFromRow,
+  type CachedPathRow,
   type LeaseRow,
   type NarFileEntryRow,
   type NarFileRow,
@@ -520,6 +525,40 @@ export class PostgresDatabase implements Database {
     return { narInfos: Number(row.narinfos), narFiles: Number(row.nar_files), auxFiles: Number(row.aux_files) };
   }
 
+  async *cachedPaths(query: CachedPathQuery, pageSize: number): AsyncGenerator<CachedPath[]> {
+    const client = await this.pool.connect();
+    let open = false;
+    let broken: Error | undefined;
+    try {
+      // One snapshot, sorted once by the server and fetched a page at a time; a listing never writes.
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      open = true;
+      await client.query(`DECLARE cached_paths NO SCROLL CURSOR FOR ${cachedPathsQuery(query.order)}`, [
+        query.pinnedOnly ?? false,
+        query.match ?? null,
+        query.limit ?? null,
+      ]);
+      const size = Math.max(1, Math.floor(pageSize));
+      for (;;) {
+        const { rows } = await client.query<CachedPathRow>(`FETCH FORWARD ${size} FROM cached_paths`);
+        if (rows.length > 0) yield rows.map(cachedPathFromRow);
+        if (rows.length < size) break;
+      }
+      await client.query('COMMIT');
+      open = false;
+    } finally {
+      // Also when the reader stopped early: the transaction (and its cursor) ends here.
+      if (open) {
+        try {
+          await client.query('ROLLBACK');
+        } catch (error) {
+          broken = error as Error;
+        }
+      }
+      client.release(broken);
+    }
+  }
+
   async markNarFileVerified(name: string, at: number): Promise<void> {
     await this.pool.query('UPDATE nar_files SET verified_at = $2 WHERE name = $1', [name, at]);
   }
@@ -657,6 +696,25 @@ function migrationTarget(client: Queryable): MigrationTarget {
   };
 }
 
+
+const CACHED_PATH_ORDER: Record<CachedPathOrder, string> = {
+  accessed: 'n.last_accessed_at DESC, n.id DESC',
+  size: 'n.nar_size DESC, n.id DESC',
+  // The name starts after the hash and its dash; COLLATE "C": byte order, as SQLite sorts.
+  path: 'substr(n.store_path, strpos(n.store_path, n.hash) + 33) COLLATE "C", n.hash COLLATE "C"',
+};
+
+/** ncps list's query (as sqlite-queries.ts's cachedPaths): $1 pinned only, $2 text to match or NULL, $3 limit or NULL. */
+function cachedPathsQuery(order: CachedPathOrder): string {
+  return `${PINNED_CLOSURE}
+    SELECT n.hash, n.store_path, n.url, n.compression, n.nar_size, COALESCE(n.file_size, f.file_size) AS file_size,
+           n.last_accessed_at, n.hash IN (SELECT hash FROM pinned) AS pinned, d.hash IS NOT NULL AS pinned_directly,
+           CASE WHEN f.id IS NULL THEN NULL ELSE f.stored_at IS NOT NULL END AS nar_stored
+    FROM narinfos n LEFT JOIN nar_files f ON f.id = n.nar_file_id LEFT JOIN pins d ON d.hash = n.hash
+    WHERE (NOT $1::boolean OR n.hash IN (SELECT hash FROM pinned))
+      AND ($2::text IS NULL OR strpos(n.store_path, $2::text) > 0)
+    ORDER BY ${CACHED_PATH_ORDER[order]} LIMIT $3::bigint`;
+}
 
 /**
  * Deletes a NAR file record that no narinfo references any more. The row is locked first, so the

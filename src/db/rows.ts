@@ -3,7 +3,7 @@
 // signatures arrive as arrays).
 
 import { NixHash, parseCompression, type NarInfo } from '../nix';
-import type { NarFileEntry, NarFileRecord, NarInfoEntry, RemovedNarFile, ServerLease } from './database';
+import type { CachedPath, NarFileEntry, NarFileRecord, NarInfoEntry, RemovedNarFile, ServerLease } from './database';
 
 export interface NarInfoRow {
   store_path: string;
@@ -122,6 +122,38 @@ export function narFileEntryFromRow(row: NarFileEntryRow): NarFileEntry {
     id: Number(row.id),
     narInfoCount: Number(row.narinfo_count),
     ...(row.verified_at !== null ? { verifiedAt: Number(row.verified_at) } : {}),
+  };
+}
+
+/** A row of `ncps list`'s query; the flags are 0/1 on SQLite and booleans on PostgreSQL. */
+export interface CachedPathRow {
+  hash: string;
+  store_path: string;
+  url: string;
+  compression: string | null;
+  nar_size: number;
+  file_size: number | null;
+  last_accessed_at: number;
+  pinned: number | boolean;
+  pinned_directly: number | boolean;
+  nar_stored: number | boolean | null;
+}
+
+const isSet = (flag: number | boolean): boolean => flag === true || Number(flag) === 1;
+
+export function cachedPathFromRow(row: CachedPathRow): CachedPath {
+  return {
+    hash: row.hash,
+    storePath: row.store_path,
+    url: row.url,
+    // No Compression line means bzip2.
+    compression: row.compression ?? 'bzip2',
+    narSize: Number(row.nar_size),
+    fileSize: row.file_size === null ? undefined : Number(row.file_size),
+    lastAccessedAt: Number(row.last_accessed_at),
+    pinned: isSet(row.pinned),
+    pinnedDirectly: isSet(row.pinned_directly),
+    narStored: row.nar_stored === null ? undefined : isSet(row.nar_stored),
   };
 }
 

@@ -4,6 +4,23 @@
 
 import { PINNED_CLOSURE } from './shared-sql';
 
+/**
+ * ncps list, one statement per order: the one by last use walks narinfos_last_accessed_at
+ * backwards (no sort); the others sort once. @pinnedOnly is 0 or 1, @match NULL for every path,
+ * @limit -1 for no limit.
+ */
+function cachedPaths(orderBy: string): string {
+  return `
+        ${PINNED_CLOSURE}
+        SELECT n.hash, n.store_path, n.url, n.compression, n.nar_size, COALESCE(n.file_size, f.file_size) AS file_size,
+               n.last_accessed_at, n.hash IN (SELECT hash FROM pinned) AS pinned, d.hash IS NOT NULL AS pinned_directly,
+               CASE WHEN f.id IS NULL THEN NULL ELSE f.stored_at IS NOT NULL END AS nar_stored
+        FROM narinfos n LEFT JOIN nar_files f ON f.id = n.nar_file_id LEFT JOIN pins d ON d.hash = n.hash
+        WHERE (@pinnedOnly = 0 OR n.hash IN (SELECT hash FROM pinned))
+          AND (@match IS NULL OR instr(n.store_path, @match) > 0)
+        ORDER BY ${orderBy} LIMIT @limit`;
+}
+
 export const SQLITE_QUERIES = {
   getNarInfo: `
         SELECT n.id, n.store_path, n.url, n.compression, n.file_hash, n.file_size, n.nar_hash,
@@ -132,6 +149,10 @@ export const SQLITE_QUERIES = {
                 @deriver, @system, @ca, @extraFields, @narFileId, @createdAt, @lastAccessedAt)
         ON CONFLICT (hash) DO NOTHING
         RETURNING id`,
+  cachedPathsByAccess: cachedPaths('n.last_accessed_at DESC, n.id DESC'),
+  cachedPathsBySize: cachedPaths('n.nar_size DESC, n.id DESC'),
+  // The name starts after the hash and its dash, whatever the store directory.
+  cachedPathsByPath: cachedPaths('substr(n.store_path, instr(n.store_path, n.hash) + 33), n.hash'),
 } as const;
 
 export type SqliteQueryName = keyof typeof SQLITE_QUERIES;

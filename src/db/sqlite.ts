@@ -7,6 +7,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import type { NarInfo } from '../nix';
 import type { Dialect, Migration } from './migrations';
 import {
+  cachedPathFromRow,
   leaseFromRow,
   narFileColumns,
   narFileEntryFromRow,
@@ -15,6 +16,7 @@ import {
   narInfoEntryFromRow,
   narInfoFromRow,
   removedNarFileFromRow,
+  type CachedPathRow,
   type LeaseRow,
   type NarFileEntryRow,
   type NarFileRow,
@@ -36,6 +38,9 @@ import {
 import type {
   AuxFileKey,
   AuxFileRecord,
+  CachedPath,
+  CachedPathOrder,
+  CachedPathQuery,
   Database,
   ImportedNarInfo,
   NarFileEntry,
@@ -55,6 +60,9 @@ const SQLITE_DIALECT: Dialect = {
   idColumn: 'INTEGER PRIMARY KEY',
   bigint: 'INTEGER',
 };
+
+/** The parameters of the cachedPaths statements (see sqlite-queries.ts). */
+type CachedPathParams = { pinnedOnly: number; match: string | null; limit: number };
 
 /** SQLite aggregates references and signatures into one string each (group_concat). */
 type SqliteNarInfoRow = Omit<NarInfoRow, 'refs' | 'sigs'> & { refs: string | null; sigs: string | null };
@@ -145,6 +153,11 @@ export class SqliteDatabase implements Database {
       putSetting: db.prepare(q.putSetting),
       importNarFile: db.prepare(q.importNarFile),
       importNarInfo: db.prepare(q.importNarInfo),
+      cachedPaths: {
+        accessed: db.prepare<[CachedPathParams], CachedPathRow>(q.cachedPathsByAccess),
+        size: db.prepare<[CachedPathParams], CachedPathRow>(q.cachedPathsBySize),
+        path: db.prepare<[CachedPathParams], CachedPathRow>(q.cachedPathsByPath),
+      } satisfies Record<CachedPathOrder, unknown>,
     };
   }
 
@@ -392,6 +405,25 @@ export class SqliteDatabase implements Database {
   async recordCounts(): Promise<{ narInfos: number; narFiles: number; auxFiles: number }> {
     const row = this.sql.recordCounts.get()!;
     return { narInfos: row.narinfos, narFiles: row.nar_files, auxFiles: row.aux_files };
+  }
+
+  async *cachedPaths(query: CachedPathQuery, pageSize: number): AsyncGenerator<CachedPath[]> {
+    // iterate() steps through the result as it is read; leaving the loop early (the reader went
+    // away) resets the statement, which ends its read.
+    const rows = this.sql.cachedPaths[query.order].iterate({
+      pinnedOnly: query.pinnedOnly ? 1 : 0,
+      match: query.match ?? null,
+      limit: query.limit ?? -1,
+    });
+    let page: CachedPath[] = [];
+    for (const row of rows) {
+      page.push(cachedPathFromRow(row));
+      if (page.length >= pageSize) {
+        yield page;
+        page = [];
+      }
+    }
+    if (page.length > 0) yield page;
   }
 
   async markNarFileVerified(name: string, at: number): Promise<void> {

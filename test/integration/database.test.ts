@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import BetterSqlite3 from 'better-sqlite3';
-import { UnsupportedDatabaseError, type Database, type NarFileRecord } from '../../src/db/database';
+import { UnsupportedDatabaseError, type CachedPath, type CachedPathQuery, type Database, type NarFileRecord } from '../../src/db/database';
 import { MIGRATIONS } from '../../src/db/migrations';
 import { SCHEMA_BESIDE_GO, sqliteFileBesideGo } from '../../src/db/beside-go';
 import { openDatabase, redactDatabaseUrl } from '../../src/db/open';
@@ -582,6 +582,71 @@ for (const engine of [sqliteEngine, postgresEngine]) {
       const timed = await db.leastRecentlyUsedNarInfos(10);
       assert.deepEqual(timed.map((r) => r.hash), await db.leastRecentlyUsed(10));
       assert.ok(timed.every((r) => typeof r.lastAccessedAt === 'number' && r.lastAccessedAt > 0));
+    });
+
+    it('cachedPaths: pages in the order asked, filtered and limited; stopping early frees the database', async () => {
+      const db = await migrated();
+      // top -> leaf, and top is pinned: leaf is kept as its closure. none has no Compression line
+      // and no known file size.
+      const leaf = fixture('cp-leaf', { narSize: 200 });
+      const top = fixture('cp-top', { narSize: 300, refs: [baseName('cp-leaf')] });
+      const none = fixture('cp-none', { narSize: 100, minimal: true });
+      await put(db, leaf);
+      await put(db, top);
+      await db.putNarInfo(none.hash, none.narInfo, { ...none.narFile, fileSize: undefined });
+      await db.markNarFileStored(leaf.narFile.name, 1234);
+      await db.addPin(top.hash, 1);
+      const later = Date.now() + 60_000;
+      await db.touchNarInfos([none.hash], later + 2);
+      await db.touchNarInfos([top.hash], later + 1);
+
+      const read = async (on: Database, query: CachedPathQuery, pageSize = 2): Promise<CachedPath[][]> => {
+        const pages: CachedPath[][] = [];
+        for await (const page of on.cachedPaths(query, pageSize)) pages.push(page);
+        return pages;
+      };
+      const hashes = async (query: CachedPathQuery) => (await read(db, query)).flat().map((p) => p.hash);
+
+      const pages = await read(db, { order: 'accessed' });
+      assert.deepEqual(pages.map((p) => p.length), [2, 1]);
+      const [first, second, third] = pages.flat();
+      assert.deepEqual(first, {
+        hash: none.hash,
+        storePath: none.narInfo.storePath,
+        url: none.narInfo.url,
+        compression: 'bzip2',
+        narSize: 100,
+        fileSize: undefined,
+        lastAccessedAt: later + 2,
+        pinned: false,
+        pinnedDirectly: false,
+        narStored: false,
+      });
+      assert.deepEqual(
+        [second, third].map((p) => [p!.hash, p!.compression, p!.fileSize, p!.lastAccessedAt === later + 1, p!.pinned, p!.pinnedDirectly, p!.narStored]),
+        [
+          [top.hash, 'xz', 1234, true, true, true, false],
+          [leaf.hash, 'xz', 1234, false, true, false, true],
+        ],
+      );
+      assert.deepEqual(await hashes({ order: 'size' }), [top.hash, leaf.hash, none.hash]);
+      assert.deepEqual(await hashes({ order: 'path' }), [leaf.hash, none.hash, top.hash]);
+      assert.deepEqual(await hashes({ order: 'accessed', pinnedOnly: true }), [top.hash, leaf.hash]);
+      assert.deepEqual(await hashes({ order: 'size', match: 'cp-n' }), [none.hash]);
+      assert.deepEqual(await hashes({ order: 'path', match: top.hash.slice(4, 20) }), [top.hash]);
+      assert.deepEqual(await hashes({ order: 'path', match: 'CP-' }), [], 'case-sensitive');
+      assert.deepEqual(await hashes({ order: 'size', limit: 2 }), [top.hash, leaf.hash]);
+      assert.deepEqual(await read(db, { order: 'accessed', match: 'absent' }), [], 'no page at all');
+
+      // A reader that stops after one page ends the read: on one connection, the next one works.
+      const single = openDatabase(fresh.url, { maxOpenConns: 1, maxIdleConns: 0 });
+      opened.push(single);
+      for await (const page of single.cachedPaths({ order: 'accessed' }, 1)) {
+        assert.equal(page.length, 1);
+        break;
+      }
+      assert.equal((await single.getNarInfo(leaf.hash))?.storePath, leaf.narInfo.storePath);
+      assert.equal((await read(single, { order: 'path' }, 1)).length, 3);
     });
 
     it('server leases: renewed, listed while fresh, removed', async () => {

@@ -220,6 +220,8 @@ function named(f: Fixture): Record<string, unknown> {
     startedAt: f.now,
     heartbeatAt: f.now + 4,
     limit: 10,
+    pinnedOnly: 0,
+    match: null,
     storedAt: f.now,
     createdAt: f.now,
     lastAccessedAt: f.now + 5,
@@ -358,6 +360,15 @@ describe('schema compatibility: old releases\' SQL against the newest schema', (
       expectRows('narInfoPage', (rows) => assert.ok(rows.some((r) => r.hash === f.hashA)));
       expectRows('narFilePage', (rows) => assert.ok(rows.some((r) => r.name === f.nameA)));
       expectRows('narInfoIdOf', (rows) => assert.equal(rows[0]!.id, f.narInfoIdA));
+      for (const name of ['cachedPathsByAccess', 'cachedPathsBySize', 'cachedPathsByPath']) {
+        expectRows(name, (rows) => {
+          const row = (hash: string) => rows.find((r) => r.hash === hash);
+          assert.equal(row(f.hashA)?.store_path, f.storePathA, name);
+          assert.equal(row(f.hashA)?.nar_stored, 1, `${name}: A's NAR is stored`);
+          assert.equal(row(f.hashB)?.pinned_directly, 1, `${name}: B is pinned`);
+          assert.equal(row(f.hashA)?.pinned_directly, 0, `${name}: A is not`);
+        });
+      }
     });
   }
 });
