@@ -4,6 +4,7 @@
 
 import { ConfigError } from '../config/load';
 import { fsckCommand } from './fsck';
+import { listCommand } from './list';
 import { migrateCommand } from './migrate';
 import { migrateNarinfoCommand } from './migrate-narinfo';
 import { tolerateMissingWebAssembly } from '../upstream/node-http';
@@ -41,6 +42,7 @@ const COMMANDS: Record<string, Command> = {
   'migrate-narinfo': migrateNarinfoCommand,
   'sweep-orphans': sweepOrphansCommand,
   fsck: fsckCommand,
+  list: listCommand,
   // Hidden: what the package's bin/dbmate-ncps runs (nixpkgs' module calls `dbmate-ncps up`).
   dbmate: dbmateCommand,
   help: { summary: 'Show the commands, or the flags of one command (ncps help serve).', aliases: ['h'], run: helpCommand },
@@ -58,7 +60,7 @@ const COMMANDS: Record<string, Command> = {
 };
 
 /** Commands shown in the usage text (the Go-only ones are left out). */
-const LISTED = ['serve', 'migrate', 'migrate-narinfo', 'sweep-orphans', 'fsck', 'help', 'version', 'completion', 'manpage'];
+const LISTED = ['serve', 'migrate', 'migrate-narinfo', 'sweep-orphans', 'fsck', 'list', 'help', 'version', 'completion', 'manpage'];
 
 /** The commands as completion and the man page describe them. */
 function listedCommands(): CompletedCommand[] {

@@ -352,9 +352,9 @@ export function loadConfig(
   return { config, args };
 }
 
-/** The text of `ncps <command> --help`, generated from the option table. */
-export function helpText(command: string, summary: string): string {
-  const lines = [`Usage: ncps ${command} [flags]`, '', summary, '', 'Flags:'];
+/** The text of `ncps <command> --help`, generated from the option table; `usage` follows the command name. */
+export function helpText(command: string, summary: string, usage = '[flags]'): string {
+  const lines = [`Usage: ncps ${command} ${usage}`, '', summary, '', 'Flags:'];
   for (const option of optionsFor(command)) {
     const value = option.format === 'bool' ? '' : '=VALUE';
     const def =

@@ -22,7 +22,7 @@ export interface OptionSpec {
   default: unknown;
   doc: string;
   /** Which commands accept it; global options are accepted everywhere. */
-  scope: 'global' | 'serve' | 'signing' | 'storage' | 'database' | 'redis' | 'migration' | 'narinfo-migration' | 'offline' | 'fsck' | 'go-takeover' | 'go-cleanup';
+  scope: 'global' | 'serve' | 'signing' | 'storage' | 'database' | 'redis' | 'migration' | 'narinfo-migration' | 'offline' | 'fsck' | 'list' | 'go-takeover' | 'go-cleanup';
   sensitive?: boolean;
   /** Older flag names that still work, with a warning. */
   aliases?: readonly string[];
@@ -747,6 +747,47 @@ export const OPTIONS: readonly OptionSpec[] = [
     scope: 'fsck',
     notImplemented: 'this ncps stores whole NARs, without content-defined chunks, so there is no residue',
   },
+  // ncps list
+  {
+    key: 'list.sort',
+    flag: 'sort',
+    format: ['accessed', 'size', 'path'],
+    default: 'accessed',
+    doc: 'Order of the listing: accessed (most recently used first), size (largest NAR first) or path (by name, the part after the hash).',
+    scope: 'list',
+  },
+  {
+    key: 'list.limit',
+    flag: 'limit',
+    format: 'non-negative-int',
+    default: 0,
+    doc: 'Show at most this many paths (0: all).',
+    scope: 'list',
+  },
+  {
+    key: 'list.pinned',
+    flag: 'pinned',
+    format: 'bool',
+    default: false,
+    doc: 'Only the paths a pin keeps: pinned paths and the paths in their closures (what LRU never evicts).',
+    scope: 'list',
+  },
+  {
+    key: 'list.match',
+    flag: 'match',
+    format: 'string',
+    default: '',
+    doc: 'Only store paths containing this text (case-sensitive); also given as the argument: ncps list hello.',
+    scope: 'list',
+  },
+  {
+    key: 'list.json',
+    flag: 'json',
+    format: 'bool',
+    default: false,
+    doc: 'One JSON object per line (NDJSON) with every field, and no summary line: for scripts.',
+    scope: 'list',
+  },
   {
     key: 'create-database',
     flag: 'create-database',
@@ -799,6 +840,7 @@ export const COMMAND_SCOPES: Record<string, ReadonlyArray<OptionSpec['scope']>> 
   'migrate-narinfo': ['global', 'storage', 'database', 'redis', 'migration', 'narinfo-migration', 'offline', 'go-takeover'],
   'sweep-orphans': ['global', 'storage', 'database', 'redis', 'migration', 'offline'],
   fsck: ['global', 'signing', 'storage', 'database', 'redis', 'migration', 'offline', 'fsck'],
+  list: ['global', 'storage', 'database', 'list'],
 };
 
 export function optionsFor(command: string): OptionSpec[] {

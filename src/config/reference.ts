@@ -39,6 +39,7 @@ const SECTIONS: Array<[string, OptionSpec['scope']]> = [
   ['Narinfo migration (`migrate-narinfo`)', 'narinfo-migration'],
   ['Beside a running server (`migrate from-go`, `migrate-narinfo`, `sweep-orphans`, `fsck`)', 'offline'],
   ['Checking the cache (`fsck`)', 'fsck'],
+  ['Listing the cache (`list`)', 'list'],
   ['Taking over a Go ncps (`serve`, `migrate up`, `migrate from-go`, `migrate-narinfo`)', 'go-takeover'],
   ['Removing what a takeover kept for the Go ncps (`migrate from-go`)', 'go-cleanup'],
 ];

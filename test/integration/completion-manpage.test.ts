@@ -50,6 +50,8 @@ describe('bash completion', () => {
     assert.deepEqual(await complete(['ncps', 'serve', '--log-level', 'd']), ['debug', 'disabled']);
     assert.deepEqual(await complete(['ncps', 'serve', '--log-level', '=', 'w']), ['warn']);
     assert.deepEqual(await complete(['ncps', '--config', '/etc/ncps.yaml', 'serve', '--cache-ho']), ['--cache-hostname=']);
+    assert.deepEqual(await complete(['ncps', 'list', '--sort', '']), ['accessed', 'size', 'path']);
+    assert.deepEqual(await complete(['ncps', 'list', '--pin']), ['--pinned']);
   });
 });
 
@@ -111,9 +113,10 @@ describe('manual page', () => {
     assert.equal(rendered.code, 0, rendered.stderr);
     assert.equal(rendered.stderr.trim(), '', 'no roff warnings');
     const text = rendered.stdout.replace(/.\x08/g, '').replace(/‐\n\s*/g, '');
-    for (const command of ['serve', 'migrate', 'migrate-narinfo', 'sweep-orphans', 'fsck', 'completion']) assert.match(text, new RegExp(`^\\s+${command}\\b`, 'm'), command);
+    for (const command of ['serve', 'migrate', 'migrate-narinfo', 'sweep-orphans', 'fsck', 'list', 'completion']) assert.match(text, new RegExp(`^\\s+${command}\\b`, 'm'), command);
     for (const option of OPTIONS) assert.ok(text.includes(`--${option.flag}`), `--${option.flag} is documented`);
     assert.match(text, /MIGRATE UP FLAGS/);
+    assert.match(text, /LIST FLAGS/);
     assert.match(text, /EXIT STATUS/);
   });
 
