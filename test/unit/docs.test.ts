@@ -26,7 +26,7 @@ const OTHER_TOOLS: Record<string, readonly string[]> = {
   docker: ['name', 'user', 'rm', 'stop-timeout'],
   'kubectl/helm': ['replicas', 'create-namespace', 'set', 'for', 'timeout', 'strict'],
   npm: ['offline', 'ignore-scripts'],
-  node: ['jitless'],
+  node: ['jitless', 'max-semi-space-size'],
   systemctl: ['failed'],
   man: ['warnings'],
   pg_restore: ['clean'],
