@@ -16,7 +16,7 @@ import {
   type SchemaStatus,
 } from './schema';
 import { SCHEMA_BESIDE_GO } from './beside-go';
-import { PINNED_CLOSURE } from './shared-sql';
+import { CACHED_PATH_ROWS, PINNED_CLOSURE } from './shared-sql';
 import type {
   AuxFileKey,
   AuxFileRecord,
@@ -707,10 +707,7 @@ const CACHED_PATH_ORDER: Record<CachedPathOrder, string> = {
 /** ncps list's query (as sqlite-queries.ts's cachedPaths): $1 pinned only, $2 text to match or NULL, $3 limit or NULL. */
 function cachedPathsQuery(order: CachedPathOrder): string {
   return `${PINNED_CLOSURE}
-    SELECT n.hash, n.store_path, n.url, n.compression, n.nar_size, COALESCE(n.file_size, f.file_size) AS file_size,
-           n.last_accessed_at, n.hash IN (SELECT hash FROM pinned) AS pinned, d.hash IS NOT NULL AS pinned_directly,
-           CASE WHEN f.id IS NULL THEN NULL ELSE f.stored_at IS NOT NULL END AS nar_stored
-    FROM narinfos n LEFT JOIN nar_files f ON f.id = n.nar_file_id LEFT JOIN pins d ON d.hash = n.hash
+    ${CACHED_PATH_ROWS}
     WHERE (NOT $1::boolean OR n.hash IN (SELECT hash FROM pinned))
       AND ($2::text IS NULL OR strpos(n.store_path, $2::text) > 0)
     ORDER BY ${CACHED_PATH_ORDER[order]} LIMIT $3::bigint`;

@@ -2,7 +2,7 @@
 // the compatibility test can snapshot them per schema version and replay an older release's
 // statements against a newer schema (the expand/contract rule, checked).
 
-import { PINNED_CLOSURE } from './shared-sql';
+import { CACHED_PATH_ROWS, PINNED_CLOSURE } from './shared-sql';
 
 /**
  * ncps list, one statement per order: the one by last use walks narinfos_last_accessed_at
@@ -12,10 +12,7 @@ import { PINNED_CLOSURE } from './shared-sql';
 function cachedPaths(orderBy: string): string {
   return `
         ${PINNED_CLOSURE}
-        SELECT n.hash, n.store_path, n.url, n.compression, n.nar_size, COALESCE(n.file_size, f.file_size) AS file_size,
-               n.last_accessed_at, n.hash IN (SELECT hash FROM pinned) AS pinned, d.hash IS NOT NULL AS pinned_directly,
-               CASE WHEN f.id IS NULL THEN NULL ELSE f.stored_at IS NOT NULL END AS nar_stored
-        FROM narinfos n LEFT JOIN nar_files f ON f.id = n.nar_file_id LEFT JOIN pins d ON d.hash = n.hash
+        ${CACHED_PATH_ROWS}
         WHERE (@pinnedOnly = 0 OR n.hash IN (SELECT hash FROM pinned))
           AND (@match IS NULL OR instr(n.store_path, @match) > 0)
         ORDER BY ${orderBy} LIMIT @limit`;
