@@ -18,9 +18,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateUpstream } from './lib/data.mjs';
-import { agent, get, mapLimit } from './lib/http.mjs';
+import { getNarInfos } from './lib/http.mjs';
 import { generateKey } from './lib/nix.mjs';
-import { capture, freePort, killAllSync, proxyNginxConfig, sleep, start, stop, stopAll, upstreamNginxConfig, startNginx, waitForHttp } from './lib/procs.mjs';
+import { NARINFOS_LUA, wrkSummary } from './lib/wrk.mjs';
+import { capture, freePort, killAllSync, ncpsServeArgs, proxyNginxConfig, sleep, start, stop, stopAll, upstreamNginxConfig, startNginx, waitForHttp } from './lib/procs.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -28,7 +29,7 @@ function parseArgs(argv) {
   // Under callgrind a server answers some 50 times slower; with 40 paths each memoised narinfo is
   // asked for about as often within its 2 s lifetime as with 1000 paths at full speed
   // (bench/run.mjs), so the share of hits that go to the database is alike.
-  const opts = { ncps: path.join(ROOT, 'dist', 'ncps.cjs'), seconds: 15, warmSeconds: 30, stretches: 2, paths: 40, only: ['ncps', 'node', 'nginx'], keepProfiles: undefined };
+  const opts = { ncps: path.join(ROOT, 'dist', 'ncps.cjs'), seconds: 15, warmSeconds: 45, stretches: 3, paths: 40, only: ['ncps', 'node', 'nginx'], keepProfiles: undefined };
   for (const arg of argv) {
     const [name, value] = arg.split('=', 2);
     if (name === '--ncps') opts.ncps = path.resolve(value);
@@ -54,36 +55,33 @@ function totalOf(file) {
 }
 
 /**
- * The instructions spent in the event loop's I/O callbacks (libuv's uv__io_poll, inclusive):
- * reading requests, answering them, and what that calls. Left out are timers (periodic work
- * that a server slowed 50 times by callgrind would charge to 50 times fewer hits) and other
- * threads (the optimising compiler, GC helpers).
+ * The instructions spent in the event loop's I/O: the inclusive count of `loopFunction`. For node
+ * that is libuv's uv__io_poll (reading requests, answering them, and what that calls); left out
+ * are timers (periodic work that a server slowed 50 times by callgrind would charge to 50 times
+ * fewer hits) and other threads (the optimising compiler, GC helpers). nginx's epoll handler is
+ * not an exported symbol, so for nginx it is its whole loop, ngx_process_events_and_timers: it has
+ * no other threads, and its timers do next to nothing here.
  */
-async function ioInstructionsOf(file) {
+async function loopInstructionsOf(file, loopFunction) {
   const text = await capture('callgrind_annotate', 'callgrind_annotate', ['--inclusive=yes', '--threshold=100', file], 120_000);
-  const line = text.split('\n').find((l) => /[:\s]uv__io_poll[\s[]/.test(l));
-  if (!line) throw new Error(`no uv__io_poll in ${file}`);
+  const pattern = new RegExp(`[:\\s]${loopFunction}[\\s[]`);
+  const line = text.split('\n').find((l) => pattern.test(l));
+  if (!line) throw new Error(`no ${loopFunction} in ${file}`);
   return Number(line.trim().split(/\s+/)[0].replace(/,/g, ''));
 }
 
 /** wrk for `seconds` with the request list of bench/run.mjs; resolves with its request count. */
 async function wrk(base, pathsFile, seconds, logFile) {
-  const child = start('wrk', 'wrk', ['-t1', '-c16', `-d${seconds}s`, '--timeout', '10s', '-s', path.join(ROOT, 'bench', 'lib', 'narinfos.lua'), base, '--', pathsFile], { logFile });
+  const child = start('wrk', 'wrk', ['-t1', '-c16', `-d${seconds}s`, '--timeout', '10s', '-s', NARINFOS_LUA, base, '--', pathsFile], { logFile });
   const exit = await child.exited;
-  const out = readFileSync(logFile, 'utf8');
-  const line = out.split('\n').filter((l) => l.startsWith('BENCHJSON ')).pop();
-  if (!line || exit.code !== 0) throw new Error(`wrk failed: ${out.slice(-400)}`);
-  const r = JSON.parse(line.slice('BENCHJSON '.length));
-  const errors = r.connect_errors + r.read_errors + r.write_errors + r.status_errors + r.timeouts;
-  if (errors > 0) throw new Error(`wrk saw errors: ${line}`);
-  return r.requests;
+  return wrkSummary(readFileSync(logFile, 'utf8'), exit, base).requests;
 }
 
 /**
- * Starts `command args` under callgrind with instrumentation off, warms it up, counts the
- * instructions of `seconds` of load, and stops it.
+ * Starts `command args` under callgrind with instrumentation off, warms it up, counts
+ * `opts.stretches` stretches of `opts.seconds` of load each, and stops it.
  */
-async function countUnderCallgrind(name, tmp, command, args, url, pathsFile, opts, env) {
+async function countUnderCallgrind(name, tmp, command, args, url, pathsFile, opts, { env, loopFunction = 'uv__io_poll' } = {}) {
   const out = path.join(tmp, `callgrind.${name}`);
   mkdirSync(out, { recursive: true });
   const child = start(name, 'valgrind', ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}/callgrind.out.%p`, command, ...args], {
@@ -111,17 +109,18 @@ async function countUnderCallgrind(name, tmp, command, args, url, pathsFile, opt
     .sort((a, b) => Number(a.split('.').pop()) - Number(b.split('.').pop()))
     .map((f) => path.join(out, f));
   if (dumps.length !== stretches.length) throw new Error(`${name}: expected ${stretches.length} dumps, found ${dumps.length}`);
-  for (const [i, f] of dumps.entries()) {
-    stretches[i].perRequest = (await ioInstructionsOf(f)) / stretches[i].requests;
-    stretches[i].allPerRequest = totalOf(f) / stretches[i].requests;
-  }
+  // Kept before they are read, so that a dump that cannot be read can still be looked at.
   if (opts.keepProfiles) {
     mkdirSync(opts.keepProfiles, { recursive: true });
     for (const f of dumps) copyFileSync(f, path.join(opts.keepProfiles, `${name}.${path.basename(f)}`));
   }
+  for (const [i, f] of dumps.entries()) {
+    stretches[i].perRequest = (await loopInstructionsOf(f, loopFunction)) / stretches[i].requests;
+    stretches[i].allPerRequest = totalOf(f) / stretches[i].requests;
+  }
   const perRequest = Math.min(...stretches.map((s) => s.perRequest));
   const requests = stretches.reduce((a, s) => a + s.requests, 0);
-  log(`${name}: ${stretches.map((x) => `${Math.round(x.perRequest)} in I/O, ${Math.round(x.allPerRequest)} in all (${x.requests} hits)`).join('; ')} instructions per hit`);
+  log(`${name}: ${stretches.map((x) => `${Math.round(x.perRequest)} in the loop, ${Math.round(x.allPerRequest)} in all (${x.requests} hits)`).join('; ')} instructions per hit`);
   return { requests, perRequest, stretches };
 }
 
@@ -159,27 +158,18 @@ async function main() {
     await waitForHttp(`${upstreamUrl}/nix-cache-info`, upstream);
     const results = {};
 
-    const warm = async (url) => {
-      const a = agent(8);
-      await mapLimit(data.small, 8, async (e) => {
-        const r = await get(url + e.narInfoPath, { agent: a, timeoutMs: 60_000 });
-        if (r.status !== 200) throw new Error(`${url}${e.narInfoPath}: ${r.status}`);
-      });
-      a.destroy();
-    };
-
     if (opts.only.includes('ncps')) {
       const port = await freePort();
       const url = `http://127.0.0.1:${port}`;
-      const args = [opts.ncps, 'serve', `--server-addr=127.0.0.1:${port}`, `--cache-storage-local=${dirs.ncps}`, '--cache-hostname=bench', `--cache-upstream-url=${upstreamUrl}`, `--cache-upstream-public-key=${key.publicText}`, '--log-level=warn'];
+      const args = ncpsServeArgs(opts.ncps, { port, storage: dirs.ncps, upstreamUrl, publicKey: key.publicText });
       const env = { ...process.env, NODE_ENV: 'production' };
       // Filled at full speed first (the misses and NAR prefetches are not what is counted).
       const first = start('ncps', process.execPath, args, { logFile: path.join(tmp, 'ncps-fill.log'), env });
       await waitForHttp(`${url}/nix-cache-info`, first);
-      await warm(url);
+      await getNarInfos(url, data.small, 'ncps');
       await sleep(3000);
       await stop(first, 'SIGTERM', 40_000);
-      results.ncps = await countUnderCallgrind('ncps', tmp, process.execPath, args, url, pathsFile, opts, env);
+      results.ncps = await countUnderCallgrind('ncps', tmp, process.execPath, args, url, pathsFile, opts, { env });
     }
     if (opts.only.includes('node')) {
       const port = await freePort();
@@ -198,9 +188,9 @@ async function main() {
       const url = `http://127.0.0.1:${port}`;
       const filler = startNginx('nginx-fill', dirs.proxy, conf);
       await waitForHttp(`${url}/nix-cache-info`, filler);
-      await warm(url);
+      await getNarInfos(url, data.small, 'nginx');
       await stop(filler, 'SIGTERM', 20_000);
-      results.nginx = await countUnderCallgrind('nginx', tmp, 'nginx', ['-p', dirs.proxy, '-e', path.join(dirs.proxy, 'error.log'), '-c', conf], url, pathsFile, opts);
+      results.nginx = await countUnderCallgrind('nginx', tmp, 'nginx', ['-p', dirs.proxy, '-e', path.join(dirs.proxy, 'error.log'), '-c', conf], url, pathsFile, opts, { loopFunction: 'ngx_process_events_and_timers' });
     }
 
     const rows = Object.entries(results).map(([k, r]) => `${k.padEnd(6)} ${String(Math.round(r.perRequest)).padStart(9)} instructions per hit  (least of ${r.stretches.length} stretches: ${r.stretches.map((x) => Math.round(x.perRequest)).join(', ')})`);
@@ -210,7 +200,7 @@ async function main() {
     const outDir = path.join(ROOT, 'bench', 'results');
     mkdirSync(outDir, { recursive: true });
     const file = path.join(outDir, `instructions-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-    writeFileSync(file, JSON.stringify({ ncps: opts.ncps, seconds: opts.seconds, paths: opts.paths, node: process.version, results }, null, 2));
+    writeFileSync(file, JSON.stringify({ ...opts, node: process.version, results }, null, 2));
     log(`results in ${path.relative(ROOT, file)}`);
   } finally {
     await cleanup();

@@ -16,13 +16,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateUpstream } from './lib/data.mjs';
-import { agent, curl, get, mapLimit } from './lib/http.mjs';
+import { agent, curl, get, getNarInfos } from './lib/http.mjs';
 import { generateKey } from './lib/nix.mjs';
 import {
   capture,
   cpuList,
   cpuMs,
   freePort,
+  ncpsServeArgs,
   killAllSync,
   pinTree,
   processTree,
@@ -36,6 +37,7 @@ import {
   waitForHttp,
 } from './lib/procs.mjs';
 import { environment, fmt, formatTable, median } from './lib/report.mjs';
+import { NARINFOS_LUA, wrkSummary } from './lib/wrk.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DEFAULT_NCPS = path.join(ROOT, 'dist', 'ncps.cjs');
@@ -215,16 +217,7 @@ async function main() {
   const upstream = startNginx('upstream nginx', dirs.upstream, upstreamNginxConfig(dirs.upstream, upPort, dirs.data, cfg.nginxWorkers));
   await waitForHttp(`${upstreamUrl}/nix-cache-info`, upstream);
 
-  const ncpsArgs = [
-    opts.ncps,
-    'serve',
-    `--server-addr=127.0.0.1:${ncpsPort}`,
-    `--cache-storage-local=${dirs.ncps}`,
-    '--cache-hostname=bench',
-    `--cache-upstream-url=${upstreamUrl}`,
-    `--cache-upstream-public-key=${key.publicText}`,
-    '--log-level=warn',
-  ];
+  const ncpsArgs = ncpsServeArgs(opts.ncps, { port: ncpsPort, storage: dirs.ncps, upstreamUrl, publicKey: key.publicText });
   if (opts.cpuProf) {
     mkdirSync(opts.cpuProf, { recursive: true });
     ncpsArgs.unshift('--cpu-prof', `--cpu-prof-dir=${opts.cpuProf}`);
@@ -418,7 +411,7 @@ async function runWrk(ctx, base, seconds, n, { threads = ctx.cfg.wrkThreads, con
     `-c${connections}`,
     `-d${seconds}s`,
     '--timeout', '5s',
-    '-s', path.join(ROOT, 'bench', 'lib', 'narinfos.lua'),
+    '-s', NARINFOS_LUA,
     base,
     '--',
     ctx.pathsFile,
@@ -431,11 +424,7 @@ async function runWrk(ctx, base, seconds, n, { threads = ctx.cfg.wrkThreads, con
   const exit = await child.exited;
   clearTimeout(timer);
   const out = readFileSync(logFile, 'utf8');
-  const line = out.split('\n').find((l) => l.startsWith('BENCHJSON '));
-  if (!line || exit.code !== 0) throw new Error(`wrk failed (${JSON.stringify(exit)}): ${out.slice(-500)}`);
-  const r = JSON.parse(line.slice('BENCHJSON '.length));
-  const errors = r.connect_errors + r.read_errors + r.write_errors + r.status_errors + r.timeouts;
-  if (errors > 0) throw new Error(`wrk against ${base} saw errors: ${line}`);
+  const r = wrkSummary(out, exit, base);
   const ticks = /^WRKCPU (\d+) (\d+)$/m.exec(out);
   const clientCpuMs = ticks ? (Number(ticks[1]) + Number(ticks[2])) * 10 : NaN;
   const wallMs = r.duration_us / 1000;
@@ -473,11 +462,7 @@ async function warmNarInfos(ctx) {
   log(`narinfo hits: warming both caches with ${data.small.length} narinfos`);
   ctx.pathsFile = path.join(ctx.tmp, 'narinfo-paths.txt');
   writeFileSync(ctx.pathsFile, `${data.small.map((e) => e.narInfoPath).join('\n')}\n`);
-  for (const t of [targets.ncps, targets.nginx]) {
-    const a = agent(8);
-    await mapLimit(data.small, 8, async (e) => expectOk(await get(t.url + e.narInfoPath, { agent: a, timeoutMs: 30_000 }), `${t.key} ${e.narInfoPath}`));
-    a.destroy();
-  }
+  for (const t of [targets.ncps, targets.nginx]) await getNarInfos(t.url, data.small, t.key);
   // ncps prefetches each NAR after a narinfo miss; let that finish before measuring.
   await waitUpstreamQuiet(ctx, 1000, 120_000);
   const check = await get(targets.nginx.url + data.small[0].narInfoPath);

@@ -61,6 +61,23 @@ export async function mapLimit(items, limit, fn) {
 }
 
 /**
+ * GETs the narinfo of every entry (bench/lib/data.mjs) from `base`, 8 at a time, each of which
+ * must answer 200: how both caches are filled before their hits are measured. `what` names the
+ * cache in an error.
+ */
+export async function getNarInfos(base, entries, what) {
+  const a = agent(8);
+  try {
+    await mapLimit(entries, 8, async (e) => {
+      const res = await get(base + e.narInfoPath, { agent: a, timeoutMs: 30_000 });
+      if (res.status !== 200) throw new Error(`${what} ${e.narInfoPath}: HTTP ${res.status}`);
+    });
+  } finally {
+    a.destroy();
+  }
+}
+
+/**
  * Fetches `urls` in order with curl (libcurl is what Nix downloads with), on one connection,
  * discarding bodies. Resolves with one { status, bytes, ttfbMs, totalMs, connects } per URL, where
  * ttfbMs is curl's time_starttransfer (first response byte) and both are from that transfer's start.

@@ -97,6 +97,20 @@ export function killAllSync() {
   }
 }
 
+/** `ncps serve` as both benchmarks run it: local storage, one upstream, warnings only in the log. */
+export function ncpsServeArgs(bundle, { port, storage, upstreamUrl, publicKey }) {
+  return [
+    bundle,
+    'serve',
+    `--server-addr=127.0.0.1:${port}`,
+    `--cache-storage-local=${storage}`,
+    '--cache-hostname=bench',
+    `--cache-upstream-url=${upstreamUrl}`,
+    `--cache-upstream-public-key=${publicKey}`,
+    '--log-level=warn',
+  ];
+}
+
 /** Polls `url` until it answers 200 (bounded), failing early if `child` exits. */
 export async function waitForHttp(url, child, timeoutMs = 20_000) {
   const deadline = Date.now() + timeoutMs;
