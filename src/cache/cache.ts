@@ -177,9 +177,10 @@ export class Cache {
   /**
    * The narinfo for a store path hash if it was served a moment ago (see narinfo-memo.ts), without
    * waiting for anything: the hot path of a busy cache (server/hot-path.ts). Counts as a use.
+   * `now` is performance.now(), passed by a caller that has read it already.
    */
-  peekNarInfo(hash: string): Buffer | undefined {
-    const body = this.memo.get(hash);
+  peekNarInfo(hash: string, now?: number): Buffer | undefined {
+    const body = this.memo.get(hash, now);
     if (body !== undefined) this.touched.add(hash);
     return body;
   }

@@ -6,12 +6,14 @@
 // points at a NAR that is already gone.
 
 export const MEMO_TTL_MS = 2_000;
+// Times are performance.now() milliseconds: monotonic (a wall-clock step neither ends nor
+// stretches an entry's life), and the hot path has already read that clock for the request.
 const MAX_ENTRIES = 20_000;
 
 export class NarInfoMemo {
   private readonly entries = new Map<string, { body: Buffer; expires: number }>();
 
-  get(hash: string, now = Date.now()): Buffer | undefined {
+  get(hash: string, now = performance.now()): Buffer | undefined {
     const entry = this.entries.get(hash);
     if (!entry) return undefined;
     if (entry.expires > now) return entry.body;
@@ -19,7 +21,7 @@ export class NarInfoMemo {
     return undefined;
   }
 
-  set(hash: string, body: Buffer, now = Date.now()): void {
+  set(hash: string, body: Buffer, now = performance.now()): void {
     this.entries.delete(hash);
     this.entries.set(hash, { body, expires: now + MEMO_TTL_MS });
     if (this.entries.size > MAX_ENTRIES) {

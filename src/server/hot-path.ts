@@ -16,9 +16,23 @@ import type { AccessVerdict, Access } from './auth';
 import type { ResponseRecorder } from './response-record';
 import { narInfoHeaders, passOnNotStored } from './routes/narinfo';
 
-/** `/<32 characters of nix32>.narinfo`, nothing before or after. */
-const NARINFO_PATH = /^\/([0-9a-df-np-sv-z]{32})\.narinfo$/;
-const NARINFO_PATH_LENGTH = 1 + 32 + '.narinfo'.length;
+const NARINFO_SUFFIX = '.narinfo';
+const NARINFO_PATH_LENGTH = 1 + 32 + NARINFO_SUFFIX.length;
+
+/** Nix's base-32 alphabet (0-9 a-z without e o u t), by character code. */
+const NIX32 = new Uint8Array(128);
+for (const c of '0123456789abcdfghijklmnpqrsvwxyz') NIX32[c.charCodeAt(0)] = 1;
+
+/**
+ * The hash of `/<32 characters of nix32>.narinfo`, nothing before or after; given a url of
+ * NARINFO_PATH_LENGTH. A loop over character codes: a regular expression's match array and
+ * capture cost more than the rest of the check (measured with bench/instructions.mjs).
+ */
+export function narInfoPathHash(url: string): string | undefined {
+  if (url.charCodeAt(0) !== 0x2f || !url.endsWith(NARINFO_SUFFIX)) return undefined;
+  for (let i = 1; i <= 32; i++) if (NIX32[url.charCodeAt(i)] !== 1) return undefined;
+  return url.slice(1, 33);
+}
 
 export interface HotPathOptions {
   cache: Cache;
@@ -34,6 +48,8 @@ export interface HotPathOptions {
  */
 export function createHotPath(options: HotPathOptions): (req: IncomingMessage, res: ServerResponse, fallback: (req: IncomingMessage, res: ServerResponse) => void) => void {
   const { cache, checkAccess, record, route } = options;
+  // Tokens are fixed at start: without a read token the Authorization header need not be read.
+  const readIsOpen = checkAccess('read', undefined) === 'allowed';
 
   // The headers by body length, built once: narinfos are a few hundred bytes, so there are few.
   const headersByLength = new Map<number, Record<string, string | number>>();
@@ -72,14 +88,14 @@ export function createHotPath(options: HotPathOptions): (req: IncomingMessage, r
     const started = performance.now();
     const { method, url } = req;
     if ((method !== 'GET' && method !== 'HEAD') || url?.length !== NARINFO_PATH_LENGTH) return fallback(req, res);
-    const hash = NARINFO_PATH.exec(url)?.[1];
+    const hash = narInfoPathHash(url);
     if (hash === undefined || tracingEnabled()) return fallback(req, res);
-    if (checkAccess('read', req.headers.authorization) !== 'allowed') return fallback(req, res);
+    if (!readIsOpen && checkAccess('read', req.headers.authorization) !== 'allowed') return fallback(req, res);
     // A response queued behind another on the same connection (pipelining) has no socket yet: its
     // byte count needs the tracking the fastify hooks do.
     const socket = res.socket;
     if (!socket) return fallback(req, res);
-    const body = cache.peekNarInfo(hash);
+    const body = cache.peekNarInfo(hash, started);
     if (body !== undefined) return answer(req, res, socket, started, body, 'database');
     // Not memoised: the database (or a legacy file) may have it. Anything else is fastify's to
     // answer: not stored, it asks upstream without looking again; after an error it looks again.

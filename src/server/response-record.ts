@@ -48,9 +48,19 @@ export function createResponseRecorder(metrics: Metrics, logger: Logger, onMiss?
   /** The Go ncps's labels of a miss that found the path: its upstream host when known. */
   const foundMiss = (status: string, host: string | undefined) => (host ? { result: 'miss', status, upstream_hostname: host } : { result: 'miss', status });
 
+  // The latency series of the last request: a run of hits shares one, and comparing three values
+  // costs less than resolving the labels again.
+  let last: { method: string; route: string; status: number; series: ReturnType<Metrics['httpDuration']['labels']> } | undefined;
+  const durationSeries = (method: string, route: string, status: number) => {
+    if (last === undefined || last.status !== status || last.method !== method || last.route !== route) {
+      last = { method, route, status, series: metrics.httpDuration.labels(method, route, String(status)) };
+    }
+    return last.series;
+  };
+
   return (r) => {
     const { status } = r;
-    metrics.httpDuration.labels(r.method, r.route, String(status)).observe(r.seconds);
+    durationSeries(r.method, r.route, status).observe(r.seconds);
     const result = r.cacheSource;
     if (onMiss && r.cacheKind && r.method === 'GET' && (result === 'miss' || (result === undefined && status === 404))) {
       onMiss({ at: Date.now(), path: r.url, kind: r.cacheKind, status, ms: r.seconds * 1000, ...(r.upstreamHost ? { upstream: r.upstreamHost } : {}) });
