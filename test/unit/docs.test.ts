@@ -65,7 +65,7 @@ describe('documentation', () => {
   it('mentions only flags that exist: ncps flags from the option table, the benchmark flags from bench/, the rest by tool', () => {
     const ncps = new Set([...OPTIONS.flatMap((o) => [o.flag, ...(o.aliases ?? [])]), 'help', 'version']);
     const others = new Set(Object.values(OTHER_TOOLS).flat());
-    const bench = read('bench/run.mjs') + read('bench/profile-summary.mjs');
+    const bench = read('bench/run.mjs') + read('bench/profile-summary.mjs') + read('bench/instructions.mjs');
     const unknown: string[] = [];
     for (const file of DOCS) {
       for (const m of read(file).matchAll(/(?<![\w-])--([a-z][a-z0-9-]*[a-z0-9])(-\*)?/g)) {
