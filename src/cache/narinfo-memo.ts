@@ -6,10 +6,12 @@
 // points at a NAR that is already gone.
 
 export const MEMO_TTL_MS = 2_000;
-// Times are performance.now() milliseconds: monotonic (a wall-clock step neither ends nor
-// stretches an entry's life), and the hot path has already read that clock for the request.
 const MAX_ENTRIES = 20_000;
 
+/**
+ * Times are performance.now() milliseconds: monotonic (a wall-clock step neither ends nor
+ * stretches an entry's life), and the hot path has already read that clock for the request.
+ */
 export class NarInfoMemo {
   private readonly entries = new Map<string, { body: Buffer; expires: number }>();
 

@@ -12,6 +12,15 @@ const DIGIT_OF: Int8Array = (() => {
   return table;
 })();
 
+/** Whether `text` holds only nix32 characters from `start` to `end` (exclusive). */
+export function isNix32Span(text: string, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) {
+    const code = text.charCodeAt(i);
+    if (code >= 128 || DIGIT_OF[code]! < 0) return false;
+  }
+  return true;
+}
+
 /** Number of nix32 characters needed for `byteLength` bytes. */
 export function nix32Length(byteLength: number): number {
   return Math.ceil((byteLength * 8) / 5);

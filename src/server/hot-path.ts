@@ -10,6 +10,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Cache } from '../cache/cache';
+import { isNix32Span } from '../nix/nix32';
 import type { NarInfoSource } from '../telemetry/metrics';
 import { tracingEnabled } from '../telemetry/tracing';
 import type { AccessVerdict, Access } from './auth';
@@ -19,19 +20,14 @@ import { narInfoHeaders, passOnNotStored } from './routes/narinfo';
 const NARINFO_SUFFIX = '.narinfo';
 const NARINFO_PATH_LENGTH = 1 + 32 + NARINFO_SUFFIX.length;
 
-/** Nix's base-32 alphabet (0-9 a-z without e o u t), by character code. */
-const NIX32 = new Uint8Array(128);
-for (const c of '0123456789abcdfghijklmnpqrsvwxyz') NIX32[c.charCodeAt(0)] = 1;
-
 /**
- * The hash of `/<32 characters of nix32>.narinfo`, nothing before or after; given a url of
- * NARINFO_PATH_LENGTH. A loop over character codes: a regular expression's match array and
- * capture cost more than the rest of the check (measured with bench/instructions.mjs).
+ * The hash of `/<32 characters of nix32>.narinfo`, nothing before or after (the route's
+ * NARINFO_FILE_NAME after the slash). Checked by character codes: a regular expression's match
+ * array and capture cost more than the rest of the check (measured with bench/instructions.mjs).
  */
 export function narInfoPathHash(url: string): string | undefined {
-  if (url.charCodeAt(0) !== 0x2f || !url.endsWith(NARINFO_SUFFIX)) return undefined;
-  for (let i = 1; i <= 32; i++) if (NIX32[url.charCodeAt(i)] !== 1) return undefined;
-  return url.slice(1, 33);
+  if (url.length !== NARINFO_PATH_LENGTH || url.charCodeAt(0) !== 0x2f || !url.endsWith(NARINFO_SUFFIX)) return undefined;
+  return isNix32Span(url, 1, 33) ? url.slice(1, 33) : undefined;
 }
 
 export interface HotPathOptions {
@@ -87,7 +83,7 @@ export function createHotPath(options: HotPathOptions): (req: IncomingMessage, r
   return (req, res, fallback) => {
     const started = performance.now();
     const { method, url } = req;
-    if ((method !== 'GET' && method !== 'HEAD') || url?.length !== NARINFO_PATH_LENGTH) return fallback(req, res);
+    if ((method !== 'GET' && method !== 'HEAD') || url === undefined) return fallback(req, res);
     const hash = narInfoPathHash(url);
     if (hash === undefined || tracingEnabled()) return fallback(req, res);
     if (!readIsOpen && checkAccess('read', req.headers.authorization) !== 'allowed') return fallback(req, res);
